@@ -1,0 +1,1 @@
+"""Subcommands of the ``rftune`` CLI (see `rftune.cli`)."""

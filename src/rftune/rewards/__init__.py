@@ -1,0 +1,7 @@
+"""Reward functions: the calling convention, the registry of built-ins, and scoring of a batch."""
+
+from rftune.rewards.base import RewardFunction, as_reward_function, score_completions, weighted_total
+from rftune.rewards.registry import builtin_rewards, register_reward, resolve_reward
+
+__all__ = ["RewardFunction", "as_reward_function", "builtin_rewards", "register_reward", "resolve_reward",
+           "score_completions", "weighted_total"]
