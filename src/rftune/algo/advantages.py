@@ -1,0 +1,56 @@
+"""Group-relative advantages.
+
+A batch holds P prompts with G = ``num_generations`` completions each, laid out group by group
+(rows p*G .. p*G+G-1 belong to prompt p). For rewards R:
+
+    A_i = (R_i - mean_group(R)) / (std(R) + eps)
+
+``scale_rewards`` picks the std: ``group`` (std within the prompt's group, as in DeepSeekMath), ``batch`` (std
+over the whole batch, as in Dr. GRPO's appendix / TRL's "batch"), or ``none`` (no division — Dr. GRPO).
+The std is the *population* std (divide by G, not G-1) — the paper's formula; TRL uses Bessel's correction,
+which makes its advantages smaller by sqrt((G-1)/G). eps defaults to 1e-4.
+
+A group whose rewards are all equal has zero advantages: it contributes no gradient. Its share is reported as
+``frac_zero_std``; `zero_std_groups` tells dynamic sampling which groups to drop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCALINGS = ("group", "batch", "none")
+
+
+def group_view(values: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """[B] -> [P, G]; raises when B is not a multiple of G."""
+    if values.numel() % num_generations:
+        raise ValueError(f"{values.numel()} rewards is not a multiple of num_generations={num_generations}")
+    return values.view(-1, num_generations)
+
+
+def zero_std_groups(rewards: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
+    """[B] -> [P] bool: True for groups whose rewards are all equal (within `tol`)."""
+    groups = group_view(rewards, num_generations)  # [P, G]
+    return (groups.max(dim=1).values - groups.min(dim=1).values) <= tol  # [P]
+
+
+def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group",
+                       eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, float]]:
+    """Advantages [B] for rewards [B]; returns (advantages, metrics)."""
+    if scale_rewards not in SCALINGS:
+        raise ValueError(f"scale_rewards must be one of {SCALINGS}, got {scale_rewards!r}")
+    groups = group_view(rewards.float(), num_generations)  # [P, G]
+    centered = groups - groups.mean(dim=1, keepdim=True)  # [P, G]
+    if scale_rewards == "group":
+        scale = groups.std(dim=1, keepdim=True, unbiased=False) + eps  # [P, 1]
+    elif scale_rewards == "batch":
+        scale = groups.std(unbiased=False) + eps  # []
+    else:
+        scale = torch.ones(())
+    advantages = (centered / scale).reshape(-1)  # [B]
+    metrics = {
+        "advantage/abs_mean": advantages.abs().mean().item(),
+        "advantage/std": advantages.std(unbiased=False).item(),
+        "frac_zero_std": zero_std_groups(rewards, num_generations).float().mean().item(),
+    }
+    return advantages, metrics

@@ -1,0 +1,118 @@
+"""Crash-safe checkpoints.
+
+A checkpoint is a folder ``<output_dir>/checkpoints/step-NNNNNN`` holding the model (PEFT adapter or full
+weights, via ``save_pretrained``), ``state.pt`` (optimizer, scheduler, RNG states) and ``trainer_state.json``
+(step, data position). It is written under a temporary name, flushed to disk, and renamed into place, so a kill
+at any moment leaves either the complete new checkpoint or none — never a half-written one. Only folders named
+``step-NNNNNN`` count as checkpoints; leftovers from an interrupted save (``.tmp-*``) are removed on the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PREFIX = "step-"
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+
+
+def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, trainer_state: dict,
+                    keep: int) -> Path:
+    """Write a checkpoint atomically and keep only the `keep` newest."""
+    root = checkpoint_root(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(".tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    final = root / f"{PREFIX}{step:06d}"
+    staging = root / f".tmp-{final.name}-{os.getpid()}"
+    model.save_pretrained(staging / "model", safe_serialization=True)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()},
+               staging / "state.pt")
+    (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+    _fsync_tree(staging)
+    if final.exists():  # a checkpoint of this step from an earlier attempt: replace it
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool) -> dict:
+    """Restore model weights, optimizer, scheduler and RNG; return the trainer state."""
+    load_weights(model, path / "model", lora)
+    state = torch.load(path / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng_states(state["rng"])
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def load_weights(model, folder: Path, lora: bool) -> None:
+    """Load saved weights into an existing model in place (a LoRA adapter, or full weights)."""
+    from safetensors.torch import load_file
+
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        return
+    weights = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(shard))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {name for name in missing if "lm_head" in name}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for path in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
+        _fsync_dir(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,277 @@
+"""Typed run configuration: frozen dataclasses per stage, loaded from YAML plus ``key=value`` overrides.
+
+Everything is validated once, at load, with messages a user can act on: an unknown key names the closest known
+one, a wrong type names the key and the expected type, out-of-range values say the allowed range, and the batch
+must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
+
+Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rftune.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "smollm2-135m-instruct"  # hub id, local folder, *.gguf file, or the embedded default
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights' dtype
+    adapter: str | None = None  # start from this PEFT adapter (e.g. an SFT warm start)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = True  # False = full fine-tuning (a frozen copy serves as the KL reference)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    num_generations: int = 8  # G: completions sampled per prompt
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filtering
+    backend: Literal["hf", "vllm"] = "hf"
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    beta: float = 0.04  # KL coefficient; 0 = no reference model pass at all
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2  # > epsilon_low is DAPO's clip-higher
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence = GSPO
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    advantage_eps: float = 1e-4
+    num_iterations: int = 1  # mu: optimisation passes over each rollout batch
+    mask_truncated_completions: bool = False  # completions with no EOS get no loss
+    dynamic_sampling: bool = False  # DAPO: drop groups with equal rewards, sample more prompts
+    max_resample_rounds: int = 3  # cap on extra sampling rounds per step under dynamic_sampling
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/default"
+    max_steps: int = 100  # rollout steps; each does num_iterations optimizer updates
+    batch_size: int = 32  # completions per step (prompts per step = batch_size / num_generations)
+    gradient_accumulation_steps: int = 1  # micro-batches per step (batch_size must divide evenly)
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    warmup_steps: int = 0
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    bf16: bool = False  # bfloat16 autocast for forward passes
+    seed: int = 42
+    save_steps: int = 10  # checkpoint every N steps (0 = only at the end)
+    save_total_limit: int = 2  # keep this many latest checkpoints
+    resume: bool = False  # continue from the latest checkpoint in output_dir
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    log_completions: bool = True  # write completions.jsonl
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str  # built-in name, "package.module:function" or "path/file.py:function"
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the function
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    functions: list[RewardSpec] = field(default_factory=list)  # empty = the task's default rewards
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "arithmetic"  # a built-in task, or "dataset" for a user file
+    path: str | None = None  # JSONL / CSV / Parquet file with a `prompt` column (task "dataset")
+    system_prompt: str | None = None  # overrides the task's system prompt
+    kwargs: dict[str, Any] = field(default_factory=dict)  # task options (e.g. size, seed, datasets)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    base_dir: str = "."  # folder of the config file; relative paths inside it resolve from here
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.train.batch_size // self.generation.num_generations
+
+
+RANGES = {
+    "generation.num_generations": (2, None), "generation.max_new_tokens": (1, None),
+    "generation.temperature": (1e-6, None), "generation.top_p": (1e-6, 1.0), "generation.top_k": (0, None),
+    "algorithm.beta": (0.0, None), "algorithm.epsilon_low": (0.0, 1.0), "algorithm.epsilon_high": (0.0, None),
+    "algorithm.num_iterations": (1, None), "algorithm.advantage_eps": (0.0, None),
+    "algorithm.max_resample_rounds": (0, None), "train.max_steps": (1, None), "train.batch_size": (1, None),
+    "train.gradient_accumulation_steps": (1, None), "train.learning_rate": (0.0, None),
+    "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
+    "train.save_total_limit": (1, None), "train.threads": (0, None), "lora.r": (1, None),
+    "lora.dropout": (0.0, 1.0),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (optional), apply ``section.key=value`` overrides, validate, and return a Config."""
+    raw: dict[str, Any] = {}
+    base_dir = "."
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+        base_dir = str(path.resolve().parent)
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw.setdefault("base_dir", base_dir)
+    config = build_dataclass(Config, raw, "")
+    validate(config)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (the Python API's equivalent of a YAML file)."""
+    config = build_dataclass(Config, dict(raw), "")
+    validate(config)
+    return config
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict; the value is parsed as YAML (so 0.5, true, [a, b] work)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (what is written to the run's resolved config)."""
+    return dataclasses.asdict(config)
+
+
+def build_dataclass(cls, raw: Any, where: str):
+    """Recursively build dataclass `cls` from `raw`, checking keys and types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {_join(where, close[0])!r}?" if close else f"; known keys: {', '.join(sorted(fields))}"
+            raise ConfigError(f"unknown config key {_join(where, key)!r}{hint}")
+    values = {key: _convert(hints[key], value, _join(where, key)) for key, value in raw.items()}
+    return cls(**values)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _convert(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(typing.get_args(hint), value, where)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        return [_convert(item_hint, item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    return _convert_scalar(hint, value, where)
+
+
+def _convert_union(options, value, where: str):
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _convert(option, value, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of the accepted types")
+
+
+def _convert_scalar(hint, value, where: str):
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads 1e-5 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Cross-field and range checks, with messages that say what to change."""
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{key}: must be {bound}, got {value}")
+    g, b = config.generation.num_generations, config.train.batch_size
+    if b % g:
+        raise ConfigError(f"train.batch_size={b} is not a multiple of generation.num_generations={g}; "
+                          f"use e.g. train.batch_size={max(g, b // g * g)}")
+    accum = config.train.gradient_accumulation_steps
+    if b % accum:
+        raise ConfigError(f"train.batch_size={b} is not divisible by train.gradient_accumulation_steps={accum}")
+    if config.algorithm.epsilon_high < config.algorithm.epsilon_low:
+        raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
+    if config.task.name == "dataset" and not config.task.path:
+        raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")

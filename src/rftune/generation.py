@@ -1,0 +1,71 @@
+"""Sampling G completions per prompt with the Hugging Face backend.
+
+Prompts arrive as chat messages and are rendered with the tokenizer's chat template. The completion mask covers
+each completion up to and including its first EOS; a completion with no EOS within ``max_new_tokens`` is
+*truncated*. Sampling is seeded by the caller (`torch.manual_seed`) so a resumed run samples what the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rftune.types import RolloutBatch, Sample
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    num_generations: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+def eos_token_ids(tokenizer, model=None) -> list[int]:
+    """Every token id that ends a completion (tokenizer EOS plus the model's generation config EOS)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chat messages -> left-padded ids [P, Tp] and mask [P, Tp]."""
+    texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+             for messages in prompts]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask [B, Tc] of tokens up to and including the first EOS, and truncated [B] (no EOS at all)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids))  # [B, Tc]
+    # eos_before[t] = number of EOS strictly before position t; a token is kept while that is 0.
+    eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()  # [B, Tc]
+    mask = (eos_before == 0).long()  # [B, Tc]
+    truncated = ~is_eos.any(dim=1)  # [B]
+    return mask, truncated
+
+
+def sample_completions(model, tokenizer, samples: list[Sample], params: SamplingParams) -> RolloutBatch:
+    """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt."""
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, [s.prompt for s in samples])  # [P, Tp]
+    g = params.num_generations
+    prompt_ids = prompt_ids.repeat_interleave(g, dim=0)  # [B, Tp]
+    prompt_mask = prompt_mask.repeat_interleave(g, dim=0)  # [B, Tp]
+    eos_ids = eos_token_ids(tokenizer, model)
+    with torch.no_grad():
+        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
+                                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
+                                max_new_tokens=params.max_new_tokens, eos_token_id=eos_ids,
+                                pad_token_id=tokenizer.pad_token_id)  # [B, Tp+Tc]
+    completion_ids = output[:, prompt_ids.shape[1]:]  # [B, Tc]
+    mask, truncated = completion_mask(completion_ids, eos_ids)  # [B, Tc], [B]
+    completion_ids = completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+                        attention_mask=mask.clone(), completion_mask=mask, truncated=truncated,
+                        samples=[s for s in samples for _ in range(g)], completions=texts)

@@ -1,0 +1,390 @@
+"""The GRPO training loop, readable top to bottom.
+
+Each step:
+    1. rollout     sample G completions for each of P prompts (or play G episodes per prompt in an environment)
+    2. rewards     score every completion with every reward function; R = weighted sum
+    3. advantages  group-relative; with dynamic sampling, groups with equal rewards are replaced first
+    4. reference   log-probs under the reference policy (adapters disabled / frozen copy), only if beta > 0
+    5. update      num_iterations passes of clipped, KL-regularised policy-gradient updates, micro-batched
+    6. record      metrics.jsonl, completions.jsonl, progress line, atomic checkpoint every save_steps
+
+With num_iterations = 1 the old policy *is* the current one: its log-probs are the detached current ones (ratio
+exactly 1, no extra forward pass). With num_iterations > 1 the log-probs of the first pass (taken before any
+update of this batch) are kept as the old log-probs for the later passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rftune import checkpoint
+from rftune.algo.advantages import compute_advantages, zero_std_groups
+from rftune.algo.losses import BatchNorms, policy_loss
+from rftune.config import Config, to_dict
+from rftune.data import samples_from_rows
+from rftune.errors import ConfigError
+from rftune.generation import SamplingParams, sample_completions
+from rftune.logprobs import completion_logprobs
+from rftune.models import apply_lora, load_model, load_tokenizer
+from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
+from rftune.tasks import Task, build_task
+from rftune.tracking import JsonlLog, print_progress
+from rftune.types import RolloutBatch, Sample, concat_batches
+
+
+@dataclass
+class ScoredBatch:
+    rollout: RolloutBatch
+    rewards_per_func: torch.Tensor  # [B, K], NaN = not applicable
+    rewards: torch.Tensor  # [B]
+    failures: dict[str, int]
+
+
+class GRPOTrainer:
+    """GRPO fine-tuning of a causal LM. Build from a `Config`; rewards and data may be passed as Python objects.
+
+    ``reward_funcs``: callables (see `rftune.rewards.base`) or `RewardFunction`s; they replace the config's.
+    ``dataset``: rows (dicts with a ``prompt``) replacing the config's task data.
+    ``model``/``tokenizer``: an already-loaded model to train instead of ``config.model``.
+    """
+
+    def __init__(self, config: Config, reward_funcs: Sequence[Callable | RewardFunction] | None = None,
+                 dataset: Sequence[dict] | None = None, model=None, tokenizer=None, rollout_fn: Callable | None = None,
+                 progress: bool = True):
+        self.config = config
+        self.progress = progress
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.task = self._build_task(dataset)
+        self.reward_functions = self._build_rewards(reward_funcs)
+        self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
+        self.model, self.ref_model = self._build_models(model)
+        self.rollout_fn = rollout_fn or sample_completions
+        self.optimizer, self.scheduler = self._build_optimizer()
+        self.output_dir = Path(config.train.output_dir)
+        self.step_count = 0
+        self.stream_position = 0
+        resumed_from = self._maybe_resume()
+        self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
+        self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
+        if resumed_from is None:
+            (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _build_task(self, dataset) -> Task:
+        cfg = self.config.task
+        if dataset is not None:
+            rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
+            return Task(samples=samples_from_rows(rows, cfg.system_prompt))
+        return build_task(cfg.name, cfg.kwargs, cfg.system_prompt, cfg.path, self.config.base_dir)
+
+    def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
+        if reward_funcs is not None:
+            functions = [as_reward_function(f) for f in reward_funcs]
+        else:
+            specs = self.config.rewards.functions or self.task.default_rewards
+            base = Path(self.config.base_dir)
+            functions = [as_reward_function(resolve_reward(s.name, base), name=s.name.rpartition(":")[2],
+                                            weight=s.weight, kwargs=s.kwargs) for s in specs]
+        if not functions:
+            raise ConfigError("no reward functions: set rewards.functions (this task has no default rewards)")
+        return _unique_names(functions)
+
+    def _build_models(self, model):
+        cfg = self.config
+        if model is None:
+            model = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype, adapter=cfg.model.adapter)
+        ref_model = None
+        if cfg.lora.enabled:
+            if cfg.model.adapter:  # continue training the given adapter (e.g. after SFT)
+                for name, param in model.named_parameters():
+                    param.requires_grad = "lora_" in name
+            else:
+                model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        elif cfg.algorithm.beta > 0:
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        model.train()
+        return model, ref_model
+
+    def _build_optimizer(self):
+        cfg = self.config.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                      weight_decay=cfg.weight_decay)
+        total = cfg.max_steps * self.config.algorithm.num_iterations
+        schedule = _lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, total)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def _maybe_resume(self) -> Path | None:
+        latest = checkpoint.latest_checkpoint(self.output_dir)
+        if not self.config.train.resume:
+            if latest is not None:
+                raise ConfigError(f"train.output_dir {self.output_dir} already holds checkpoints (latest "
+                                  f"{latest.name}); resume with --resume or pick another train.output_dir")
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            return None
+        if latest is None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            return None
+        state = checkpoint.load_checkpoint(latest, self.model, self.optimizer, self.scheduler,
+                                           lora=self.config.lora.enabled)
+        self.step_count, self.stream_position = state["step"], state["stream_position"]
+        self._say(f"resumed from {latest} (step {self.step_count})")
+        return latest
+
+    # -------------------------------------------------------------------------------------------- the loop
+    def train(self) -> list[dict[str, Any]]:
+        """Run until train.max_steps; returns the metrics of the steps run now."""
+        from rftune.data import PromptStream
+
+        cfg = self.config.train
+        stream = PromptStream(len(self.task.samples), cfg.seed, self.stream_position)
+        history = []
+        try:
+            while self.step_count < cfg.max_steps:
+                metrics = self.step(stream)
+                history.append(metrics)
+                if cfg.save_steps and self.step_count % cfg.save_steps == 0 and self.step_count < cfg.max_steps:
+                    self.save_checkpoint(stream)
+            if not history or checkpoint.latest_checkpoint(self.output_dir) is None or \
+                    checkpoint.latest_checkpoint(self.output_dir).name != f"step-{self.step_count:06d}":
+                self.save_checkpoint(stream)
+            self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
+            self.tokenizer.save_pretrained(self.output_dir / "final")
+        finally:
+            self.metrics_log.close()
+            self.completions_log.close()
+        return history
+
+    def step(self, stream) -> dict[str, Any]:
+        """One GRPO step: rollout, rewards, advantages, reference, update, record."""
+        start = time.perf_counter()
+        self.step_count += 1
+        torch.manual_seed(self.config.train.seed * 100_003 + self.step_count)
+        scored, rollout_metrics = self._collect(stream)
+        alg = self.config.algorithm
+        advantages, adv_metrics = compute_advantages(scored.rewards, self.config.generation.num_generations,
+                                                     alg.scale_rewards, alg.advantage_eps)  # [B]
+        t0 = time.perf_counter()
+        train_metrics = self._update(scored.rollout, advantages)
+        rollout_metrics["time/train"] = time.perf_counter() - t0
+        metrics = {"step": self.step_count, **self._reward_metrics(scored), **adv_metrics, **rollout_metrics,
+                   **train_metrics, "lr": self.scheduler.get_last_lr()[0]}
+        metrics["time/step"] = time.perf_counter() - start
+        metrics["tokens_per_s"] = scored.rollout.completion_mask.sum().item() / metrics["time/step"]
+        self._record(metrics, scored, advantages)
+        return metrics
+
+    # ---------------------------------------------------------------------------------- rollout and scoring
+    def _collect(self, stream) -> tuple[ScoredBatch, dict[str, float]]:
+        """Sample and score P groups; under dynamic sampling replace equal-reward groups, within a cap."""
+        g = self.config.generation.num_generations
+        wanted = self.config.prompts_per_step
+        timings = {"time/generation": 0.0, "time/reward": 0.0}
+        scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted)], timings)
+        metrics = {"frac_zero_std": zero_std_groups(scored.rewards, g).float().mean().item()}
+        if self.config.algorithm.dynamic_sampling:
+            scored, rounds = self._fill_informative(scored, stream, timings)
+            metrics["dynamic_sampling/rounds"] = rounds
+        metrics.update(timings)
+        return scored, metrics
+
+    def _sample_and_score(self, samples: list[Sample], timings: dict[str, float]) -> ScoredBatch:
+        gen = self.config.generation
+        params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k)
+        t0 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        rollout = self.rollout_fn(self.model, self.tokenizer, samples, params)
+        self.model.train(was_training)
+        t1 = time.perf_counter()
+        examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
+            if rollout.episodes else [s.example for s in rollout.samples]
+        rewards_per_func, failures = score_completions(self.reward_functions, [s.prompt for s in rollout.samples],
+                                                       rollout.completions, examples, self.config.rewards.on_error)
+        rewards = weighted_total(rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
+        timings["time/generation"] += t1 - t0
+        timings["time/reward"] += time.perf_counter() - t1
+        return ScoredBatch(rollout, rewards_per_func, rewards, failures)
+
+    def _fill_informative(self, scored: ScoredBatch, stream, timings) -> tuple[ScoredBatch, int]:
+        """DAPO dynamic sampling: keep groups whose rewards differ; sample more prompts until P groups or the cap.
+
+        If the cap is reached first, the batch is topped up with equal-reward groups (zero advantage) so its size
+        stays P * G.
+        """
+        g, wanted = self.config.generation.num_generations, self.config.prompts_per_step
+        kept, spare, failures = [], [], [scored.failures]
+        rounds = 0
+        while True:
+            informative = ~zero_std_groups(scored.rewards, g)  # [P']
+            for group, ok in enumerate(informative.tolist()):
+                (kept if ok else spare).append(_group(scored, group, g))
+            if len(kept) >= wanted or rounds >= self.config.algorithm.max_resample_rounds:
+                break
+            rounds += 1
+            scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted - len(kept))], timings)
+            failures.append(scored.failures)
+        chosen = (kept + spare)[:wanted]
+        merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
+                             torch.cat([c.rewards_per_func for c in chosen]), torch.cat([c.rewards for c in chosen]),
+                             _sum_counts(failures))
+        return merged, rounds
+
+    # ----------------------------------------------------------------------------------------------- update
+    def _update(self, rollout: RolloutBatch, advantages: torch.Tensor) -> dict[str, float]:
+        """num_iterations optimisation passes over the rollout batch, micro-batched; returns mean metrics."""
+        cfg, alg = self.config, self.config.algorithm
+        mask = rollout.completion_mask.clone()  # [B, Tc]
+        if alg.mask_truncated_completions:
+            mask[rollout.truncated] = 0
+        accum = cfg.train.gradient_accumulation_steps
+        chunks = torch.arange(rollout.size).chunk(accum)
+        norms = BatchNorms(rows=rollout.size, tokens=int(mask.sum()), micro_batches=len(chunks),
+                           max_completion_length=cfg.generation.max_new_tokens)
+        t0 = time.perf_counter()
+        ref_logprobs = [self._reference_logprobs(rollout, rows) for rows in chunks] if alg.beta > 0 else None
+        collected: list[dict[str, float]] = [{"time/reference": time.perf_counter() - t0}]
+        old_logprobs: list[torch.Tensor] = []
+        for iteration in range(alg.num_iterations):
+            for index, rows in enumerate(chunks):
+                with self._autocast():
+                    logprobs, entropy = completion_logprobs(
+                        self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
+                        rollout.attention_mask[rows], cfg.generation.temperature, with_entropy=iteration == 0)
+                if iteration == 0:
+                    old_logprobs.append(logprobs.detach())
+                loss, metrics = policy_loss(
+                    logprobs, old_logprobs[index], ref_logprobs[index] if ref_logprobs else None, advantages[rows],
+                    mask[rows], norms, loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
+                    epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, beta=alg.beta)
+                loss.backward()
+                metrics["loss"] = loss.item()
+                if entropy is not None:
+                    metrics["entropy"] = (entropy * mask[rows]).sum().item() / max(mask[rows].sum().item(), 1)
+                collected.append(metrics)
+            collected.append({"grad_norm": self._optimizer_step()})
+        summary = _mean_metrics(collected)
+        summary["loss"] = summary.get("loss", 0.0) * len(chunks)  # micro-batch losses add up to the batch loss
+        return summary
+
+    def _reference_logprobs(self, rollout: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+        context = self.model.disable_adapter() if self.ref_model is None else contextlib.nullcontext()
+        model = self.model if self.ref_model is None else self.ref_model
+        with torch.no_grad(), context, self._autocast():
+            logprobs, _ = completion_logprobs(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                                              rollout.completion_ids[rows], rollout.attention_mask[rows],
+                                              self.config.generation.temperature)
+        return logprobs
+
+    def _optimizer_step(self) -> float:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.config.train.max_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.bf16)
+
+    # ----------------------------------------------------------------------------------------------- record
+    def _reward_metrics(self, scored: ScoredBatch) -> dict[str, float]:
+        rollout = scored.rollout
+        lengths = rollout.completion_mask.sum(dim=1).float()  # [B]
+        metrics = {"reward/mean": scored.rewards.mean().item(), "reward/std": scored.rewards.std(unbiased=False).item(),
+                   "completion_len/mean": lengths.mean().item(), "completion_len/min": lengths.min().item(),
+                   "completion_len/max": lengths.max().item(),
+                   "truncated_frac": rollout.truncated.float().mean().item()}
+        for k, rf in enumerate(self.reward_functions):
+            column = scored.rewards_per_func[:, k]
+            valid = column[~torch.isnan(column)]
+            metrics[f"rewards/{rf.name}/mean"] = valid.mean().item() if valid.numel() else math.nan
+            metrics[f"rewards/{rf.name}/std"] = valid.std(unbiased=False).item() if valid.numel() else math.nan
+            if scored.failures.get(rf.name):
+                metrics[f"rewards/{rf.name}/errors"] = scored.failures[rf.name]
+        return metrics
+
+    def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:
+        self.metrics_log.write([metrics])
+        if self.config.train.log_completions:
+            names = [rf.name for rf in self.reward_functions]
+            rows = [{"step": self.step_count, "prompt": sample.prompt, "completion": text,
+                     "rewards": {n: (None if math.isnan(v) else v) for n, v in zip(names, per_func.tolist())},
+                     "reward": total, "advantage": adv}
+                    for sample, text, per_func, total, adv in zip(
+                        scored.rollout.samples, scored.rollout.completions, scored.rewards_per_func,
+                        scored.rewards.tolist(), advantages.tolist())]
+            self.completions_log.write(rows)
+        if self.progress:
+            print_progress(metrics, self.config.train.max_steps)
+
+    def save_checkpoint(self, stream) -> Path:
+        state = {"step": self.step_count, "stream_position": stream.position}
+        return checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer, self.scheduler,
+                                          state, self.config.train.save_total_limit)
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
+
+def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+    return factor
+
+
+def _unique_names(functions: list[RewardFunction]) -> list[RewardFunction]:
+    seen: dict[str, int] = {}
+    unique = []
+    for rf in functions:
+        count = seen.get(rf.name, 0)
+        seen[rf.name] = count + 1
+        unique.append(rf if count == 0 else RewardFunction(f"{rf.name}_{count + 1}", rf.fn, rf.weight, rf.batched,
+                                                           rf.kwargs))
+    return unique
+
+
+def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:
+    rows = list(range(group * g, (group + 1) * g))
+    return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {})
+
+
+def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for item in counts:
+        for key, value in item.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in record.items():
+            sums.setdefault(key, []).append(value)
+    return {key: sum(values) / len(values) for key, values in sums.items()}
+
+
+def _yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
