@@ -1,0 +1,38 @@
+"""``rftune serve``: answer OpenAI-style chat requests with a local model (e.g. to act as a judge)."""
+
+from rftune.errors import ConfigError
+
+HELP = "Serve a model (with an optional adapter) on an OpenAI-compatible /v1/chat/completions endpoint."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="model name, folder, .gguf file or 'smollm2-135m-instruct'")
+    parser.add_argument("--adapter", help="a LoRA adapter folder to apply")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
+    parser.add_argument("--name", help="model name clients must send (default: the MODEL argument)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def run(args) -> int:
+    from rftune.serve import load_service, make_server
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+    service = load_service(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device,
+                           served_name=args.name)
+    try:
+        server = make_server(service, args.host, args.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    host, port = server.server_address[:2]
+    print(f"serving {service.served_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host} without authentication", flush=True)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+    return 0
