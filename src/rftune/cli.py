@@ -16,6 +16,7 @@ from rftune.errors import RftuneError
 COMMANDS = {
     "setup": "rftune.commands.setup",
     "train": "rftune.commands.train",
+    "serve": "rftune.commands.serve",
 }
 
 
