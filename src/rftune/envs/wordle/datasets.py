@@ -1,0 +1,94 @@
+"""Training data from reference games: history-mode prompt rows for GRPO and solver traces for SFT.
+
+Reference games are seeded: each game draws a secret from the answers, zero to `max_openings` random opening
+words (answers, so openings look natural), and a continuation player: the information-gain solver with
+probability `solver_share`, else the random consistent player. The random openings spread the games over many
+different positions instead of the solver's single opening line.
+
+- `history_rows`: one row per turn state, ``{"secret", "past_guess_history", "prompt"}``, where the prompt is the
+  history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
+- `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
+  openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical
+  conversations (the same position reached in several games) are kept once.
+
+The same arguments always give the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from rftune.envs.wordle.evaluate import GameRecord, play_game
+from rftune.envs.wordle.game import parse_history
+from rftune.envs.wordle.players import OpeningPlayer, RandomPlayer
+from rftune.envs.wordle.prompts import wordle_messages
+from rftune.envs.wordle.solver import InfoGainSolver
+from rftune.envs.wordle.words import answer_words
+
+
+@dataclass(frozen=True)
+class ReferenceGame:
+    """A played reference game, how many fixed opening moves it began with, and who played the rest."""
+
+    record: GameRecord
+    openings: int
+    by_solver: bool
+
+
+def reference_games(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2,
+                    solver: InfoGainSolver | None = None) -> list[ReferenceGame]:
+    """Seeded reference games (see the module docstring)."""
+    if num_games < 0 or not 0.0 <= solver_share <= 1.0 or max_openings < 0:
+        raise ValueError(f"need num_games >= 0, 0 <= solver_share <= 1, max_openings >= 0; got {num_games}, "
+                         f"{solver_share}, {max_openings}")
+    rng = random.Random(seed)
+    solver = solver or InfoGainSolver()
+    answers = answer_words().words
+    games = []
+    for _ in range(num_games):
+        secret = rng.choice(answers)
+        openings = rng.sample(answers, rng.randint(0, max_openings))
+        use_solver = rng.random() < solver_share
+        follower = solver if use_solver else RandomPlayer(seed=rng.randrange(2**31))
+        record = play_game(OpeningPlayer(follower, openings), secret)
+        games.append(ReferenceGame(record=record, openings=len(openings), by_solver=use_solver))
+    return games
+
+
+def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2) -> list[dict]:
+    """History-mode rows, one per turn state of each reference game."""
+    rows = []
+    for game in reference_games(num_games, seed, solver_share, max_openings):
+        for turn in game.record.turns:
+            history = parse_history(turn.past_guess_history)
+            rows.append({"secret": game.record.secret, "past_guess_history": turn.past_guess_history,
+                         "prompt": wordle_messages(history)})
+    return rows
+
+
+def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2) -> list[dict]:
+    """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates."""
+    rows, seen = [], set()
+    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings):
+        for turn in game.record.turns[game.openings:]:
+            messages = wordle_messages(parse_history(turn.past_guess_history))
+            messages.append({"role": "assistant", "content": turn.text})
+            key = json.dumps(messages, ensure_ascii=False)
+            if key not in seen:
+                seen.add(key)
+                rows.append({"messages": messages})
+    return rows
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
+    """Write one JSON object per line (UTF-8, symbols kept as is); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

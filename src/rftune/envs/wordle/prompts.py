@@ -1,0 +1,68 @@
+"""The Wordle prompt, course style: a system message with rules and format, and a user turn with the history.
+
+The system message explains the game, the three feedback symbols, the repeated-letter rule, walks through a short
+example game, and asks for reasoning inside ``<think> … </think>`` followed by the guess as ``<guess>WORD</guess>``.
+The user turn asks for a new guess and lists every earlier guess with its feedback, one line each:
+``Guess 2: CRANE → Feedback: C(x) R(✓) A(-) N(x) E(x)``. Because each user turn restates the whole history, a
+single-turn prompt (history mode) and a later turn of a multi-turn conversation carry the same information.
+"""
+
+from __future__ import annotations
+
+from rftune.envs.wordle.game import MAX_GUESSES, History, render_feedback
+
+SYSTEM_PROMPT = f"""You are playing Wordle. Find the secret 5-letter English word in at most {MAX_GUESSES} guesses.
+
+Rules:
+- Every guess must be a real 5-letter English word from the Wordle word list.
+- After each guess, every letter of it gets a mark:
+  ✓ : the letter is in the secret word, in exactly this position.
+  - : the letter is in the secret word, but in a different position.
+  x : the letter is not in the secret word.
+- Repeated letters: exact matches are marked ✓ first; other copies of a letter are marked - only while the \
+secret still has unmatched copies of it, otherwise x.
+
+Example game (secret word: BRICK)
+Guess 1: TRAIN → Feedback: T(x) R(✓) A(x) I(-) N(x)
+  R is the 2nd letter, I is in the word but not 4th, and T, A, N do not appear.
+Guess 2: PRICE → Feedback: P(x) R(✓) I(✓) C(✓) E(x)
+  R, I, C are placed (_RIC_); with T, A, N, P, E ruled out, BRICK fits.
+Guess 3: BRICK → Feedback: B(✓) R(✓) I(✓) C(✓) K(✓)
+  Solved in 3 guesses.
+
+How to answer:
+First reason step by step inside <think> </think>: what the feedback rules out and which words still fit.
+Then give only your guess inside <guess> </guess>. For example:
+<think>
+The first guess should test common letters.
+</think>
+<guess>CRANE</guess>"""
+
+
+def feedback_lines(history: History) -> list[str]:
+    """One ``Guess N: WORD → Feedback: ...`` line per (guess, pattern) in the history."""
+    return [f"Guess {n}: {guess.upper()} → Feedback: {render_feedback(guess, pattern)}"
+            for n, (guess, pattern) in enumerate(history, start=1)]
+
+
+def user_turn(history: History, notice: str | None = None) -> str:
+    """The user message asking for the next guess; `notice` (e.g. why the last reply was invalid) comes first."""
+    parts = [notice] if notice else []
+    if history:
+        parts.append("Make a new 5-letter word guess.\n\nHere is the feedback on your previous guesses:\n"
+                     + "\n".join(feedback_lines(history)))
+    else:
+        parts.append("Make your first 5-letter word guess.")
+    return "\n\n".join(parts)
+
+
+def wordle_messages(history: History, notice: str | None = None) -> list[dict]:
+    """The chat prompt for the next guess: system message, then the user turn."""
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_turn(history, notice)}]
+
+
+def invalid_guess_notice(error: str, guesses_left: int) -> str:
+    """What the player is told after an invalid reply, which used up one of its guesses."""
+    left = f"{guesses_left} guess{'es' if guesses_left != 1 else ''} left"
+    return f"Your last reply was not a valid guess ({error}). It still used up a turn; you have {left}."

@@ -1,0 +1,140 @@
+"""An information-gain Wordle solver that also explains its choices in the required reply format.
+
+Candidates are the answer-list words consistent with all feedback so far (the allowed list when no answer fits,
+e.g. for a custom secret). With one or two candidates the solver guesses a candidate. Otherwise it plays the
+allowed word whose feedback over the candidates has the highest entropy (expected information, in bits), breaking
+ties in favour of words that could be the answer, then by list order. Choices are cached per candidate set, so
+the opening (computed once from the whole answer list) and common positions cost nothing after the first game.
+
+Each move's text is a short ``<think>`` explanation (what the feedback says, how many words remain, why this guess)
+followed by ``<guess>WORD</guess>``: the SFT traces in `rftune.envs.wordle.datasets` are these replies.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from rftune.envs.wordle.game import ABSENT, CORRECT, History
+from rftune.envs.wordle.patterns import (consistent_mask, expected_information, information_from_sizes,
+                                         partition_sizes, pattern_codes)
+from rftune.envs.wordle.players import Move, reply_text
+from rftune.envs.wordle.words import WordList, answer_words, word_list
+
+_ORDINALS = ("1st", "2nd", "3rd", "4th", "5th")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A solver decision: the guess, the candidates it was chosen for, and how it splits them."""
+
+    guess: str
+    candidates: tuple[str, ...]
+    bits: float
+    groups: int
+    largest_group: int
+
+
+class InfoGainSolver:
+    """Greedy expected-information solver over the official (or given) answer and allowed lists."""
+
+    def __init__(self, answers: WordList | Sequence[str] | None = None,
+                 allowed: WordList | Sequence[str] | None = None):
+        self.answers = word_list(answers, default=answer_words())
+        self.allowed = word_list(allowed)
+        missing = [w for w in self.answers if w not in self.allowed]
+        if missing:
+            raise ValueError(f"answer words missing from the allowed list: {', '.join(missing[:5])}")
+
+    def candidates(self, history: History) -> tuple[str, ...]:
+        """Answer words consistent with `history` (allowed words when no answer is)."""
+        for pool in (self.answers, self.allowed):
+            mask = consistent_mask(pool, history)
+            if mask.any():
+                return tuple(pool[i] for i in np.flatnonzero(mask))
+        raise ValueError(f"no allowed word is consistent with the feedback {history!r}")
+
+    def choose(self, history: History) -> Choice:
+        """The guess for this position, with the numbers that justify it."""
+        return _best_choice(self.allowed, self.candidates(history))
+
+    def next_guess(self, history: History, notice: str | None = None) -> Move:
+        choice = self.choose(history)
+        return Move(choice.guess, reply_text(explain(history, choice), choice.guess))
+
+
+@functools.lru_cache(maxsize=4096)
+def _best_choice(allowed: WordList, candidates: tuple[str, ...]) -> Choice:
+    encoded = allowed.encoded[[allowed.index[w] for w in candidates]]  # [C, 5]
+    guess = candidates[0] if len(candidates) <= 2 else _most_informative(allowed, candidates, encoded)
+    codes = pattern_codes(allowed.encoded[[allowed.index[guess]]], encoded)  # [1, C]
+    sizes = partition_sizes(codes)[0]  # [243]
+    return Choice(guess=guess, candidates=candidates, bits=float(information_from_sizes(sizes[None])[0]),
+                  groups=int((sizes > 0).sum()), largest_group=int(sizes.max()))
+
+
+def _most_informative(allowed: WordList, candidates: tuple[str, ...], encoded: np.ndarray) -> str:
+    bits = expected_information(allowed.encoded, encoded)  # [G]
+    best = np.flatnonzero(bits >= bits.max() - 1e-9)
+    fits = set(candidates)
+    preferred = [i for i in best if allowed[i] in fits]
+    return allowed[int(preferred[0] if preferred else best[0])]
+
+
+def explain(history: History, choice: Choice) -> str:
+    """Short reasoning for `choice`: known facts, remaining candidates with examples, and why this guess."""
+    lines = [describe_feedback(history)] if history else ["No feedback yet, so I start from the whole word list."]
+    count = len(choice.candidates)
+    examples = ", ".join(word.upper() for word in choice.candidates[:5])
+    if count == 1:
+        lines.append(f"1 possible answer remains: {examples}.")
+    else:
+        lead = "for example" if count > 5 else "namely"
+        lines.append(f"{count} possible answers remain, {lead} {examples}.")
+    lines.append(_why(choice))
+    return "\n".join(lines)
+
+
+def _why(choice: Choice) -> str:
+    word, count = choice.guess.upper(), len(choice.candidates)
+    if count == 1:
+        return f"Only {word} fits all the feedback, so I guess it."
+    if count == 2:
+        other = next(w for w in choice.candidates if w != choice.guess).upper()
+        return f"Two words fit. Guessing {word} wins now if it is the answer; otherwise {other} is left."
+    could_win = " and could be the answer itself" if choice.guess in choice.candidates else ""
+    return (f"{word} splits them into {choice.groups} feedback groups, the largest with {choice.largest_group} "
+            f"word{'s' if choice.largest_group != 1 else ''} ({choice.bits:.2f} bits expected, the most of any "
+            f"allowed word){could_win}.")
+
+
+def describe_feedback(history: History) -> str:
+    """What the feedback so far establishes: placed letters, letters present elsewhere, and absent letters."""
+    placed = ["_"] * 5
+    misplaced: dict[str, set[int]] = {}
+    seen_present: set[str] = set()
+    marked_absent: list[str] = []
+    for guess, pattern in history:
+        for i, (letter, symbol) in enumerate(zip(guess, pattern)):
+            if symbol == CORRECT:
+                placed[i] = letter.upper()
+                seen_present.add(letter)
+            elif symbol == ABSENT:
+                marked_absent.append(letter)
+            else:
+                misplaced.setdefault(letter, set()).add(i)
+                seen_present.add(letter)
+    facts = [f"Placed letters: {''.join(placed)}."] if any(c != "_" for c in placed) else []
+    facts += [f"{letter.upper()} is in the word but not {_positions(spots)}." for letter, spots in misplaced.items()]
+    absent = sorted({letter.upper() for letter in marked_absent if letter not in seen_present})
+    if absent:
+        facts.append(f"Not in the word: {', '.join(absent)}.")
+    return " ".join(facts)
+
+
+def _positions(spots: set[int]) -> str:
+    names = [_ORDINALS[i] for i in sorted(spots)]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

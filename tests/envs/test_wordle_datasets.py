@@ -1,0 +1,73 @@
+"""History-mode rows and SFT traces from seeded reference games."""
+
+import json
+
+import pytest
+
+from rftune.envs.wordle.datasets import history_rows, reference_games, sft_traces, write_jsonl
+from rftune.envs.wordle.game import feedback, parse_history
+from rftune.envs.wordle.prompts import wordle_messages
+from rftune.envs.wordle.rewards import wordle_format
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return history_rows(6, seed=11)
+
+
+@pytest.fixture(scope="module")
+def traces():
+    return sft_traces(6, seed=5)
+
+
+def test_history_rows_are_deterministic(rows):
+    assert history_rows(6, seed=11) == rows
+    assert history_rows(6, seed=12) != rows
+
+
+def test_history_rows_are_consistent_turn_states(rows):
+    assert len(rows) >= 6
+    for row in rows:
+        assert set(row) == {"secret", "past_guess_history", "prompt"}
+        history = parse_history(row["past_guess_history"])
+        assert all(feedback(guess, row["secret"]) == pattern for guess, pattern in history)
+        assert all(pattern != "✓✓✓✓✓" for _, pattern in history)  # a row is a state before a guess
+        assert row["prompt"] == wordle_messages(history)
+    assert sum(1 for row in rows if not row["past_guess_history"]) == 6  # one opening state per game
+
+
+def test_reference_games_mix_players_and_openings():
+    games = reference_games(12, seed=1, solver_share=0.5, max_openings=2)
+    assert {g.by_solver for g in games} == {True, False}
+    assert {g.openings for g in games} <= {0, 1, 2} and len({g.openings for g in games}) > 1
+    with pytest.raises(ValueError, match="solver_share"):
+        reference_games(1, solver_share=1.5)
+
+
+def test_sft_traces_are_well_formed_and_score_full_format(traces):
+    assert traces and sft_traces(6, seed=5) == traces
+    for row in traces:
+        system, user, assistant = row["messages"]
+        assert (system["role"], user["role"], assistant["role"]) == ("system", "user", "assistant")
+        assert wordle_format(None, assistant["content"], {}) == 1.0
+        assert "possible answer" in assistant["content"]
+    keys = [json.dumps(row, ensure_ascii=False) for row in traces]
+    assert len(set(keys)) == len(keys)
+
+
+def test_sft_trace_reasoning_matches_its_position(traces):
+    for row in traces:
+        user, assistant = row["messages"][1]["content"], row["messages"][2]["content"]
+        if "first 5-letter word guess" in user:
+            assert "No feedback yet" in assistant and "2315 possible answers" in assistant
+        else:
+            assert "No feedback yet" not in assistant
+
+
+def test_write_jsonl_round_trips(tmp_path, rows):
+    chosen = [row for row in rows if row["past_guess_history"]][:3]
+    path = write_jsonl(chosen, tmp_path / "sub" / "rows.jsonl")
+    text = path.read_text(encoding="utf-8")
+    assert [json.loads(line) for line in text.splitlines()] == chosen
+    assert "✓" in text or "(-)" in text or "(x)" in text  # symbols written as is, not \u escapes
+    assert "\\u" not in text

@@ -1,0 +1,72 @@
+"""The information-gain solver: choices, explanations, and whole games."""
+
+import math
+
+import pytest
+
+from rftune.envs.wordle.evaluate import play_game, seeded_secrets
+from rftune.envs.wordle.game import has_required_format
+from rftune.envs.wordle.solver import InfoGainSolver, describe_feedback
+
+TINY = ["crane", "crate", "crave", "grace", "trace"]
+
+
+@pytest.fixture(scope="module")
+def solver():
+    return InfoGainSolver()
+
+
+def test_opening_is_the_most_informative_word(solver):
+    choice = solver.choose([])
+    assert choice.guess == "soare"  # the known maximum-entropy opener over the official answers
+    assert len(choice.candidates) == 2315 and 5.88 < choice.bits < 5.89
+
+
+def test_small_lists_by_hand():
+    # Groups over the 5 words, worked out with the feedback rules:
+    #   crane {crate, crave} {grace, trace} {crane}     crave {crane, crate} {grace, trace} {crave}
+    #   grace {crane, crate, crave} {trace} {grace}     crate {crane, crave} {grace} {trace} {crate}
+    #   trace {crane, crave} {crate} {grace} {trace}
+    # crate and trace tie at log2(5) - 2/5 bits; both could win, so list order picks crate.
+    solver = InfoGainSolver(answers=TINY, allowed=TINY)
+    choice = solver.choose([])
+    assert choice.guess == "crate" and choice.groups == 4 and choice.largest_group == 2
+    assert abs(choice.bits - (math.log2(5) - 0.4)) < 1e-12
+    last = solver.choose([("crate", "-✓✓x✓")])
+    assert last.guess == "grace" and last.candidates == ("grace",)
+    assert "Only GRACE fits" in solver.next_guess([("crate", "-✓✓x✓")]).text
+
+
+def test_two_candidates_guess_one_of_them():
+    solver = InfoGainSolver(answers=TINY, allowed=TINY)
+    choice = solver.choose([("crane", "✓✓✓x✓")])
+    assert choice.candidates == ("crate", "crave") and choice.guess == "crate"
+    assert "otherwise CRAVE is left" in solver.next_guess([("crane", "✓✓✓x✓")]).text
+
+
+def test_solver_rejects_answers_outside_the_allowed_list():
+    with pytest.raises(ValueError, match="missing from the allowed list: zesty"):
+        InfoGainSolver(answers=["crane", "zesty"], allowed=["crane"])
+
+
+def test_describe_feedback_lists_placed_misplaced_and_absent_letters():
+    text = describe_feedback([("crane", "x✓-xx"), ("eerie", "xx-x✓")])
+    assert "Placed letters: _R__E." in text
+    assert "A is in the word but not 3rd." in text
+    assert "R is in the word but not 3rd." in text
+    assert "Not in the word: C, I, N." in text  # E is marked x but is also placed, so it is not listed
+
+
+@pytest.mark.parametrize("secret", ["crane", "abbey", "sissy", "jazzy", "vivid"])
+def test_solver_solves_known_secrets_within_six(solver, secret):
+    record = play_game(solver, secret)
+    assert record.won and record.guesses_used <= 6
+    assert all(has_required_format(turn.text) for turn in record.turns)
+
+
+def test_solver_solves_twenty_seeded_secrets(solver):
+    records = [play_game(solver, secret) for secret in seeded_secrets(20, seed=2024)]
+    assert all(record.won for record in records)
+    average = sum(r.guesses_used for r in records) / len(records)
+    print(f"\nsolver: 20/20 solved, average {average:.2f} guesses")
+    assert average < 4.5
