@@ -3,8 +3,10 @@
 Options (``task.kwargs``): ``dataset`` — a reasoning-gym dataset name (default ``basic_arithmetic``; e.g.
 ``gsm_symbolic`` for word problems), ``size`` (default 1000), ``seed`` (default 0), ``config`` — options passed to
 that reasoning-gym dataset. The default config gives two-term additions and subtractions with 1–2 digit numbers,
-a level a 135M model can learn in tens of steps. Rewards default to reasoning-gym's own answer checker plus a small
-format reward.
+a level a 135M model can learn in tens of steps. Rewards default to an exact-answer check (the tagged answer, or
+the last number when there is no tag — a small model rarely uses tags at first, and a reward that is always 0
+teaches nothing) plus a small reward for ending with a tagged answer. ``reasoning_gym_answer`` (reasoning-gym's own
+checker) is available for other reasoning-gym datasets.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ SYSTEM_PROMPT = (
 )
 DEFAULT_CONFIG = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-"),
                   "allow_negation": False, "allow_parentheses": False}
+ANSWER_AT_END = r"(?s).*<answer>.*?</answer>\s*"  # completion ends with a tagged answer
 KNOWN_OPTIONS = {"dataset", "size", "seed", "config"}
 
 
@@ -40,6 +43,6 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
         raise ConfigError(f"task.kwargs: reasoning-gym cannot build {name!r} with {config}: {exc}") from exc
     rows = ((f"reasoning-gym {name} #{i}", {"prompt": entry["question"], **entry})
             for i, entry in enumerate(dataset))
-    rewards = [RewardSpec(name="reasoning_gym_answer", weight=1.0),
-               RewardSpec(name="format_regex", weight=0.2, kwargs={"pattern": r"(?s).*<answer>.*?</answer>\s*"})]
+    rewards = [RewardSpec(name="exact_answer", weight=1.0, kwargs={"require_tag": False}),
+               RewardSpec(name="format_regex", weight=0.2, kwargs={"pattern": ANSWER_AT_END})]
     return Task(samples=samples_from_rows(rows, system_prompt or SYSTEM_PROMPT), default_rewards=rewards)

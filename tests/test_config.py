@@ -1,0 +1,72 @@
+"""Config loading and validation: every mistake gets a message that says what and where."""
+
+import pytest
+
+from rftune.config import config_from_dict, load_config
+from rftune.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  max_steps: 7\ngeneration:\n  num_generations: 4\n")
+    config = load_config(path, ["algorithm.beta=0", "train.learning_rate=1e-5", "lora.target_modules=[q_proj]"])
+    assert config.train.max_steps == 7 and config.generation.num_generations == 4
+    assert config.algorithm.beta == 0.0 and config.train.learning_rate == 1e-5
+    assert config.lora.target_modules == ["q_proj"]
+    assert config.base_dir == str(tmp_path.resolve())
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'; did you mean 'train.max_steps'"):
+        load_config(None, ["train.max_step=3"])
+    with pytest.raises(ConfigError, match=r"'algorithim'.*did you mean 'algorithm'"):
+        config_from_dict({"algorithim": {}})
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"train.max_steps: expected int, got str 'ten'"):
+        load_config(None, ["train.max_steps=ten"])
+    with pytest.raises(ConfigError, match=r"train.bf16: expected bool"):
+        load_config(None, ["train.bf16=3"])
+
+
+def test_choice_and_range_errors():
+    with pytest.raises(ConfigError, match=r"algorithm.loss_type: must be one of 'grpo'"):
+        load_config(None, ["algorithm.loss_type=ppo"])
+    with pytest.raises(ConfigError, match=r"generation.top_p: must be between"):
+        load_config(None, ["generation.top_p=1.5"])
+    with pytest.raises(ConfigError, match=r"algorithm.epsilon_high must be >= algorithm.epsilon_low"):
+        load_config(None, ["algorithm.epsilon_high=0.1"])
+
+
+def test_batch_must_be_multiple_of_num_generations():
+    with pytest.raises(ConfigError, match=r"train.batch_size=30 is not a multiple of generation.num_generations=8"):
+        load_config(None, ["train.batch_size=30"])
+    with pytest.raises(ConfigError, match=r"gradient_accumulation_steps"):
+        load_config(None, ["train.batch_size=16", "train.gradient_accumulation_steps=3"])
+
+
+def test_reward_specs_are_typed():
+    config = config_from_dict({"rewards": {"functions": [{"name": "exact_answer", "weight": 2, "kwargs": {"a": 1}}]}})
+    assert config.rewards.functions[0].weight == 2.0 and config.rewards.functions[0].kwargs == {"a": 1}
+    with pytest.raises(ConfigError, match=r"rewards.functions\[0\].wieght"):
+        config_from_dict({"rewards": {"functions": [{"name": "x", "wieght": 2}]}})
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(None, ["train.max_steps"])
+
+
+def test_dataset_task_needs_a_path():
+    with pytest.raises(ConfigError, match="task.path"):
+        load_config(None, ["task.name=dataset"])
