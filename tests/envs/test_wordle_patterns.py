@@ -1,6 +1,7 @@
 """Vectorised feedback codes, candidate filtering and expected information."""
 
 import math
+import random
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -8,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from rftune.envs.wordle.game import feedback
 from rftune.envs.wordle.patterns import (SOLVED_CODE, code_of, consistent_words, expected_information,
                                          partition_sizes, pattern_codes, symbols_of)
-from rftune.envs.wordle.words import WordList, encode
+from rftune.envs.wordle.words import WordList, allowed_words, encode
 
 words = st.text(alphabet="abeors", min_size=5, max_size=5)
 
@@ -18,6 +19,13 @@ words = st.text(alphabet="abeors", min_size=5, max_size=5)
 def test_vectorised_codes_agree_with_the_simple_feedback(guesses, secrets):
     codes = pattern_codes(encode(guesses), encode(secrets))
     assert codes.shape == (len(guesses), len(secrets))
+    assert [[symbols_of(c) for c in row] for row in codes] == [[feedback(g, s) for s in secrets] for g in guesses]
+
+
+def test_vectorised_codes_agree_on_real_words():
+    sample = random.Random(0).sample(allowed_words().words, 120)
+    guesses, secrets = sample[:60], sample[60:]
+    codes = pattern_codes(encode(guesses), encode(secrets))
     assert [[symbols_of(c) for c in row] for row in codes] == [[feedback(g, s) for s in secrets] for g in guesses]
 
 

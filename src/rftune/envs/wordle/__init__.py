@@ -7,17 +7,19 @@ Modules, bottom up: `words` (word lists), `game` (feedback rules, text forms, on
 Importing this package does not load the word lists; they are read on first use.
 """
 
+from rftune.envs.wordle.datasets import history_rows, sft_traces, write_jsonl
 from rftune.envs.wordle.env import WordleEnv
 from rftune.envs.wordle.evaluate import (GameRecord, evaluate_players, format_table, play_game, seeded_secrets,
                                          summarize_games)
 from rftune.envs.wordle.game import WordleGame, feedback, parse_feedback, parse_history, render_feedback
 from rftune.envs.wordle.players import ModelPlayer, Move, OpeningPlayer, Player, RandomPlayer
 from rftune.envs.wordle.prompts import SYSTEM_PROMPT, wordle_messages
+from rftune.envs.wordle.render import play_human, render_board
 from rftune.envs.wordle.solver import InfoGainSolver
 
 __all__ = [
     "GameRecord", "InfoGainSolver", "ModelPlayer", "Move", "OpeningPlayer", "Player", "RandomPlayer",
-    "SYSTEM_PROMPT", "WordleEnv", "WordleGame", "evaluate_players", "feedback", "format_table",
-    "parse_feedback", "parse_history", "play_game", "render_feedback", "seeded_secrets", "summarize_games",
-    "wordle_messages",
+    "SYSTEM_PROMPT", "WordleEnv", "WordleGame", "evaluate_players", "feedback", "format_table", "history_rows",
+    "parse_feedback", "parse_history", "play_game", "play_human", "render_board", "render_feedback",
+    "seeded_secrets", "sft_traces", "summarize_games", "wordle_messages", "write_jsonl",
 ]

@@ -8,7 +8,8 @@ the last ``<guess>...</guess>`` of the model's reply and plays it:
   the whole updated history (the same text a history-mode prompt has, so both modes train the same skill);
 - an invalid reply (no guess tag, not 5 letters, not an allowed word) still uses up a turn; the next user turn
   starts with a notice saying why, followed by the unchanged history;
-- the episode ends on a win or when the 6 guesses are used; then no messages are returned.
+- the episode ends on a win or when the 6 guesses are used (``max_turns``, counting guesses replayed from a
+  ``past_guess_history``); then no messages are returned.
 
 The ``info`` of each step is a valid history-mode reward example for that turn (see `rftune.envs.wordle.rewards`):
 ``secret``, ``past_guess_history`` (before this guess, course format), ``guess`` (uppercase text from the guess

@@ -39,9 +39,13 @@ def feedback(guess: str, secret: str) -> str:
     marks = [CORRECT if g == s else None for g, s in zip(guess, secret)]
     unmatched = Counter(s for s, mark in zip(secret, marks) if mark is None)
     for i, letter in enumerate(guess):
-        if marks[i] is None:
-            marks[i] = PRESENT if unmatched[letter] > 0 else ABSENT
-            unmatched[letter] -= marks[i] == PRESENT
+        if marks[i] is not None:
+            continue
+        if unmatched[letter] > 0:
+            marks[i] = PRESENT
+            unmatched[letter] -= 1
+        else:
+            marks[i] = ABSENT
     return "".join(marks)
 
 
