@@ -262,3 +262,16 @@ def test_the_default_model_as_a_local_judge_returns_numbers_or_none(tmp_path):
             assert value is None or 0.0 <= value <= 1.0
     finally:
         clear_judges()
+
+
+def test_the_summarisation_demo_data_is_well_formed():
+    from importlib.resources import files
+
+    folder = files("rftune") / "data" / "summarize"
+    raw = (folder / "sotu_demo.jsonl").read_bytes()
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert len(raw) < 1_500_000 and 8 <= len(rows) <= 12
+    assert all(set(row) == {"id", "title", "document"} for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert all(len(row["document"].split()) > 2000 for row in rows)
+    assert "public domain" in (folder / "NOTICE").read_text()
