@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import urllib.request
 import openai
 import pytest
 
+from rftune.errors import ConfigError
 from rftune.judges.openai_judge import OpenAIJudge
 from rftune.serve import load_service, make_server
 
@@ -125,3 +127,14 @@ def test_cli_serves_on_a_free_port_and_stops_on_interrupt(tiny_model_dir):
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_model_without_chat_template_is_refused(tiny_model_dir, tmp_path):
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "plain")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for extra in folder.glob("chat_template.*"):
+        extra.unlink()
+    with pytest.raises(ConfigError, match="chat template"):
+        load_service(str(folder))

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from rftune.errors import ConfigError
 from rftune.judges.local_judge import chat_prompt_ids, context_limit, generate_replies
 from rftune.models import load_model_and_tokenizer
 
@@ -203,5 +204,7 @@ def load_service(model: str, adapter: str | None = None, dtype: str = "float32",
                  served_name: str | None = None) -> ChatService:
     """Load ``model`` (any name or path rftune accepts) and wrap it in a `ChatService`."""
     loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, adapter=adapter)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"model {model!r} has no chat template in its tokenizer, so it cannot serve chat requests")
     loaded.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return ChatService(loaded, tokenizer, served_name or model)
