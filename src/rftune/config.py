@@ -4,7 +4,8 @@ Everything is validated once, at load, with messages a user can act on: an unkno
 one, a wrong type names the key and the expected type, out-of-range values say the allowed range, and the batch
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
-Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``.
+Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
+before GRPO) and ``eval`` (evaluation by playing).
 """
 
 from __future__ import annotations
@@ -107,6 +108,35 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class SftConfig:
+    """Supervised warm start (LoRA from the ``lora`` section) on chat JSONL; loss on assistant tokens only."""
+
+    enabled: bool = False  # `rftune train` runs SFT first (or reuses its finished adapter), then GRPO from it
+    data: str = "wordle"  # chat JSONL file of {"messages": [...]} rows, or "wordle" (generated solver traces)
+    num_games: int = 100  # data=wordle: seeded solver games whose moves become traces (held-out secrets excluded)
+    output_dir: str | None = None  # where the adapter and metrics go; None = <train.output_dir>/sft
+    epochs: int = 1  # passes over the data
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    batch_size: int = 4  # conversations per optimizer step
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up, then constant
+    max_length: int = 1024  # tokens per conversation; longer ones are cut from the right
+    seed: int = 0  # trace generation, shuffling and LoRA initialisation
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation by playing Wordle games (`rftune eval`)."""
+
+    num_games: int = 50  # games per player, on held-out secrets (the same secrets for every player)
+    seed: int = 0  # which held-out secrets
+    max_new_tokens: int = 128  # per reply
+    sampled: bool = False  # sample with generation.temperature/top_p/top_k instead of greedy decoding
+    batch_size: int = 64  # games whose next replies are generated in one batch
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -115,6 +145,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     base_dir: str = "."  # folder of the config file; relative paths inside it resolve from here
 
     @property
@@ -132,6 +164,10 @@ RANGES = {
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
     "train.save_total_limit": (1, None), "train.threads": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
+    "sft.num_games": (1, None), "sft.epochs": (1, None), "sft.max_steps": (0, None), "sft.batch_size": (1, None),
+    "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
+    "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),
+    "eval.batch_size": (1, None),
 }
 
 

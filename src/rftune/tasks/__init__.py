@@ -29,6 +29,7 @@ class Task:
 TASKS = {
     "arithmetic": "rftune.tasks.arithmetic:build",
     "dataset": "rftune.tasks:build_dataset_task",
+    "wordle": "rftune.tasks.wordle:build",
 }
 
 
