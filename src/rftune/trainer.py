@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import time
@@ -36,6 +37,7 @@ from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
+from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
 from rftune.tracking import JsonlLog, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
@@ -68,7 +70,8 @@ class GRPOTrainer:
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
-        self.rollout_fn = rollout_fn or sample_completions
+        self.rollout_fn = rollout_fn or (functools.partial(env_rollout, make_env=self.task.make_env)
+                                         if self.task.make_env else sample_completions)
         self.optimizer, self.scheduler = self._build_optimizer()
         self.output_dir = Path(config.train.output_dir)
         self.step_count = 0
