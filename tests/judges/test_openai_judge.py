@@ -18,7 +18,7 @@ CLIENT_TIMEOUT = 0.3
 class ScriptedServer:
     """Answers /v1/chat/completions following a script of actions, one per request, then "ok" forever.
 
-    Actions: ok, slow (ok after 0.1 s), timeout (sleeps past the client timeout), 400, 401, 429, 500,
+    Actions: ok, slow (ok after 0.1 s), timeout (sleeps past the client timeout), 400, 401, 408, 429, 500,
     garbage (200 with a non-JSON body), no_choices (200 with JSON lacking choices).
     """
 
@@ -130,18 +130,18 @@ def fresh_stats():
 
 
 def test_retries_timeouts_server_errors_and_malformed_replies_in_order():
-    script = ["timeout", "500", "429", "garbage", "no_choices", "ok"]
+    script = ["timeout", "500", "429", "garbage", "no_choices", "408", "ok"]
     with ScriptedServer(script) as server:
         sleeps = []
-        judge = make_judge(server, sleeps, max_retries=5)
+        judge = make_judge(server, sleeps, max_retries=6)
         assert judge.complete(ask("hello")) == "reply to: hello"
     assert server.actions() == script
-    assert len(sleeps) == 5
+    assert len(sleeps) == 6
     for attempt, delay in enumerate(sleeps, start=1):  # exponential with jitter in [half, all] of the ceiling
         ceiling = 0.01 * 2 ** (attempt - 1)
         assert ceiling / 2 <= delay <= ceiling
     assert sleeps == sorted(sleeps)
-    assert JUDGE_STATS.snapshot_and_reset() == {"judge/calls": 1, "judge/retries": 5, "judge/failures": 0,
+    assert JUDGE_STATS.snapshot_and_reset() == {"judge/calls": 1, "judge/retries": 6, "judge/failures": 0,
                                                 "judge/cache_hits": 0, "judge/parse_failures": 0}
 
 

@@ -1,7 +1,7 @@
 """A judge behind any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, ``rftune serve``).
 
 Retries are ours, not the client's (it is built with ``max_retries=0``) so that they are visible and testable:
-timeouts, connection errors, 429, 5xx and malformed replies (no choices, no text) are retried up to
+timeouts, connection errors, 408, 409, 429, 5xx and malformed replies (no choices, no text) are retried up to
 ``max_retries`` times with exponential backoff and jitter — attempt k waits a uniform share between half and all
 of ``min(backoff_max, backoff_base * 2**(k-1))`` seconds, at least a 429's ``Retry-After`` (capped). A request
 that still fails gives ``None`` and is counted in `JUDGE_STATS`. Other 4xx replies (a prompt too long, a bad
@@ -32,8 +32,7 @@ from rftune.judges.base import JUDGE_STATS, Messages, complete_concurrently
 
 log = logging.getLogger("rftune.judges")
 
-_RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-              openai.InternalServerError)
+_RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 _CONFIG_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 _NO_KEY = "no-key"
 
@@ -47,7 +46,7 @@ class OpenAIJudge:
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  timeout: float = 60.0, max_retries: int = 4, concurrency: int = 8, temperature: float = 0.0,
-                 max_tokens: int = 512, backoff_base: float = 1.0, backoff_max: float = 30.0,
+                 max_tokens: int = 1024, backoff_base: float = 1.0, backoff_max: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         _check_settings(timeout, max_retries, concurrency, max_tokens)
         self.model = model
@@ -91,15 +90,14 @@ class OpenAIJudge:
                 self.sleep(self.backoff_delay(attempt, retry_after))
             try:
                 return self._request(messages)
-            except (*_RETRYABLE, MalformedReply) as exc:
-                problem, retry_after = self._describe(exc), _retry_after(exc)
             except _CONFIG_ERRORS as exc:
                 raise ConfigError(f"judge endpoint {self._client.base_url} refused model {self.model!r}: "
                                   f"{self._describe(exc)} (check the judge's model, base_url and api_key_env)"
                                   ) from None
-            except openai.APIStatusError as exc:
-                problem = self._describe(exc)
-                break
+            except (openai.APIError, MalformedReply) as exc:
+                problem, retry_after = self._describe(exc), _retry_after(exc)
+                if not _retryable(exc):
+                    break
         JUDGE_STATS.add("judge/failures")
         log.warning("judge %s gave no reply after %d attempt(s): %s", self.model, attempt + 1, problem)
         return None
@@ -134,6 +132,13 @@ def _read_key(api_key_env: str | None, base_url: str | None) -> str:
         raise ConfigError(f"judge api_key_env names environment variable {api_key_env!r}, which is not set; "
                           f"set it to the key for {where}, or set api_key_env to null for a server without keys")
     return key
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, (MalformedReply, openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    return status is not None and (status in _RETRYABLE_STATUS or status >= 500)
 
 
 def _retry_after(exc: Exception) -> float | None:
