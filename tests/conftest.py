@@ -1,8 +1,15 @@
-"""Shared fixtures: a tiny random-init chat model saved once per test session."""
+"""Shared fixtures: a tiny random-init chat model saved once per test session.
+
+Tests run torch on one thread: the tiny model gains nothing from more, and on a 2-core machine extra OpenMP
+threads only fight with other processes. Slow tests that run the real model set their own thread count.
+"""
 
 import pytest
+import torch
 
 from rftune.testing import build_tiny_model
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

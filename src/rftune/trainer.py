@@ -66,6 +66,7 @@ class GRPOTrainer:
         self.progress = progress
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
         self.task = self._build_task(dataset)
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)

@@ -1,0 +1,54 @@
+"""The command line as a user types it: clear errors with exit status 2, and (slow) a real run on the default model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rftune(*args, cwd=ROOT, timeout=600):
+    return subprocess.run([sys.executable, "-m", "rftune.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "configs/arithmetic.yaml", "train.max_step=3"], "did you mean 'train.max_steps'"),
+    (["train", "configs/arithmetic.yaml", "train.batch_size=30"], "not a multiple of generation.num_generations=8"),
+    (["train", "configs/missing.yaml"], "config file not found"),
+    (["train", "configs/arithmetic.yaml", "rewards.functions=[{name: exact_answr}]"], "Did you mean 'exact_answer'"),
+])
+def test_user_mistakes_exit_2_without_traceback(args, message):
+    result = rftune(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_dataset_row_names_file_and_line(tmp_path, tiny_model_dir):
+    (tmp_path / "data.jsonl").write_text('{"prompt": "fine"}\n{"promt": "typo"}\n')
+    (tmp_path / "c.yaml").write_text(f"model: {{name_or_path: {tiny_model_dir}}}\n"
+                                     "task: {name: dataset, path: data.jsonl}\n"
+                                     "rewards: {functions: [{name: format_regex}]}\n")
+    result = rftune("train", str(tmp_path / "c.yaml"), f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "data.jsonl:2: missing 'prompt' (columns: promt)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_steps_on_the_default_model(tmp_path):
+    out = tmp_path / "run"
+    result = rftune("train", "configs/arithmetic.yaml", "train.max_steps=2", "generation.num_generations=4",
+                    "train.batch_size=8", "generation.max_new_tokens=32", f"train.output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 2/2 | reward" in result.stderr
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["completion_len/max"] <= 32 for m in metrics)
+    assert len((out / "completions.jsonl").read_text().splitlines()) == 16
+    assert (out / "final" / "adapter_config.json").is_file()
+    assert (out / "config.yaml").is_file()
