@@ -31,7 +31,7 @@ from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.data import samples_from_rows
+from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
@@ -148,20 +148,14 @@ class GRPOTrainer:
     # -------------------------------------------------------------------------------------------- the loop
     def train(self) -> list[dict[str, Any]]:
         """Run until train.max_steps; returns the metrics of the steps run now."""
-        from rftune.data import PromptStream
-
         cfg = self.config.train
         stream = PromptStream(len(self.task.samples), cfg.seed, self.stream_position)
         history = []
         try:
             while self.step_count < cfg.max_steps:
-                metrics = self.step(stream)
-                history.append(metrics)
-                if cfg.save_steps and self.step_count % cfg.save_steps == 0 and self.step_count < cfg.max_steps:
+                history.append(self.step(stream))
+                if self.step_count == cfg.max_steps or (cfg.save_steps and self.step_count % cfg.save_steps == 0):
                     self.save_checkpoint(stream)
-            if not history or checkpoint.latest_checkpoint(self.output_dir) is None or \
-                    checkpoint.latest_checkpoint(self.output_dir).name != f"step-{self.step_count:06d}":
-                self.save_checkpoint(stream)
             self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
             self.tokenizer.save_pretrained(self.output_dir / "final")
         finally:
