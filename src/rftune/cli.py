@@ -17,6 +17,9 @@ COMMANDS = {
     "setup": "rftune.commands.setup",
     "train": "rftune.commands.train",
     "serve": "rftune.commands.serve",
+    "sft": "rftune.commands.sft",
+    "eval": "rftune.commands.eval",
+    "play": "rftune.commands.play",
 }
 
 

@@ -1,4 +1,8 @@
-"""``rftune train CONFIG [key=value ...] [--resume]``: GRPO fine-tuning from a YAML recipe."""
+"""``rftune train CONFIG [key=value ...] [--resume]``: GRPO fine-tuning from a YAML recipe.
+
+With ``sft.enabled: true`` the SFT stage runs first (or its finished adapter is reused) and GRPO trains on from that
+adapter.
+"""
 
 from rftune.config import load_config
 
@@ -16,6 +20,10 @@ def run(args) -> int:
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     config = load_config(args.config, overrides)
+    if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
+        from rftune.sft import with_sft_adapter
+
+        config = with_sft_adapter(config)
     trainer = GRPOTrainer(config)
     trainer.train()
     print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")
