@@ -111,10 +111,10 @@ def _advance(episode: Episode, reply_ids: list[int], tokenizer, eos_ids: list[in
     content_ids = reply_ids[:-1] if ended else reply_ids
     episode.completion_ids += reply_ids
     episode.completion_mask += [1] * len(reply_ids)
-    content = tokenizer.decode(content_ids, skip_special_tokens=False)
-    result = episode.env.step(tokenizer.decode(content_ids, skip_special_tokens=True))
-    episode.turns.append({"completion": tokenizer.decode(content_ids, skip_special_tokens=True),
-                          "info": result.info})
+    content = tokenizer.decode(content_ids, skip_special_tokens=False)  # exactly what the ids render as
+    reply = tokenizer.decode(content_ids, skip_special_tokens=True)  # what the environment and rewards read
+    result = episode.env.step(reply)
+    episode.turns.append({"completion": reply, "info": result.info})
     before = episode.messages + [{"role": "assistant", "content": content}]
     episode.truncated = not ended
     if result.done or len(episode.turns) >= episode.env.max_turns:

@@ -31,6 +31,10 @@ def run(args) -> int:
     from rftune.tasks.wordle import held_out_secrets
 
     config = load_config(args.config, args.overrides)
+    if config.train.threads:
+        import torch
+
+        torch.set_num_threads(config.train.threads)
     cfg, gen = config.eval, config.generation
     games = cfg.num_games if args.games is None else args.games
     seed = cfg.seed if args.seed is None else args.seed

@@ -1,0 +1,105 @@
+"""SFT: exact assistant-only labels, loading chat JSONL, loss going down, the saved adapter, and the SFT -> GRPO chain."""
+
+import json
+
+import pytest
+import torch
+
+from rftune.config import config_from_dict
+from rftune.errors import DataError
+from rftune.models import apply_lora, load_model, load_tokenizer
+from rftune.sft import IGNORE, collate, encode_conversation, load_chat_jsonl, sft_loss, train_sft, with_sft_adapter
+
+CONVERSATION = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Yo!"}, {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+def chars(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_labels_are_exactly_the_assistant_replies_and_their_end_of_turn(tokenizer):
+    encoded = encode_conversation(tokenizer, CONVERSATION, max_length=1000)
+    text = tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+    assert encoded.input_ids == chars(tokenizer, text)
+    eos = tokenizer.eos_token_id
+    context1 = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    context2 = "\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    expected = ([IGNORE] * len(chars(tokenizer, context1)) + chars(tokenizer, "Yo!") + [eos]
+                + [IGNORE] * len(chars(tokenizer, context2)) + chars(tokenizer, "4") + [eos]
+                + [IGNORE] * len(chars(tokenizer, "\n")))
+    assert encoded.labels == expected
+    assert tokenizer.decode([t for t in encoded.labels if t != IGNORE]) == "Yo!<|im_end|>4<|im_end|>"
+
+
+def test_long_conversations_are_cut_from_the_right(tokenizer):
+    encoded = encode_conversation(tokenizer, CONVERSATION, max_length=60)
+    full = encode_conversation(tokenizer, CONVERSATION, max_length=1000)
+    assert encoded.input_ids == full.input_ids[:60] and encoded.labels == full.labels[:60]
+
+
+def test_chat_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"messages": CONVERSATION}) + "\n" + json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    with pytest.raises(DataError, match=r"data.jsonl:2: message 0"):
+        load_chat_jsonl(path)
+    path.write_text(json.dumps({"messages": CONVERSATION[:2]}) + "\n")
+    with pytest.raises(DataError, match="no assistant message"):
+        load_chat_jsonl(path)
+
+
+def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    batch = collate([encode_conversation(tokenizer, CONVERSATION, 200)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        before = sft_loss(model, batch).item()
+    adapter = train_sft(model, tokenizer, [CONVERSATION] * 4, tmp_path / "sft", epochs=8, batch_size=4,
+                        learning_rate=3e-2, progress=False)
+    with torch.no_grad():
+        after = sft_loss(model, batch).item()
+    assert after < before - 0.25
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert not list((tmp_path / "sft").glob(".tmp-*"))
+    records = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9)) and records[-1]["loss"] < records[0]["loss"]
+    assert records[0]["tokens"] == 4 * (len("Yo!") + len("4") + 2)
+
+
+def test_chain_grpo_starts_from_the_sft_adapter(tiny_model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from rftune.trainer import GRPOTrainer
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": CONVERSATION}) + "\n")
+    config = config_from_dict({
+        "model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},
+        "generation": {"num_generations": 2, "max_new_tokens": 4},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 2},
+        "task": {"name": "dataset", "path": str(tmp_path / "prompts.jsonl")},
+        "rewards": {"functions": [{"name": "format_regex", "kwargs": {"pattern": ".*"}}]},
+        "sft": {"enabled": True, "data": str(data), "max_steps": 2, "batch_size": 1, "learning_rate": 0.05},
+    })
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    chained = with_sft_adapter(config, progress=False)
+    adapter = tmp_path / "run" / "sft" / "adapter"
+    assert chained.model.adapter == str(adapter)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    trainer = GRPOTrainer(chained, progress=False)
+    lora = {n: p for n, p in trainer.model.named_parameters() if "lora_" in n}
+    assert len(lora) == len(saved) and all(p.requires_grad for p in lora.values())
+    for name, param in lora.items():
+        key = name.replace(".default", "")
+        assert torch.equal(param.detach(), saved[key]), name
+    assert any(t.abs().sum() > 0 for k, t in saved.items() if "lora_B" in k)  # SFT moved the adapter
+    mtime = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    assert with_sft_adapter(config, progress=True).model.adapter == str(adapter)  # finished: reused, not retrained
+    assert "reusing" in capsys.readouterr().err
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == mtime
