@@ -29,13 +29,20 @@ from rftune.rollout_env import generate_replies
 GenerateBatch = Callable[[list[list[dict]]], list[str]]
 
 
-def play_games_batched(generate: GenerateBatch, secrets: Sequence[str], max_guesses: int = MAX_GUESSES
-                       ) -> list[GameRecord]:
-    """Play one game per secret; each turn, all unfinished games' prompts go to `generate` together."""
+def play_games_batched(generate: GenerateBatch, secrets: Sequence[str], max_guesses: int = MAX_GUESSES,
+                       on_turn: Callable[[int, int], None] | None = None) -> list[GameRecord]:
+    """Play one game per secret; each turn, all unfinished games' prompts go to `generate` together.
+
+    ``on_turn(turn, active_games)`` is called before each turn's generation (e.g. to show progress).
+    """
     games = [WordleGame(secret, max_guesses=max_guesses) for secret in secrets]
     records = [GameRecord(secret=game.secret.upper()) for game in games]
     notices: list[str | None] = [None] * len(games)
+    turn = 0
     while active := [i for i, game in enumerate(games) if not game.done]:
+        turn += 1
+        if on_turn is not None:
+            on_turn(turn, len(active))
         texts = generate([wordle_messages(games[i].history, notices[i]) for i in active])
         for i, text in zip(active, texts):
             notices[i] = play_turn(games[i], records[i], text)
@@ -91,7 +98,8 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
         model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, adapter=adapter)
         torch.manual_seed(seed)
         generate = model_generator(model, tokenizer, max_new_tokens, sampled, params, batch_size)
-        _add(report, name, play_games_batched(generate, secrets))
+        _add(report, name, play_games_batched(
+            generate, secrets, on_turn=lambda turn, active: _say(progress, f"  turn {turn}: {active} games left")))
         del model
     if reference_players:
         _say(progress, "eval: playing the solver and the random player ...")
