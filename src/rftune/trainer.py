@@ -20,6 +20,7 @@ import copy
 import functools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +312,11 @@ class GRPOTrainer:
             metrics[f"rewards/{rf.name}/std"] = valid.std(unbiased=False).item() if valid.numel() else math.nan
             if scored.failures.get(rf.name):
                 metrics[f"rewards/{rf.name}/errors"] = scored.failures[rf.name]
+        for name, fn in self.task.completion_metrics.items():
+            values = [fn(s.prompt, text, s.example) for s, text in zip(rollout.samples, rollout.completions)]
+            metrics[f"task/{name}"] = sum(values) / len(values)
+        if "rftune.judges" in sys.modules:  # counters of judge calls made by reward functions this step
+            metrics.update(sys.modules["rftune.judges"].JUDGE_STATS.snapshot_and_reset())
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:

@@ -23,12 +23,15 @@ class Task:
     samples: list[Sample]
     default_rewards: list[RewardSpec] = field(default_factory=list)
     make_env: Callable[[dict], Any] | None = None  # example -> Env, for multi-turn tasks
+    # name -> f(prompt, completion, example) -> float, averaged into metrics as task/<name> every step
+    completion_metrics: dict[str, Callable[[Any, str, dict], float]] = field(default_factory=dict)
 
 
 # name -> "module:function" building the task; imported only when used.
 TASKS = {
     "arithmetic": "rftune.tasks.arithmetic:build",
     "dataset": "rftune.tasks:build_dataset_task",
+    "summarize": "rftune.tasks.summarize:build",
     "wordle": "rftune.tasks.wordle:build",
 }
 
