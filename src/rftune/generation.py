@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rftune.fast_decode import build_decoder, generate
 from rftune.types import RolloutBatch, Sample
 
 
@@ -51,21 +52,41 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[t
 
 
 def sample_completions(model, tokenizer, samples: list[Sample], params: SamplingParams) -> RolloutBatch:
-    """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt."""
+    """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt.
+
+    Llama-family models go through `rftune.fast_decode` (merged weights, one prefill per prompt); any other model
+    through HF ``generate``. Both sample from the same distribution.
+    """
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [s.prompt for s in samples])  # [P, Tp]
     g = params.num_generations
-    prompt_ids = prompt_ids.repeat_interleave(g, dim=0)  # [B, Tp]
-    prompt_mask = prompt_mask.repeat_interleave(g, dim=0)  # [B, Tp]
     eos_ids = eos_token_ids(tokenizer, model)
+    decoder = build_decoder(model)
+    if decoder is not None:
+        completion_ids = generate(decoder, prompt_ids, prompt_mask, g, params.max_new_tokens, eos_ids,
+                                  tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p)  # [B, Tc]
+        del decoder  # frees the merged weights before training needs the memory
+    else:
+        completion_ids = _hf_generate(model, tokenizer, prompt_ids.repeat_interleave(g, dim=0),
+                                      prompt_mask.repeat_interleave(g, dim=0), eos_ids, params)  # [B, Tc]
+    return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, dim=0),
+                         prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g)
+
+
+def _hf_generate(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params: SamplingParams) -> torch.Tensor:
     with torch.no_grad():
         output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
+                                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
                                 max_new_tokens=params.max_new_tokens, eos_token_id=eos_ids,
                                 pad_token_id=tokenizer.pad_token_id)  # [B, Tp+Tc]
-    completion_ids = output[:, prompt_ids.shape[1]:]  # [B, Tc]
+    return output[:, prompt_ids.shape[1]:]  # [B, Tc]
+
+
+def rollout_batch(tokenizer, samples: list[Sample], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                  completion_ids: torch.Tensor, eos_ids: list[int], num_generations: int) -> RolloutBatch:
+    """Completion ids [B, Tc] (grouped by prompt) -> RolloutBatch with masks, truncation flags and texts."""
     mask, truncated = completion_mask(completion_ids, eos_ids)  # [B, Tc], [B]
     completion_ids = completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                         attention_mask=mask.clone(), completion_mask=mask, truncated=truncated,
-                        samples=[s for s in samples for _ in range(g)], completions=texts)
+                        samples=[s for s in samples for _ in range(num_generations)], completions=texts)

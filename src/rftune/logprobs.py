@@ -2,14 +2,25 @@
 
 log pi(o_t | q, o_<t) is read from the logits at the position *before* each token (the one-position shift),
 divided by the sampling temperature so that it is the log-probability of the distribution that was sampled.
-Only the completion's positions are projected to the vocabulary (``logits_to_keep``), and the softmax is done
-one row at a time, so memory grows with B*Tc*V for one row, not the whole batch.
 Position ids follow the attention mask (left padding does not shift positions), as in generation.
+
+What the forward pass skips — each skip leaves the values unchanged, up to float rounding:
+- **Padding columns.** Prompt columns that are padding in every row, and completion columns after the longest
+  completion, are cut before the forward pass; the output is padded back with zeros to the given width.
+- **Repeated prompts.** Rows that share a prompt (the G completions of a group) run that prompt once, with
+  gradient; its KV cache is indexed out to the rows, and only the completion tokens run per row. The gradient
+  through the shared prompt is the sum over its rows, exactly as if each row had run it.
+- **Vocabulary projection of padding.** For Llama-family models the output projection is applied only at real
+  completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models use their
+  own forward with ``logits_to_keep``.
 """
 
 from __future__ import annotations
 
 import torch
+
+PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
+TOKENS_PER_CHUNK = 1024  # rows of logits alive at once in the vocabulary projection
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -20,22 +31,116 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                         attention_mask: torch.Tensor, temperature: float = 1.0,
                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """logprobs [R, Tc] of `completion_ids` given the prompts, and (optionally, no grad) entropy [R, Tc]."""
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [R, Tp+Tc]
-    full_mask = torch.cat([prompt_mask, attention_mask], dim=1)  # [R, Tp+Tc]
-    tc = completion_ids.shape[1]
-    logits = model(input_ids=input_ids, attention_mask=full_mask, position_ids=position_ids_from_mask(full_mask),
-                   logits_to_keep=tc + 1, use_cache=False).logits  # [R, Tc+1, V]
-    logits = logits[:, :-1, :]  # [R, Tc, V]: position t predicts completion token t
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs, entropy = [], []
-    for row_logits, row_ids in zip(logits, completion_ids):  # one row at a time bounds peak memory
-        row_logits = row_logits.float()  # [Tc, V]
-        lse = torch.logsumexp(row_logits, dim=-1)  # [Tc]
-        logprobs.append(row_logits.gather(1, row_ids.unsqueeze(1)).squeeze(1) - lse)  # [Tc]
-        if with_entropy:
+    """logprobs [R, Tc] of `completion_ids` given the prompts, and (optionally, no grad) entropy [R, Tc].
+
+    Positions where ``attention_mask`` is 0 get log-prob (and entropy) 0.
+    """
+    rows, width = completion_ids.shape
+    keep_c = _last_true(attention_mask.any(0)) + 1  # completion columns up to the longest completion
+    first_p = min(_first_true(prompt_mask.any(0)), prompt_mask.shape[1] - 1)
+    prompt_ids, prompt_mask = prompt_ids[:, first_p:], prompt_mask[:, first_p:]  # [R, Tp']
+    completion_ids, attention_mask = completion_ids[:, :keep_c], attention_mask[:, :keep_c]  # [R, Tc']
+    unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
+    if keep_c == 0:
+        hidden, first = None, None
+    elif unique.shape[0] < rows:
+        hidden, first = _shared_prefix_hidden(model, unique[:, :prompt_ids.shape[1]],
+                                              unique[:, prompt_ids.shape[1]:], inverse, completion_ids,
+                                              prompt_mask, attention_mask)
+    else:
+        hidden, first = _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask)
+    logprobs = torch.zeros(rows, width, dtype=torch.float32)
+    entropy = torch.zeros(rows, width, dtype=torch.float32) if with_entropy else None
+    if hidden is not None:
+        _fill(model, hidden, first, completion_ids, attention_mask.bool(), temperature, logprobs, entropy)
+    return logprobs, entropy
+
+
+def _first_true(flags: torch.Tensor) -> int:
+    index = flags.nonzero()
+    return int(index[0]) if index.numel() else flags.numel()
+
+
+def _last_true(flags: torch.Tensor) -> int:
+    index = flags.nonzero()
+    return int(index[-1]) if index.numel() else -1
+
+
+def _inner(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _plain_head(model) -> bool:
+    return getattr(_inner(model).config, "model_type", None) in PLAIN_HEAD
+
+
+def _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask):
+    """Every row runs prompt + completion; returns states [R, Tc', *] predicting tokens 0..Tc'-1 and None."""
+    input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # [R, Tp+Tc-1]
+    full_mask = torch.cat([prompt_mask, attention_mask[:, :-1]], dim=1)  # [R, Tp+Tc-1]
+    states = _run(model, input_ids, full_mask, position_ids_from_mask(full_mask), None, completion_ids.shape[1])
+    return states, None
+
+
+def _shared_prefix_hidden(model, unique_ids, unique_mask, inverse, completion_ids, prompt_mask, attention_mask):
+    """Run each distinct prompt once, then the completions against its cache.
+
+    Returns states [R, Tc'-1, *] predicting tokens 1..Tc'-1, and the states [R, 1, *] predicting token 0.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=_inner(model).config)
+    first = _run(model, unique_ids, unique_mask, position_ids_from_mask(unique_mask), cache, 1)[inverse]  # [R,1,*]
+    if completion_ids.shape[1] == 1:
+        return None, first
+    cache.batch_select_indices(inverse)  # [U] -> [R] rows; differentiable indexing
+    full_mask = torch.cat([prompt_mask, attention_mask[:, :-1]], dim=1)  # [R, Tp+Tc-1]
+    positions = position_ids_from_mask(full_mask)[:, prompt_mask.shape[1]:]  # [R, Tc-1]
+    states = _run(model, completion_ids[:, :-1], full_mask, positions, cache, completion_ids.shape[1] - 1)
+    return states, first
+
+
+def _run(model, input_ids, attention_mask, position_ids, cache, keep: int) -> torch.Tensor:
+    """The last `keep` positions' final hidden states [R, keep, H] (plain-head models) or logits [R, keep, V]."""
+    if _plain_head(model):
+        body = _inner(model).get_decoder()
+        out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state[:, -keep:]
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep)
+    return out.logits
+
+
+def _fill(model, hidden, first, completion_ids, mask, temperature, logprobs, entropy) -> None:
+    """Write log-probs (and entropy) of real completion tokens into logprobs/entropy [R, Tc] in place."""
+    if first is not None:
+        _fill_positions(model, first, completion_ids[:, :1], mask[:, :1], temperature, logprobs, entropy, 0)
+        if hidden is not None:
+            _fill_positions(model, hidden, completion_ids[:, 1:], mask[:, 1:], temperature, logprobs, entropy, 1)
+    else:
+        _fill_positions(model, hidden, completion_ids, mask, temperature, logprobs, entropy, 0)
+
+
+def _fill_positions(model, states, ids, mask, temperature, logprobs, entropy, offset: int) -> None:
+    """states [R, T, *] predict ids [R, T]; only positions with mask are projected and written at column+offset."""
+    where = mask.nonzero()  # [N, 2]
+    selected, targets = states[mask], ids[mask]  # [N, *], [N]
+    head = _inner(model).get_output_embeddings() if _plain_head(model) else None
+    values, entropies = [], []
+    for start in range(0, selected.shape[0], TOKENS_PER_CHUNK):
+        chunk = selected[start:start + TOKENS_PER_CHUNK]
+        logits = (head(chunk) if head is not None else chunk).float()  # [n, V]
+        if temperature != 1.0:
+            logits = logits / temperature
+        lse = torch.logsumexp(logits, dim=-1)  # [n]
+        values.append(logits.gather(1, targets[start:start + TOKENS_PER_CHUNK, None]).squeeze(1) - lse)
+        if entropy is not None:
             with torch.no_grad():
-                probs = torch.softmax(row_logits, dim=-1)  # [Tc, V]
-                entropy.append(lse - (probs * row_logits).sum(-1))  # [Tc]
-    return torch.stack(logprobs), (torch.stack(entropy) if with_entropy else None)
+                entropies.append(lse - (torch.softmax(logits, dim=-1) * logits).sum(-1))
+    if not values:
+        return
+    rows, cols = where[:, 0], where[:, 1] + offset
+    logprobs.index_put_((rows, cols), torch.cat(values))
+    if entropy is not None:
+        entropy.index_put_((rows, cols), torch.cat(entropies))

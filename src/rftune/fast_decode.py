@@ -1,0 +1,280 @@
+"""Lean sampling for Llama-family causal LMs: merged LoRA weights, one prefill per prompt, a preallocated KV cache.
+
+It samples from the same distribution as Hugging Face ``generate`` (logits / temperature, then top-k, then top-p,
+then softmax and ``torch.multinomial``); only the execution differs:
+
+- **Merged weights in a separate copy.** The decoder holds its own fused weights (q|k|v and gate|up concatenated)
+  equal to the trained model's *effective* weights W + scale * B @ A, computed from the base weights when the
+  decoder is built. The trained model is never merged or unmerged in place, so nothing drifts. The copy lives in
+  one flat buffer, released (returned to the OS) when the decoder is dropped after sampling.
+- **One prefill per prompt.** Each distinct prompt is run once; its KV cache is copied to its G rows.
+- **No padding tokens generated.** A row that samples EOS leaves the batch; the cache is compacted once a quarter
+  of the rows have finished, and decoding stops when every row has.
+- **Little Python per token.** Per layer a decode step is a handful of tensor operations (two fused matmuls for
+  q|k|v and gate|up); grouped-query attention for one query token is done by folding the query heads of a
+  KV head into the query-length axis, which needs no copy of the cache.
+
+`build_decoder` returns None for architectures it does not know (then `rftune.generation` falls back to HF
+``generate``). Supported: ``llama``, ``mistral`` without sliding window, ``qwen2`` (biased q|k|v); LoRA adapters
+without DoRA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = {"llama", "mistral", "qwen2"}
+COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
+
+
+def effective_weight(module) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, float]], torch.Tensor | None]:
+    """What a linear module applies now: (base weight, LoRA factors [(B, A, scale)] of active adapters, bias)."""
+    base = getattr(module, "base_layer", None)
+    if base is None:
+        return module.weight, [], module.bias
+    factors = []
+    if not module.merged and not module.disable_adapters:
+        factors = [(module.lora_B[name].weight, module.lora_A[name].weight, module.scaling[name])
+                   for name in module.active_adapters if name in module.lora_A]
+    return base.weight, factors, base.bias
+
+
+def _supported_layer(module) -> bool:
+    base = getattr(module, "base_layer", None)
+    if base is None:
+        return isinstance(module, torch.nn.Linear)
+    return (isinstance(base, torch.nn.Linear) and not getattr(module, "fan_in_fan_out", False)
+            and not any(getattr(module, "use_dora", {}).values()))
+
+
+def _inner(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def build_decoder(model) -> "LeanDecoder | None":
+    """A `LeanDecoder` with the model's current effective weights, or None when the architecture is not supported."""
+    inner = _inner(model)
+    config = inner.config
+    if getattr(config, "model_type", None) not in SUPPORTED or getattr(config, "hidden_act", None) != "silu":
+        return None
+    if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) \
+            or getattr(config, "mlp_bias", False):
+        return None
+    layers = inner.model.layers
+    linears = [m for layer in layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                               layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.gate_proj,
+                                               layer.mlp.up_proj, layer.mlp.down_proj)]
+    if not all(_supported_layer(m) for m in linears + [inner.lm_head]):
+        return None
+    return LeanDecoder(inner)
+
+
+class LeanDecoder:
+    """Decoding-only forward of a Llama-family model with fused, merged weights (see the module docstring)."""
+
+    def __init__(self, inner):
+        config = inner.config
+        attn = inner.model.layers[0].self_attn
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.eps = config.rms_norm_eps
+        self.scale = attn.scaling if hasattr(attn, "scaling") else self.head_dim ** -0.5
+        self.rotary = inner.model.rotary_emb
+        self.embed = inner.model.embed_tokens.weight.detach()
+        self.final_norm = inner.model.norm.weight.detach()
+        with torch.no_grad():
+            self.layers = self._fuse(inner.model.layers)
+            head, factors, bias = effective_weight(inner.lm_head)
+            self.lm_head = _merged(head, factors) if factors else head.detach()
+            self.lm_bias = bias.detach() if bias is not None else None
+
+    def _fuse(self, layers) -> list[dict[str, torch.Tensor]]:
+        """Write every layer's merged weights into views of one flat buffer (one allocation, freed as one)."""
+        parts = []
+        for layer in layers:
+            a, m = layer.self_attn, layer.mlp
+            q, k, v, o, g, u, d = (effective_weight(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.o_proj,
+                                                                 m.gate_proj, m.up_proj, m.down_proj))
+            parts.append({"qkv": [q, k, v], "o": [o], "gate_up": [g, u], "down": [d]})
+        dtype = parts[0]["o"][0][0].dtype
+        total = sum(w.numel() for entry in parts for linears in entry.values() for w, _, _ in linears)
+        buffer = torch.empty(total, dtype=dtype)
+        offset, fused = 0, []
+        for entry, layer in zip(parts, layers):
+            out = {"ln1": layer.input_layernorm.weight.detach(), "ln2": layer.post_attention_layernorm.weight.detach()}
+            for name, linears in entry.items():
+                rows = sum(w.shape[0] for w, _, _ in linears)
+                view = buffer[offset:offset + rows * linears[0][0].shape[1]].view(rows, -1)
+                start = 0
+                for weight, factors, _ in linears:
+                    _merged(weight, factors, out=view[start:start + weight.shape[0]])
+                    start += weight.shape[0]
+                out[name] = view
+                offset += view.numel()
+            if entry["qkv"][0][2] is not None:
+                out["qkv_bias"] = torch.cat([bias.detach() for _, _, bias in entry["qkv"]])
+            fused.append(out)
+        return fused
+
+    # ------------------------------------------------------------------------------------------------ layers
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return weight * (x * torch.rsqrt(variance + self.eps))
+
+    def _qkv(self, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [b, t, H] -> q [b, nh, t, d], k and v [b, nkv, t, d], with rotary embedding on q and k."""
+        b, t, _ = x.shape
+        d, nh, nkv = self.head_dim, self.num_heads, self.num_kv_heads
+        qkv = F.linear(self._norm(x, layer["ln1"]), layer["qkv"], layer.get("qkv_bias"))  # [b, t, (nh+2nkv)d]
+        q, k, v = qkv.view(b, t, nh + 2 * nkv, d).transpose(1, 2).split([nh, nkv, nkv], dim=1)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+    def _mlp(self, layer, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(self._norm(x, layer["ln2"]), layer["gate_up"]).chunk(2, dim=-1)  # [b, t, I] each
+        return x + F.linear(F.silu(gate) * up, layer["down"])
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self._norm(x, self.final_norm), self.lm_head, self.lm_bias).float()
+
+    def _cos_sin(self, positions: torch.Tensor):
+        cos, sin = self.rotary(self.embed[:1], positions)  # [b, t, d]
+        return cos.unsqueeze(1).to(self.embed.dtype), sin.unsqueeze(1).to(self.embed.dtype)  # [b, 1, t, d]
+
+    # ------------------------------------------------------------------------------------------------ passes
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cache: torch.Tensor,
+                rows: torch.Tensor) -> torch.Tensor:
+        """Run left-padded prompts [P, Tp] once; write their K/V to cache rows ``rows[p]`` (a [P, G] index).
+
+        cache: [L, 2, B, nkv, Tmax, d]. Returns the logits [P, V] of each prompt's next token.
+        """
+        p, tp = prompt_ids.shape
+        positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # [P, Tp]
+        cos, sin = self._cos_sin(positions)
+        causal = torch.ones(tp, tp, dtype=torch.bool).tril()  # [Tp, Tp]
+        # A padding query may see only itself (its output is never used; this keeps softmax finite).
+        allowed = (causal & prompt_mask.bool()[:, None, :]) | torch.eye(tp, dtype=torch.bool)  # [P, Tp, Tp]
+        allowed = allowed.unsqueeze(1)  # [P, 1, Tp, Tp]
+        group = self.num_heads // self.num_kv_heads
+        x = F.embedding(prompt_ids, self.embed)  # [P, Tp, H]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)
+            for g in range(rows.shape[1]):
+                cache[i, 0, rows[:, g], :, :tp] = k
+                cache[i, 1, rows[:, g], :, :tp] = v
+            attn = F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
+                                                  attn_mask=allowed, scale=self.scale)  # [P, nh, Tp, d]
+            x = x + F.linear(attn.transpose(1, 2).reshape(p, tp, -1), layer["o"])
+            x = self._mlp(layer, x)
+        return self._logits(x[:, -1])
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, column: int,
+               key_mask: torch.Tensor) -> torch.Tensor:
+        """One token per row: tokens [b], positions [b]; writes K/V at ``column``; returns logits [b, V].
+
+        key_mask [b, 1, 1, column + 1] marks the cache columns each row may attend to.
+        """
+        b = tokens.shape[0]
+        nkv, group, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        cos, sin = self._cos_sin(positions[:, None])
+        x = F.embedding(tokens[:, None], self.embed)  # [b, 1, H]
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)  # q [b, nh, 1, d]
+            cache[i, 0, :, :, column] = k[:, :, 0]
+            cache[i, 1, :, :, column] = v[:, :, 0]
+            # Query heads sharing a KV head become that head's "query positions": GQA without copying the cache.
+            attn = F.scaled_dot_product_attention(q.reshape(b, nkv, group, d), cache[i, 0, :, :, :column + 1],
+                                                  cache[i, 1, :, :, :column + 1], attn_mask=key_mask,
+                                                  scale=self.scale)  # [b, nkv, group, d]
+            x = x + F.linear(attn.reshape(b, 1, -1), layer["o"])
+            x = self._mlp(layer, x)
+        return self._logits(x[:, 0])
+
+    def new_cache(self, rows: int, length: int) -> torch.Tensor:
+        return torch.zeros(len(self.layers), 2, rows, self.num_kv_heads, length, self.head_dim,
+                           dtype=self.embed.dtype)
+
+
+def _merged(weight: torch.Tensor, factors, out: torch.Tensor | None = None) -> torch.Tensor:
+    """W + sum(scale * B @ A), written into `out` (a fresh tensor if None), with no temporary of W's size."""
+    out = weight.detach().clone() if out is None else out.copy_(weight)
+    for lora_b, lora_a, scale in factors:
+        out.addmm_(lora_b.to(out.dtype), lora_a.to(out.dtype), alpha=scale)
+    return out
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """HF's sampling warpers in HF's order: divide by temperature, keep the top k, keep the top-p nucleus.
+
+    logits [b, V] float -> scores [b, V] with removed tokens at -inf (ties and the always-keep-one rule as in
+    transformers' TopKLogitsWarper / TopPLogitsWarper).
+    """
+    scores = logits / temperature if temperature != 1.0 else logits
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]  # [b, 1]
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)  # [b, V]
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - top_p)
+        remove[..., -1:] = False
+        scores = scores.masked_fill(remove.scatter(1, order, remove), -math.inf)
+    return scores
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """One token per row from the warped distribution, as HF's sampling does. [b, V] -> [b]"""
+    probs = warp_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+@torch.no_grad()
+def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int,
+             max_new_tokens: int, eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0) -> torch.Tensor:
+    """Sample G completions per left-padded prompt [P, Tp]; returns completion ids [P*G, Tc] (pad after EOS).
+
+    Tc is the longest completion (at most max_new_tokens); rows are grouped by prompt (p*G .. p*G+G-1).
+    """
+    p, tp = prompt_ids.shape
+    total = p * num_generations
+    cache = decoder.new_cache(total, tp + max_new_tokens)
+    logits = decoder.prefill(prompt_ids, prompt_mask, cache, torch.arange(total).view(p, num_generations))
+    logits = logits.repeat_interleave(num_generations, dim=0)  # [B, V]
+    key_mask = torch.cat([prompt_mask.bool().repeat_interleave(num_generations, 0),
+                          torch.ones(total, max_new_tokens, dtype=torch.bool)], dim=1)  # [B, Tmax]
+    positions = prompt_mask.sum(1).repeat_interleave(num_generations)  # [B] next token's position
+    eos = torch.tensor(eos_ids)
+    out = torch.full((total, max_new_tokens), pad_id, dtype=torch.long)
+    rows = torch.arange(total)  # row of `out` that each cache row fills
+    done = torch.zeros(total, dtype=torch.bool)  # [b] the row has sampled an EOS
+    length = 0
+    for step in range(max_new_tokens):
+        tokens = sample_tokens(logits, temperature, top_k, top_p)  # [b]
+        out[rows, step] = tokens  # a finished row's extra tokens fall after its EOS and are masked below
+        done |= torch.isin(tokens, eos)
+        length = step + 1
+        if length == max_new_tokens or done.all():
+            break
+        if (~done).sum() <= COMPACT_FRACTION * rows.numel():
+            keep = (~done).nonzero().squeeze(1)
+            cache, rows, tokens, done = cache[:, :, keep], rows[keep], tokens[keep], done[keep]
+            positions, key_mask = positions[keep], key_mask[keep]
+        column = tp + step
+        logits = decoder.decode(tokens, positions + step, cache, column, key_mask[:, None, None, :column + 1])
+    return _mask_after_eos(out[:, :length], eos, pad_id)
+
+
+def _mask_after_eos(ids: torch.Tensor, eos: torch.Tensor, pad_id: int) -> torch.Tensor:
+    is_eos = torch.isin(ids, eos)
+    after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    return ids.masked_fill(after, pad_id)

@@ -1,0 +1,127 @@
+"""The lean decoder (rftune.fast_decode) against Hugging Face: same logits, same greedy tokens, same warpers."""
+
+import pytest
+import torch
+
+from rftune import fast_decode
+from rftune.generation import SamplingParams, encode_prompts, sample_completions
+from rftune.models import apply_lora, load_model_and_tokenizer
+from rftune.types import Sample
+
+PROMPTS = [[{"role": "user", "content": "What is 12 + 35?"}], [{"role": "user", "content": "Hi"}]]
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_model_dir):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a non-zero adapter, so merging matters
+    return model.eval(), tokenizer
+
+
+def _prompt_tensors(tokenizer):
+    return encode_prompts(tokenizer, PROMPTS)  # left-padded [2, Tp]
+
+
+def test_prefill_logits_match_the_peft_model(lora_model):
+    model, tokenizer = lora_model
+    ids, mask = _prompt_tensors(tokenizer)
+    decoder = fast_decode.build_decoder(model)
+    cache = decoder.new_cache(4, ids.shape[1] + 4)
+    with torch.no_grad():
+        logits = decoder.prefill(ids, mask, cache, torch.arange(4).view(2, 2))
+        expected = model(input_ids=ids, attention_mask=mask,
+                          position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_step_logits_match_a_full_forward(lora_model):
+    model, tokenizer = lora_model
+    ids, mask = _prompt_tensors(tokenizer)
+    decoder = fast_decode.build_decoder(model)
+    tp = ids.shape[1]
+    cache = decoder.new_cache(2, tp + 2)
+    next_tokens = torch.tensor([5, 9])
+    with torch.no_grad():
+        decoder.prefill(ids, mask, cache, torch.arange(2).view(2, 1))
+        key_mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], 1)[:, None, None, :]
+        logits = decoder.decode(next_tokens, mask.sum(1), cache, tp, key_mask)
+        full_ids, full_mask = torch.cat([ids, next_tokens[:, None]], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
+        expected = model(input_ids=full_ids, attention_mask=full_mask,
+                         position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_tokens_equal_hf_generate(lora_model):
+    model, tokenizer = lora_model
+    ids, mask = _prompt_tensors(tokenizer)
+    eos = [tokenizer.eos_token_id]
+    with torch.no_grad():
+        hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:]
+    ours = fast_decode.generate(fast_decode.build_decoder(model), ids, mask, 1, 12, eos, tokenizer.pad_token_id,
+                                temperature=1e-6)
+    assert torch.equal(ours, hf[:, :ours.shape[1]])
+
+
+def test_building_the_decoder_leaves_the_trained_model_unmerged(lora_model):
+    model, _ = lora_model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fast_decode.build_decoder(model)
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.3, 0, 0.8),
+                                                     (0.9, 7, 0.6)])
+def test_warpers_equal_transformers(temperature, top_k, top_p):
+    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    expected = logits.clone()
+    warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+    warpers += [TopKLogitsWarper(top_k)] if top_k else []
+    warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+    for warper in warpers:
+        expected = warper(None, expected)
+    assert torch.equal(fast_decode.warp_logits(logits, temperature, top_k, top_p), expected)
+
+
+def test_sampled_frequencies_follow_the_warped_distribution():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]]).repeat(40_000, 1)
+    tokens = fast_decode.sample_tokens(logits, 0.8, 0, 0.9)
+    frequencies = torch.bincount(tokens, minlength=5).float() / tokens.numel()
+    expected = fast_decode.warp_logits(logits[:1], 0.8, 0, 0.9).softmax(-1)[0]
+    torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
+
+
+def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model, monkeypatch):
+    model, tokenizer = lora_model
+    samples = [Sample(prompt=p, example={}, index=i) for i, p in enumerate(PROMPTS)]
+    params = SamplingParams(num_generations=3, max_new_tokens=10)
+    torch.manual_seed(0)
+    fast = sample_completions(model, tokenizer, samples, params)
+    monkeypatch.setattr("rftune.generation.build_decoder", lambda model: None)
+    torch.manual_seed(0)
+    slow = sample_completions(model, tokenizer, samples, params)
+    for batch in (fast, slow):
+        assert batch.size == 6 and batch.completion_ids.shape[1] <= 10
+        assert [s.index for s in batch.samples] == [0, 0, 0, 1, 1, 1]
+        lengths = batch.completion_mask.sum(1)
+        ends_with_eos = batch.completion_ids[torch.arange(6), (lengths - 1).clamp(min=0)] == tokenizer.eos_token_id
+        assert torch.equal(ends_with_eos, ~batch.truncated)
+        assert torch.equal(batch.prompt_ids, slow.prompt_ids)
+
+
+def test_unknown_architectures_fall_back(tiny_model_dir):
+    model, _ = load_model_and_tokenizer(tiny_model_dir)
+    model.config.model_type = "not-a-llama"
+    assert fast_decode.build_decoder(model) is None

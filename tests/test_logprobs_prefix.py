@@ -1,0 +1,90 @@
+"""Prefix-shared, padding-trimmed log-probs (rftune.logprobs) equal a plain full-sequence forward."""
+
+import pytest
+import torch
+
+from rftune.logprobs import completion_logprobs, position_ids_from_mask
+from rftune.models import apply_lora, load_model_and_tokenizer
+
+
+def plain_logprobs(model, prompt_ids, prompt_mask, completion_ids, attention_mask, temperature):
+    """The textbook computation: every row runs prompt + completion; log-softmax at the shifted positions."""
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    mask = torch.cat([prompt_mask, attention_mask], 1)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    logits = logits[:, prompt_ids.shape[1] - 1:-1].float() / temperature  # [R, Tc, V]
+    logprobs = logits.log_softmax(-1).gather(2, completion_ids[..., None]).squeeze(2)
+    entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+    return logprobs * attention_mask, entropy * attention_mask
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_model_dir):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.3)
+    return model.train(), tokenizer
+
+
+def _batch(groups: int, per_group: int, width: int = 9, prompt_width: int = 7, extra_pad: int = 2):
+    """Grouped rows: prompts of different lengths (left-padded, plus all-pad columns), ragged completions."""
+    torch.manual_seed(3)
+    prompt_ids = torch.zeros(groups, prompt_width + extra_pad, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for g in range(groups):
+        length = prompt_width - g % 3
+        prompt_ids[g, -length:] = torch.randint(4, 60, (length,))
+        prompt_mask[g, -length:] = 1
+    rows = groups * per_group
+    completion_ids = torch.randint(4, 60, (rows, width + 3))
+    lengths = torch.randint(1, width + 1, (rows,))
+    attention_mask = (torch.arange(width + 3)[None] < lengths[:, None]).long()  # 3 all-padding columns at the end
+    completion_ids = completion_ids * attention_mask
+    repeat = lambda t: t.repeat_interleave(per_group, 0)  # noqa: E731
+    return repeat(prompt_ids), repeat(prompt_mask), completion_ids, attention_mask
+
+
+@pytest.mark.parametrize("groups,per_group,temperature", [(3, 4, 1.0), (2, 3, 0.7), (4, 1, 1.0)])
+def test_logprobs_entropy_and_gradients_match_the_plain_forward(lora_model, groups, per_group, temperature):
+    model, _ = lora_model
+    batch = _batch(groups, per_group)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    model.zero_grad()
+    ours, entropy = completion_logprobs(model, *batch, temperature=temperature, with_entropy=True)
+    ours.sum().backward()
+    our_grads = [p.grad.clone() for p in params]
+
+    model.zero_grad()
+    expected, expected_entropy = plain_logprobs(model, *batch, temperature)
+    expected.sum().backward()
+
+    assert ours.shape == batch[2].shape
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-5)
+    for got, want in zip(our_grads, (p.grad for p in params)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_reference_pass_with_adapters_disabled_matches(lora_model):
+    model, _ = lora_model
+    batch = _batch(2, 4)
+    with torch.no_grad(), model.disable_adapter():
+        ours, _ = completion_logprobs(model, *batch)
+        expected, _ = plain_logprobs(model, *batch, 1.0)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_positions_are_zero_and_an_empty_batch_works(lora_model):
+    model, _ = lora_model
+    prompt_ids, prompt_mask, completion_ids, attention_mask = _batch(2, 2)
+    with torch.no_grad():
+        ours, _ = completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, attention_mask)
+        assert torch.all(ours[attention_mask == 0] == 0)
+        empty, _ = completion_logprobs(model, prompt_ids, prompt_mask, completion_ids,
+                                       torch.zeros_like(attention_mask))
+    assert torch.all(empty == 0) and empty.shape == completion_ids.shape
