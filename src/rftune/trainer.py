@@ -36,7 +36,7 @@ from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
-from rftune.models import apply_lora, load_model, load_tokenizer
+from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
@@ -72,8 +72,7 @@ class GRPOTrainer:
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
-        self.rollout_fn = rollout_fn or (functools.partial(env_rollout, make_env=self.task.make_env)
-                                         if self.task.make_env else sample_completions)
+        self.rollout_fn = rollout_fn or self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.output_dir = Path(config.train.output_dir)
         self.step_count = 0
@@ -119,6 +118,16 @@ class GRPOTrainer:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         model.train()
         return model, ref_model
+
+    def _default_rollout(self) -> Callable:
+        """Environment episodes for multi-turn tasks; else sampling with the configured backend."""
+        if self.task.make_env:
+            return functools.partial(env_rollout, make_env=self.task.make_env)
+        if self.config.generation.backend == "vllm":
+            from rftune.generation_vllm import VllmSampler  # imported only when selected: no vLLM on CPU machines
+
+            return VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype, self.model)
+        return sample_completions
 
     def _build_optimizer(self):
         cfg = self.config.train
@@ -292,6 +301,9 @@ class GRPOTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        sync_weights = getattr(self.rollout_fn, "sync_weights", None)  # a separate inference engine (vLLM)
+        if sync_weights is not None:
+            sync_weights(self.model)
         return float(norm)
 
     def _autocast(self):
