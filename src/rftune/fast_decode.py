@@ -8,8 +8,9 @@ then softmax and ``torch.multinomial``); only the execution differs:
   decoder is built. The trained model is never merged or unmerged in place, so nothing drifts. The copy lives in
   one flat buffer, released (returned to the OS) when the decoder is dropped after sampling.
 - **One prefill per prompt.** Each distinct prompt is run once; its KV cache is copied to its G rows.
-- **No padding tokens generated.** A row that samples EOS leaves the batch; the cache is compacted once a quarter
-  of the rows have finished, and decoding stops when every row has.
+- **Finished rows leave the batch.** Once a quarter of the rows still in the cache have sampled EOS, the cache is
+  compacted to the unfinished rows (until then finished rows ride along and their tokens are discarded);
+  decoding stops when every row has finished, so no padding is ever decoded at the end.
 - **Little Python per token.** Per layer a decode step is a handful of tensor operations (two fused matmuls for
   q|k|v and gate|up); grouped-query attention for one query token is done by folding the query heads of a
   KV head into the query-length axis, which needs no copy of the cache.

@@ -1,4 +1,10 @@
-"""Sampling G completions per prompt with the Hugging Face backend.
+"""Sampling G completions per prompt: the lean decoder for Llama-family models, HF ``generate`` otherwise.
+
+`rftune.fast_decode` (merged LoRA weights in a separate copy, one prefill per prompt, finished rows dropped) serves
+Llama/Mistral/Qwen2 models; any other architecture goes through HF ``generate``. Both sample from the same
+distribution: temperature, then top-k (0 = off), then top-p. (Before, top_k=0 was passed to HF as None, which
+HF read as its default top-k of 50; now 0 means no top-k filtering on both paths, as the config says.)
+The optional vLLM backend lives in `rftune.generation_vllm`.
 
 Prompts arrive as chat messages and are rendered with the tokenizer's chat template. The completion mask covers
 each completion up to and including its first EOS; a completion with no EOS within ``max_new_tokens`` is
