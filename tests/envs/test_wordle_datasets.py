@@ -71,3 +71,12 @@ def test_write_jsonl_round_trips(tmp_path, rows):
     assert [json.loads(line) for line in text.splitlines()] == chosen
     assert "✓" in text or "(-)" in text or "(x)" in text  # symbols written as is, not \u escapes
     assert "\\u" not in text
+
+
+def test_sft_traces_leave_out_excluded_secrets():
+    games = reference_games(6, 5, solver_share=1.0, max_openings=2)
+    dropped = games[0].record.secret
+    kept_turns = sum(len(g.record.turns) - g.openings for g in games if g.record.secret != dropped)
+    traces = sft_traces(6, seed=5, exclude_secrets=[dropped.upper()])
+    assert 0 < len(traces) <= kept_turns < sum(len(g.record.turns) - g.openings for g in games)
+    assert len(traces) < len(sft_traces(6, seed=5))

@@ -22,7 +22,6 @@ mode adds wordle_win 1.0 and wordle_partial_credit 1.0 (each episode-mode reward
 from __future__ import annotations
 
 import functools
-import json
 import random
 
 from rftune.config import RewardSpec
@@ -92,27 +91,10 @@ def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, 
 
 
 def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2) -> list[dict]:
-    """Solver traces (``{"messages": [...]}``) from seeded games on training secrets, without duplicates.
+    """Solver traces (``{"messages": [...]}``) from seeded games on training secrets only, without duplicates."""
+    from rftune.envs.wordle import sft_traces
 
-    Like `rftune.envs.wordle.sft_traces`, but games whose secret is a held-out test secret are left out.
-    """
-    from rftune.envs.wordle.datasets import reference_games
-    from rftune.envs.wordle.game import parse_history
-    from rftune.envs.wordle.prompts import wordle_messages
-
-    test = set(split_answers()[1])
-    rows, seen = [], set()
-    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings):
-        if game.record.secret.lower() in test:
-            continue
-        for turn in game.record.turns[game.openings:]:
-            messages = wordle_messages(parse_history(turn.past_guess_history))
-            messages.append({"role": "assistant", "content": turn.text})
-            key = json.dumps(messages, ensure_ascii=False)
-            if key not in seen:
-                seen.add(key)
-                rows.append({"messages": messages})
-    return rows
+    return sft_traces(num_games, seed, max_openings, exclude_secrets=split_answers()[1])
 
 
 def _located(rows: list[dict]):

@@ -70,10 +70,17 @@ def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_o
     return rows
 
 
-def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2) -> list[dict]:
-    """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates."""
+def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2,
+               exclude_secrets: Iterable[str] = ()) -> list[dict]:
+    """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates.
+
+    Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out.
+    """
+    excluded = {word.lower() for word in exclude_secrets}
     rows, seen = [], set()
     for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings):
+        if game.record.secret.lower() in excluded:
+            continue
         for turn in game.record.turns[game.openings:]:
             messages = wordle_messages(parse_history(turn.past_guess_history))
             messages.append({"role": "assistant", "content": turn.text})
