@@ -5,7 +5,8 @@ import torch
 
 from rftune import fast_decode
 from rftune.generation import SamplingParams, encode_prompts, sample_completions
-from rftune.models import apply_lora, load_model_and_tokenizer
+from rftune.models import load_model_and_tokenizer
+from rftune.testing import tiny_lora_model
 from rftune.types import Sample
 
 PROMPTS = [[{"role": "user", "content": "What is 12 + 35?"}], [{"role": "user", "content": "Hi"}]]
@@ -13,13 +14,7 @@ PROMPTS = [[{"role": "user", "content": "What is 12 + 35?"}], [{"role": "user", 
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir):
-    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
-    model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)  # a non-zero adapter, so merging matters
+    model, tokenizer = tiny_lora_model(tiny_model_dir, seed=1, scale=0.5)  # non-zero adapter: merging matters
     return model.eval(), tokenizer
 
 

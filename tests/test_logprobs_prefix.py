@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rftune.logprobs import completion_logprobs, position_ids_from_mask
-from rftune.models import apply_lora, load_model_and_tokenizer
+from rftune.testing import tiny_lora_model
 
 
 def plain_logprobs(model, prompt_ids, prompt_mask, completion_ids, attention_mask, temperature):
@@ -20,13 +20,7 @@ def plain_logprobs(model, prompt_ids, prompt_mask, completion_ids, attention_mas
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir):
-    model, tokenizer = load_model_and_tokenizer(tiny_model_dir)
-    model = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules="all-linear")
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.3)
+    model, tokenizer = tiny_lora_model(tiny_model_dir, seed=2, scale=0.3)  # non-zero adapter: merging matters
     return model.train(), tokenizer
 
 

@@ -94,12 +94,15 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def load_tokenizer(name_or_path: str):
-    """Tokenizer with a pad token and left padding (what batched generation needs)."""
+    """Tokenizer (also from a ``*.gguf`` file) with a pad token and left padding, as batched generation needs."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        if path.endswith(".gguf"):
+            tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load tokenizer for model {name_or_path!r}: {exc}") from exc
     if tokenizer.pad_token is None:
@@ -132,15 +135,7 @@ def load_model(name_or_path: str, dtype: str = "float32", adapter: str | None = 
 
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", adapter: str | None = None):
     """The model (eval mode) and its tokenizer, ready for inference."""
-    tokenizer_source = str(Path(name_or_path).parent) if name_or_path.endswith(".gguf") else name_or_path
-    if name_or_path.endswith(".gguf"):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, gguf_file=Path(name_or_path).name)
-        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-        tokenizer.padding_side = "left"
-    else:
-        tokenizer = load_tokenizer(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
     model = load_model(name_or_path, dtype=dtype, adapter=adapter)
     model.eval()
     return model, tokenizer

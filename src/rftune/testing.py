@@ -52,3 +52,23 @@ def build_tiny_model(folder: str | Path, seed: int = 0, hidden_size: int = 32, n
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_lora_model(folder: str | Path, seed: int, scale: float, r: int = 4):
+    """The tiny model at `folder` with LoRA adapters whose B matrices are random (N(0, scale)), not zero.
+
+    A fresh adapter is an identity (B = 0); tests of merging, prefix sharing or adapter-disabled passes need one
+    that changes the outputs. Returns (model, tokenizer); the caller picks train or eval mode.
+    """
+    import torch
+
+    from rftune.models import apply_lora, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(folder))
+    model = apply_lora(model, r=r, alpha=2 * r, dropout=0.0, target_modules="all-linear")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, scale)
+    return model, tokenizer
