@@ -7,7 +7,8 @@ import pytest
 from rftune.envs.wordle.datasets import history_rows, reference_games, sft_traces, write_jsonl
 from rftune.envs.wordle.game import feedback, parse_history
 from rftune.envs.wordle.prompts import wordle_messages
-from rftune.envs.wordle.rewards import wordle_format
+from rftune.envs.wordle.rewards import wordle_feedback, wordle_format
+from rftune.envs.wordle.solver import InfoGainSolver
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,20 @@ def test_sft_traces_are_well_formed_and_score_full_format(traces):
     assert len(set(keys)) == len(keys)
 
 
+def test_sft_traces_use_every_piece_of_feedback(traces):
+    # Hard-mode traces keep the ✓ letters, move the - letters and never reuse an x letter, so every letter of a
+    # guess after the first scores at least +0.05 in the feedback reward (and the opening gets its 0.1).
+    later = 0
+    for row in traces:
+        user, assistant = row["messages"][1]["content"], row["messages"][2]["content"]
+        history = [(line.split(": ")[1].split(" ")[0].lower(), "".join(p[2] for p in line.split("Feedback: ")[1].split()))
+                   for line in user.splitlines() if line.startswith("Guess ")]
+        score = wordle_feedback(None, assistant, {"past_guess_history": history})
+        assert score >= (0.25 if history else 0.1), (history, assistant)
+        later += bool(history)
+    assert later > len(traces) // 2
+
+
 def test_sft_trace_reasoning_matches_its_position(traces):
     for row in traces:
         user, assistant = row["messages"][1]["content"], row["messages"][2]["content"]
@@ -74,7 +89,7 @@ def test_write_jsonl_round_trips(tmp_path, rows):
 
 
 def test_sft_traces_leave_out_excluded_secrets():
-    games = reference_games(6, 5, solver_share=1.0, max_openings=2)
+    games = reference_games(6, 5, solver_share=1.0, max_openings=2, solver=InfoGainSolver(hard_mode=True))
     dropped = games[0].record.secret
     kept_turns = sum(len(g.record.turns) - g.openings for g in games if g.record.secret != dropped)
     traces = sft_traces(6, seed=5, exclude_secrets=[dropped.upper()])

@@ -70,3 +70,36 @@ def test_solver_solves_twenty_seeded_secrets(solver):
     average = sum(r.guesses_used for r in records) / len(records)
     print(f"\nsolver: 20/20 solved, average {average:.2f} guesses")
     assert average < 4.5
+
+
+def test_hard_mode_only_plays_words_that_fit_the_feedback():
+    full, hard = InfoGainSolver(), InfoGainSolver(hard_mode=True)
+    full_outside = 0
+    for secret in seeded_secrets(12, seed=7):
+        record = play_game(hard, secret)
+        assert record.won and record.guesses_used <= 6
+        for history, turn in _states(record):
+            assert turn.guess.lower() in hard.candidates(history)  # hard mode: every guess could be the answer
+            assert turn.guess in turn.text.split("remain", 1)[1].split("\n")[0]  # named among the candidates
+        full_outside += sum(turn.guess.lower() not in full.candidates(history)
+                            for history, turn in _states(play_game(full, secret)))
+    assert full_outside > 0  # the full solver does play words that cannot be the answer: the option changes play
+
+
+def test_hard_mode_names_its_guess_first():
+    solver = InfoGainSolver(hard_mode=True)
+    move = solver.next_guess([("beach", "x✓xxx")])
+    assert f"for example {move.guess.upper()}," in move.text and f"{move.guess.upper()} fits" in move.text
+
+
+def _pattern(rendered: str) -> str:
+    """'C(x) R(✓) A(-) N(x) E(x)' -> 'x✓-xx'."""
+    return "".join(part[2] for part in rendered.split())
+
+
+def _states(record):
+    """(history before the turn, turn) for each turn of a played game."""
+    history = []
+    for turn in record.turns:
+        yield list(history), turn
+        history.append((turn.guess.lower(), _pattern(turn.feedback)))

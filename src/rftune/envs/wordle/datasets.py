@@ -9,7 +9,11 @@ different positions instead of the solver's single opening line.
   history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
 - `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
   openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical
-  conversations (the same position reached in several games) are kept once.
+  conversations (the same position reached in several games) are kept once. By default the solver plays hard
+  mode (only words that fit all the feedback, the guess named first among the remaining candidates it lists):
+  these are the moves the feedback reward scores highest and the easiest for a small model to imitate; the full
+  solver's best guesses are often rare words that fit nothing (``RYNDS``), which a 135M model learns to copy as
+  "any letters".
 
 The same arguments always give the same rows.
 """
@@ -70,15 +74,17 @@ def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_o
     return rows
 
 
-def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2,
-               exclude_secrets: Iterable[str] = ()) -> list[dict]:
+def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_secrets: Iterable[str] = (),
+               hard_mode: bool = True) -> list[dict]:
     """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates.
 
-    Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out.
+    Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out; ``hard_mode`` picks
+    the solver (see the module docstring).
     """
     excluded = {word.lower() for word in exclude_secrets}
     rows, seen = [], set()
-    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings):
+    solver = InfoGainSolver(hard_mode=hard_mode)
+    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings, solver=solver):
         if game.record.secret.lower() in excluded:
             continue
         for turn in game.record.turns[game.openings:]:

@@ -3,8 +3,11 @@
 Candidates are the answer-list words consistent with all feedback so far (the allowed list when no answer fits,
 e.g. for a custom secret). With one or two candidates the solver guesses a candidate. Otherwise it plays the
 allowed word whose feedback over the candidates has the highest entropy (expected information, in bits), breaking
-ties in favour of words that could be the answer, then by list order. Choices are cached per candidate set, so
-the opening (computed once from the whole answer list) and common positions cost nothing after the first game.
+ties in favour of words that could be the answer, then by list order. In ``hard_mode`` it only plays candidates
+(the game's hard mode: every guess keeps the ✓ letters, moves the - letters and avoids the x letters), which
+costs a little information but makes every move one the feedback reward scores well and one a small model can
+imitate (the guess is the first word of the candidates it lists). Choices are cached per candidate set, so the
+opening (computed once from the whole answer list) and common positions cost nothing after the first game.
 
 Each move's text is a short ``<think>`` explanation (what the feedback says, how many words remain, why this guess)
 followed by ``<guess>WORD</guess>``: the SFT traces in `rftune.envs.wordle.datasets` are these replies.
@@ -25,6 +28,7 @@ from rftune.envs.wordle.players import Move, reply_text
 from rftune.envs.wordle.words import WordList, answer_words, word_list
 
 _ORDINALS = ("1st", "2nd", "3rd", "4th", "5th")
+EXAMPLES = 4  # remaining candidates named in the explanation
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,10 @@ class InfoGainSolver:
     """Greedy expected-information solver over the official (or given) answer and allowed lists."""
 
     def __init__(self, answers: WordList | Sequence[str] | None = None,
-                 allowed: WordList | Sequence[str] | None = None):
+                 allowed: WordList | Sequence[str] | None = None, hard_mode: bool = False):
         self.answers = word_list(answers, default=answer_words())
         self.allowed = word_list(allowed)
+        self.hard_mode = hard_mode
         missing = [w for w in self.answers if w not in self.allowed]
         if missing:
             raise ValueError(f"answer words missing from the allowed list: {', '.join(missing[:5])}")
@@ -59,7 +64,7 @@ class InfoGainSolver:
 
     def choose(self, history: History) -> Choice:
         """The guess for this position, with the numbers that justify it."""
-        return _best_choice(self.allowed, self.candidates(history))
+        return _best_choice(self.allowed, self.candidates(history), self.hard_mode)
 
     def next_guess(self, history: History, notice: str | None = None) -> Move:
         choice = self.choose(history)
@@ -67,9 +72,10 @@ class InfoGainSolver:
 
 
 @functools.lru_cache(maxsize=4096)
-def _best_choice(allowed: WordList, candidates: tuple[str, ...]) -> Choice:
+def _best_choice(allowed: WordList, candidates: tuple[str, ...], hard_mode: bool = False) -> Choice:
     encoded = allowed.encoded[[allowed.index[w] for w in candidates]]  # [C, 5]
-    guess = candidates[0] if len(candidates) <= 2 else _most_informative(allowed, candidates, encoded)
+    pool = word_list(candidates) if hard_mode else allowed
+    guess = candidates[0] if len(candidates) <= 2 else _most_informative(pool, candidates, encoded)
     codes = pattern_codes(allowed.encoded[[allowed.index[guess]]], encoded)  # [1, C]
     sizes = partition_sizes(codes)[0]  # [243]
     return Choice(guess=guess, candidates=candidates, bits=float(information_from_sizes(sizes[None])[0]),
@@ -88,14 +94,21 @@ def explain(history: History, choice: Choice) -> str:
     """Short reasoning for `choice`: known facts, remaining candidates with examples, and why this guess."""
     lines = [describe_feedback(history)] if history else ["No feedback yet, so I start from the whole word list."]
     count = len(choice.candidates)
-    examples = ", ".join(word.upper() for word in choice.candidates[:5])
+    examples = ", ".join(word.upper() for word in _guess_first(choice)[:EXAMPLES])
     if count == 1:
         lines.append(f"1 possible answer remains: {examples}.")
     else:
-        lead = "for example" if count > 5 else "namely"
+        lead = "for example" if count > EXAMPLES else "namely"
         lines.append(f"{count} possible answers remain, {lead} {examples}.")
     lines.append(_why(choice))
     return "\n".join(lines)
+
+
+def _guess_first(choice: Choice) -> list[str]:
+    """The candidates, the guess first when it is one of them."""
+    if choice.guess not in choice.candidates:
+        return list(choice.candidates)
+    return [choice.guess] + [word for word in choice.candidates if word != choice.guess]
 
 
 def _why(choice: Choice) -> str:
@@ -105,10 +118,10 @@ def _why(choice: Choice) -> str:
     if count == 2:
         other = next(w for w in choice.candidates if w != choice.guess).upper()
         return f"Two words fit. Guessing {word} wins now if it is the answer; otherwise {other} is left."
-    could_win = " and could be the answer itself" if choice.guess in choice.candidates else ""
-    return (f"{word} splits them into {choice.groups} feedback groups, the largest with {choice.largest_group} "
-            f"word{'s' if choice.largest_group != 1 else ''} ({choice.bits:.2f} bits expected, the most of any "
-            f"allowed word){could_win}.")
+    split = f"{choice.groups} groups (largest {choice.largest_group}, {choice.bits:.2f} bits"
+    if choice.guess in choice.candidates:
+        return f"{word} fits and splits them into {split})."
+    return f"{word} splits them into {split}, the most of any allowed word)."
 
 
 def describe_feedback(history: History) -> str:
