@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rftune.logprobs import completion_logprobs, position_ids_from_mask
+from rftune.logprobs import completion_logprobs, length_groups, position_ids_from_mask
 from rftune.testing import tiny_lora_model
 
 
@@ -82,3 +82,33 @@ def test_padding_positions_are_zero_and_an_empty_batch_works(lora_model):
         empty, _ = completion_logprobs(model, prompt_ids, prompt_mask, completion_ids,
                                        torch.zeros_like(attention_mask))
     assert torch.all(empty == 0) and empty.shape == completion_ids.shape
+
+
+def test_length_groups_by_hand():
+    # Sorted longest first: 10 10 9 | 2 1. One pass costs 5*10 + 8 = 58; the cut after the 9 costs
+    # (3*10 + 8) + (2*2 + 8) = 50, the best of all cuts (e.g. 10 10 | 9 | 2 1 costs 28 + 17 + 12 = 57).
+    assert length_groups([2, 10, 1, 9, 10], overhead=8) == [[1, 4, 3], [0, 2]]
+    assert length_groups([5, 5, 5], overhead=8) == [[0, 1, 2]]  # equal lengths: one pass
+    assert length_groups([64, 1], overhead=0) == [[0], [1]]  # free passes: no padding at all
+    assert length_groups([64, 1], overhead=1000) == [[0, 1]]
+    assert length_groups([]) == []
+
+
+def test_grouped_completions_match_the_plain_forward(lora_model, monkeypatch):
+    # A zero overhead makes every distinct completion length its own pass, so rows of one prompt land in
+    # different groups; values and gradients (through the shared prompt too) must not change.
+    monkeypatch.setattr("rftune.logprobs.GROUP_OVERHEAD_TOKENS", 0)
+    model, _ = lora_model
+    batch = _batch(3, 4)
+    assert len(set(batch[3].sum(1).tolist())) > 3
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    ours, _ = completion_logprobs(model, *batch)
+    ours.sum().backward()
+    our_grads = [p.grad.clone() for p in params]
+    model.zero_grad()
+    expected, _ = plain_logprobs(model, *batch, 1.0)
+    expected.sum().backward()
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(our_grads, (p.grad for p in params)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -10,6 +10,8 @@ What the forward pass skips — each skip leaves the values unchanged, up to flo
 - **Repeated prompts.** Rows that share a prompt (the G completions of a group) run that prompt once, with
   gradient; its KV cache is indexed out to the rows, and only the completion tokens run per row. The gradient
   through the shared prompt is the sum over its rows, exactly as if each row had run it.
+- **Padding after short completions.** The completions then run in groups of similar length (`length_groups`),
+  each group cut to its own longest completion, instead of every row running to the batch's longest.
 - **Vocabulary projection of padding.** For Llama-family models the output projection is applied only at real
   completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models use their
   own forward with ``logits_to_keep``.
@@ -21,6 +23,7 @@ import torch
 
 PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
 TOKENS_PER_CHUNK = 1024  # rows of logits alive at once in the vocabulary projection
+GROUP_OVERHEAD_TOKENS = 64  # cost of one more forward call, in padded token positions (see `length_groups`)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -41,19 +44,38 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     prompt_ids, prompt_mask = prompt_ids[:, first_p:], prompt_mask[:, first_p:]  # [R, Tp']
     completion_ids, attention_mask = completion_ids[:, :keep_c], attention_mask[:, :keep_c]  # [R, Tc']
     unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
-    if keep_c == 0:
-        hidden, first = None, None
-    elif unique.shape[0] < rows:
-        hidden, first = _shared_prefix_hidden(model, unique[:, :prompt_ids.shape[1]],
-                                              unique[:, prompt_ids.shape[1]:], inverse, completion_ids,
-                                              prompt_mask, attention_mask)
-    else:
-        hidden, first = _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask)
     logprobs = torch.zeros(rows, width, dtype=torch.float32)
     entropy = torch.zeros(rows, width, dtype=torch.float32) if with_entropy else None
-    if hidden is not None:
-        _fill(model, hidden, first, completion_ids, attention_mask.bool(), temperature, logprobs, entropy)
+    out = (temperature, logprobs, entropy)
+    if keep_c > 0 and unique.shape[0] < rows:
+        _fill_shared_prefix(model, unique[:, :prompt_ids.shape[1]], unique[:, prompt_ids.shape[1]:], inverse,
+                            completion_ids, prompt_mask, attention_mask, out)
+    elif keep_c > 0:
+        hidden = _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask)
+        _fill_positions(model, hidden, completion_ids, attention_mask.bool(), out, offset=0)
     return logprobs, entropy
+
+
+def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Rows grouped by length so that sum over groups of (rows x longest + overhead) is smallest.
+
+    Each group runs as one forward pass padded to its longest row; `overhead` prices a pass in token positions.
+    Rows are sorted longest first and cut into consecutive runs (an exact dynamic programme over the cut points).
+    Returns lists of row indices, longest rows first; a group's rows keep their sorted order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    best = [0] + [None] * len(order)  # best[j]: cheapest cost of the first j sorted rows
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[i]] + overhead
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def _first_true(flags: torch.Tensor) -> int:
@@ -74,30 +96,36 @@ def _plain_head(model) -> bool:
     return getattr(_inner(model).config, "model_type", None) in PLAIN_HEAD
 
 
-def _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask):
-    """Every row runs prompt + completion; returns states [R, Tc', *] predicting tokens 0..Tc'-1 and None."""
+def _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask) -> torch.Tensor:
+    """Every row runs prompt + completion; returns the states [R, Tc', *] predicting tokens 0..Tc'-1."""
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # [R, Tp+Tc-1]
     full_mask = torch.cat([prompt_mask, attention_mask[:, :-1]], dim=1)  # [R, Tp+Tc-1]
-    states = _run(model, input_ids, full_mask, position_ids_from_mask(full_mask), None, completion_ids.shape[1])
-    return states, None
+    return _run(model, input_ids, full_mask, position_ids_from_mask(full_mask), None, completion_ids.shape[1])
 
 
-def _shared_prefix_hidden(model, unique_ids, unique_mask, inverse, completion_ids, prompt_mask, attention_mask):
-    """Run each distinct prompt once, then the completions against its cache.
-
-    Returns states [R, Tc'-1, *] predicting tokens 1..Tc'-1, and the states [R, 1, *] predicting token 0.
-    """
+def _fill_shared_prefix(model, unique_ids, unique_mask, inverse, completion_ids, prompt_mask, attention_mask,
+                        out) -> None:
+    """Run each distinct prompt once, then the completions against its cache, in groups of similar length."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=_inner(model).config)
+    config = _inner(model).config
+    cache = DynamicCache(config=config)
     first = _run(model, unique_ids, unique_mask, position_ids_from_mask(unique_mask), cache, 1)[inverse]  # [R,1,*]
-    if completion_ids.shape[1] == 1:
-        return None, first
-    cache.batch_select_indices(inverse)  # [U] -> [R] rows; differentiable indexing
-    full_mask = torch.cat([prompt_mask, attention_mask[:, :-1]], dim=1)  # [R, Tp+Tc-1]
-    positions = position_ids_from_mask(full_mask)[:, prompt_mask.shape[1]:]  # [R, Tc-1]
-    states = _run(model, completion_ids[:, :-1], full_mask, positions, cache, completion_ids.shape[1] - 1)
-    return states, first
+    mask = attention_mask.bool()
+    _fill_positions(model, first, completion_ids[:, :1], mask[:, :1], out, offset=0)
+    prefix = [(layer.keys, layer.values) for layer in cache.layers]  # [U, nkv, Tp, d] each
+    columns = torch.arange(1, mask.shape[1] + 1)
+    lengths = (mask * columns).amax(1)  # [R] last real column + 1
+    for group in length_groups(lengths.tolist(), GROUP_OVERHEAD_TOKENS):
+        rows, width = torch.tensor(group), int(lengths[group].max())
+        if width <= 1:
+            continue
+        group_cache = DynamicCache([(k[inverse[rows]], v[inverse[rows]]) for k, v in prefix], config=config)
+        full_mask = torch.cat([prompt_mask[rows], attention_mask[rows, :width - 1]], dim=1)  # [r, Tp+w-1]
+        positions = position_ids_from_mask(full_mask)[:, prompt_mask.shape[1]:]  # [r, w-1]
+        states = _run(model, completion_ids[rows, :width - 1], full_mask, positions, group_cache, width - 1)
+        _fill_positions(model, states, completion_ids[rows, 1:width], mask[rows, 1:width], out, offset=1,
+                        rows=rows)
 
 
 def _run(model, input_ids, attention_mask, position_ids, cache, keep: int) -> torch.Tensor:
@@ -112,18 +140,13 @@ def _run(model, input_ids, attention_mask, position_ids, cache, keep: int) -> to
     return out.logits
 
 
-def _fill(model, hidden, first, completion_ids, mask, temperature, logprobs, entropy) -> None:
-    """Write log-probs (and entropy) of real completion tokens into logprobs/entropy [R, Tc] in place."""
-    if first is not None:
-        _fill_positions(model, first, completion_ids[:, :1], mask[:, :1], temperature, logprobs, entropy, 0)
-        if hidden is not None:
-            _fill_positions(model, hidden, completion_ids[:, 1:], mask[:, 1:], temperature, logprobs, entropy, 1)
-    else:
-        _fill_positions(model, hidden, completion_ids, mask, temperature, logprobs, entropy, 0)
+def _fill_positions(model, states, ids, mask, out, offset: int, rows: torch.Tensor | None = None) -> None:
+    """states [r, T, *] predict ids [r, T]; positions with mask are projected and written at column + offset.
 
-
-def _fill_positions(model, states, ids, mask, temperature, logprobs, entropy, offset: int) -> None:
-    """states [R, T, *] predict ids [R, T]; only positions with mask are projected and written at column+offset."""
+    ``out`` is (temperature, logprobs [R, Tc], entropy [R, Tc] or None); ``rows`` [r] are the rows of those
+    tensors that the states belong to (all rows, in order, when None).
+    """
+    temperature, logprobs, entropy = out
     where = mask.nonzero()  # [N, 2]
     selected, targets = states[mask], ids[mask]  # [N, *], [N]
     head = _inner(model).get_output_embeddings() if _plain_head(model) else None
@@ -140,7 +163,8 @@ def _fill_positions(model, states, ids, mask, temperature, logprobs, entropy, of
                 entropies.append(lse - (torch.softmax(logits, dim=-1) * logits).sum(-1))
     if not values:
         return
-    rows, cols = where[:, 0], where[:, 1] + offset
-    logprobs.index_put_((rows, cols), torch.cat(values))
+    target_rows = where[:, 0] if rows is None else rows[where[:, 0]]
+    cols = where[:, 1] + offset
+    logprobs.index_put_((target_rows, cols), torch.cat(values))
     if entropy is not None:
-        entropy.index_put_((rows, cols), torch.cat(entropies))
+        entropy.index_put_((target_rows, cols), torch.cat(entropies))
