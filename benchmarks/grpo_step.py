@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/grpo_step.py                      # beta 0.04, G 8
     .venv/bin/python benchmarks/grpo_step.py --beta 0
     .venv/bin/python benchmarks/grpo_step.py --num-generations 16
+    .venv/bin/python benchmarks/grpo_step.py --frameworks rftune,trl-fp32   # TRL in float32 instead
 
 Workload: SmolLM2-135M-Instruct (the embedded default), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
 generations per step, at most 64 new tokens, temperature 1.0, loss grpo, the same arithmetic prompts in the same
 order ("What is A + B? Answer with the number only."), the same reward (the last number equals A + B), the same
-seed, learning rate, Adam betas and clipping, 2 torch threads. TRL runs with bf16=True and no gradient
-checkpointing (its best CPU settings per the issue; ``--trl-fp32`` runs it in float32 too).
+seed, learning rate, Adam betas and clipping, 2 torch threads. ``trl`` runs with bf16=True and no gradient
+checkpointing (its best CPU settings per the issue); ``trl-fp32`` is the same in float32, which is TRL's faster
+setting on CPUs without native bf16 (AVX2 only). Any of the three may run side by side (``--frameworks``).
 
 Each framework runs in its own subprocess (so peak RSS is per framework). The two processes advance in lockstep,
 one step at a time, alternating which goes first, so both see the same background load. The matmul peak (fp32 and
@@ -169,7 +171,7 @@ def trl_worker(args) -> None:
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch,
         gradient_accumulation_steps=1, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-        temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", bf16=not args.trl_fp32,
+        temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", bf16=not args.fp32,
         gradient_checkpointing=False, use_cpu=True, learning_rate=LEARNING_RATE, lr_scheduler_type="constant",
         max_grad_norm=1.0, seed=SEED, max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
         report_to="none", shuffle_dataset=False, num_iterations=1, dataloader_num_workers=0,
@@ -237,10 +239,11 @@ def _peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- the parent
 def spawn(framework: str, args) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--worker", framework, "--beta", str(args.beta), "--num-generations",
+    worker = "trl" if framework.startswith("trl") else framework
+    command = [sys.executable, __file__, "--worker", worker, "--beta", str(args.beta), "--num-generations",
                str(args.num_generations), "--prompts", str(args.prompts), "--max-new-tokens",
                str(args.max_new_tokens), "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
-               str(args.steps)] + (["--trl-fp32"] if args.trl_fp32 else [])
+               str(args.steps)] + (["--fp32"] if framework == "trl-fp32" else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -274,8 +277,8 @@ def run_lockstep(frameworks: list[str], args) -> dict[str, list[dict]]:
     return records
 
 
-def summarize(records: list[dict], peak: dict[str, float], beta: float, own_peak: str) -> dict:
-    timed = records[-1:] if len(records) == 1 else records[1:] if len(records) > 1 else records
+def summarize(records: list[dict], peak: dict[str, float], beta: float, own_peak: str, warmup: int) -> dict:
+    timed = records[warmup:] or records[-1:]
     med = lambda key: statistics.median(r[key] for r in timed)  # noqa: E731
     flops = [r["params"] * (r["prompt_tokens"] + r["completion_tokens"]) * (2 + (2 if beta > 0 else 0) + 4)
              for r in timed]
@@ -298,8 +301,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
-    parser.add_argument("--frameworks", default="rftune,trl")
-    parser.add_argument("--trl-fp32", action="store_true", help="run TRL in float32 instead of bf16")
+    parser.add_argument("--frameworks", default="rftune,trl", help="comma-separated: rftune, trl (bf16), trl-fp32")
+    parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)  # a TRL worker runs in float32
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=["rftune", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -311,17 +314,17 @@ def main() -> None:
           flush=True)
     frameworks = args.frameworks.split(",")
     records = run_lockstep(frameworks, args)
-    own = {"rftune": "fp32", "trl": "fp32" if args.trl_fp32 else "bf16"}
-    results = {name: summarize(records[name], peak, args.beta, own[name]) for name in frameworks}
+    own = {"rftune": "fp32", "trl": "bf16", "trl-fp32": "fp32"}
+    results = {name: summarize(records[name], peak, args.beta, own[name], args.warmup) for name in frameworks}
     for name, r in results.items():
         print(f"{name:>6}: {r['step_s']:.2f} s/step (median of {r['steps']}), {r['tokens_per_s']:.1f} completion "
               f"tok/s, generation {r['generation_s']:.2f} s / reference {r['reference_s']:.2f} s / training "
               f"{r['training_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu_fp32_peak']:.1f}% of "
               f"fp32 peak ({100 * r['mfu_own_dtype_peak']:.1f}% of its own dtype's peak)")
-    setting = f"beta={args.beta:g},G={args.num_generations}" + (",trl-fp32" if args.trl_fp32 else "")
-    if {"rftune", "trl"} <= set(results):
-        ratio = results["trl"]["step_s"] / results["rftune"]["step_s"]
-        print(f"grpo_step: rftune {results['rftune']['step_s']:.1f}s trl {results['trl']['step_s']:.1f}s "
+    setting = f"beta={args.beta:g},G={args.num_generations}"
+    for peer in [name for name in ("trl", "trl-fp32") if name in results and "rftune" in results]:
+        ratio = results[peer]["step_s"] / results["rftune"]["step_s"]
+        print(f"grpo_step: rftune {results['rftune']['step_s']:.1f}s {peer} {results[peer]['step_s']:.1f}s "
               f"ratio {ratio:.1f}x ({setting})")
     if args.json:
         Path(args.json).write_text(json.dumps({"setting": setting, "peak_gflops": peak, "results": results},
