@@ -120,3 +120,63 @@ def test_unknown_architectures_fall_back(tiny_model_dir):
     model, _ = load_model_and_tokenizer(tiny_model_dir)
     model.config.model_type = "not-a-llama"
     assert fast_decode.build_decoder(model) is None
+
+
+SYSTEM = {"role": "system", "content": "You are a careful assistant. Answer briefly and check your arithmetic "
+                                       "twice before you reply to the user."}
+SHARED_PREFIX_PROMPTS = [[SYSTEM, {"role": "user", "content": text}]
+                         for text in ("What is 12 + 35?", "Hi", "Name three colours of the rainbow, please.")]
+
+
+def test_common_prefix_and_remainders_by_hand():
+    ids = torch.tensor([[0, 0, 7, 8, 9, 4], [7, 8, 9, 5, 6, 1], [0, 7, 8, 9, 5, 2]])
+    mask = (ids != 0).long()
+    assert fast_decode.common_prefix_length(ids, mask) == 3  # 7 8 9
+    rest, rest_mask = fast_decode.drop_prefix(ids, mask, 3)
+    assert rest.tolist() == [[0, 0, 4], [5, 6, 1], [0, 5, 2]] and rest_mask.tolist() == [[0, 0, 1], [1, 1, 1], [0, 1, 1]]
+    same = torch.tensor([[7, 8, 9], [7, 8, 9]])
+    assert fast_decode.common_prefix_length(same, torch.ones_like(same)) == 2  # one token left for each remainder
+    assert fast_decode.common_prefix_length(same[:1], torch.ones(1, 3).long()) == 0  # one prompt: nothing to share
+
+
+def test_shared_prefix_generation_equals_hf_greedy(lora_model):
+    model, tokenizer = lora_model
+    ids, mask = encode_prompts(tokenizer, SHARED_PREFIX_PROMPTS)
+    assert fast_decode.common_prefix_length(ids, mask) >= fast_decode.MIN_SHARED_PREFIX  # the shared path runs
+    eos = [tokenizer.eos_token_id]
+    with torch.no_grad():
+        hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:]
+    ours = fast_decode.generate(fast_decode.build_decoder(model), ids, mask, 2, 12, eos, tokenizer.pad_token_id,
+                                greedy=True)  # [6, Tc], two rows per prompt
+    assert torch.equal(ours[::2], hf[:, :ours.shape[1]]) and torch.equal(ours[1::2], ours[::2])
+
+
+def test_shared_prefix_prefill_logits_match_the_peft_model(lora_model):
+    model, tokenizer = lora_model
+    ids, mask = encode_prompts(tokenizer, SHARED_PREFIX_PROMPTS)
+    shared = fast_decode.common_prefix_length(ids, mask)
+    rest, rest_mask = fast_decode.drop_prefix(ids, mask, shared)
+    decoder = fast_decode.build_decoder(model)
+    cache = decoder.new_cache(3, shared + rest.shape[1])
+    first = int(mask[0].nonzero()[0])
+    with torch.no_grad():
+        decoder.prefill(ids[:1, first:first + shared], mask[:1, first:first + shared], cache, torch.arange(3)[None])
+        logits = decoder.prefill(rest, rest_mask, cache, torch.arange(3)[:, None], past=shared)
+        expected = model(input_ids=ids, attention_mask=mask,
+                         position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_env_replies_take_the_lean_path_and_match_hf(lora_model, monkeypatch):
+    from rftune import rollout_env
+
+    model, tokenizer = lora_model
+    contexts = [tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in SHARED_PREFIX_PROMPTS]
+    contexts = [list(c["input_ids"] if hasattr(c, "keys") else c) for c in contexts]
+    params = SamplingParams(num_generations=1, max_new_tokens=10)
+    eos = [tokenizer.eos_token_id]
+    lean = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
+    monkeypatch.setattr(rollout_env, "build_decoder", lambda model: None)
+    hf = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
+    assert lean == hf and all(len(reply) > 0 for reply in lean)

@@ -8,6 +8,10 @@ then softmax and ``torch.multinomial``); only the execution differs:
   decoder is built. The trained model is never merged or unmerged in place, so nothing drifts. The copy lives in
   one flat buffer, released (returned to the OS) when the decoder is dropped after sampling.
 - **One prefill per prompt.** Each distinct prompt is run once; its KV cache is copied to its G rows.
+- **One prefill of the common prefix.** When all prompts begin with the same tokens (a system prompt), those
+  tokens run once for the whole batch; each prompt's remainder runs against that cache. Every row's cache then
+  holds the prefix, the remainder's left padding, then the remainder (padding is never attended to, and positions
+  count real tokens only, so the values are those of the unshared prompt).
 - **Finished rows leave the batch.** Once a quarter of the rows still in the cache have sampled EOS, the cache is
   compacted to the unfinished rows (until then finished rows ride along and their tokens are discarded);
   decoding stops when every row has finished, so no padding is ever decoded at the end.
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
+MIN_SHARED_PREFIX = 16  # a common prefix of fewer tokens is not worth a separate pass
 
 
 def effective_weight(module) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, float]], torch.Tensor | None]:
@@ -58,7 +63,7 @@ def _inner(model):
 def build_decoder(model) -> "LeanDecoder | None":
     """A `LeanDecoder` with the model's current effective weights, or None when the architecture is not supported."""
     inner = _inner(model)
-    config = inner.config
+    config = getattr(inner, "config", None)  # None: not a transformers model (e.g. a scripted stand-in)
     if getattr(config, "model_type", None) not in SUPPORTED or getattr(config, "hidden_act", None) != "silu":
         return None
     if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) \
@@ -147,25 +152,30 @@ class LeanDecoder:
 
     # ------------------------------------------------------------------------------------------------ passes
     def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cache: torch.Tensor,
-                rows: torch.Tensor) -> torch.Tensor:
+                rows: torch.Tensor, past: int = 0) -> torch.Tensor:
         """Run left-padded prompts [P, Tp] once; write their K/V to cache rows ``rows[p]`` (a [P, G] index).
 
-        cache: [L, 2, B, nkv, Tmax, d]. Returns the logits [P, V] of each prompt's next token.
+        cache: [L, 2, B, nkv, Tmax, d]. ``past``: cache columns before this block, already filled with real
+        tokens (a shared prefix) that every prompt attends to; the block goes to columns past .. past+Tp-1.
+        Returns the logits [P, V] of each prompt's next token.
         """
         p, tp = prompt_ids.shape
-        positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # [P, Tp]
+        positions = past + (prompt_mask.cumsum(1) - 1).clamp(min=0)  # [P, Tp]
         cos, sin = self._cos_sin(positions)
         causal = torch.ones(tp, tp, dtype=torch.bool).tril()  # [Tp, Tp]
         # A padding query may see only itself (its output is never used; this keeps softmax finite).
         allowed = (causal & prompt_mask.bool()[:, None, :]) | torch.eye(tp, dtype=torch.bool)  # [P, Tp, Tp]
-        allowed = allowed.unsqueeze(1)  # [P, 1, Tp, Tp]
+        allowed = torch.cat([torch.ones(p, tp, past, dtype=torch.bool), allowed], dim=2).unsqueeze(1)
         group = self.num_heads // self.num_kv_heads
         x = F.embedding(prompt_ids, self.embed)  # [P, Tp, H]
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)
             for g in range(rows.shape[1]):
-                cache[i, 0, rows[:, g], :, :tp] = k
-                cache[i, 1, rows[:, g], :, :tp] = v
+                cache[i, 0, rows[:, g], :, past:past + tp] = k
+                cache[i, 1, rows[:, g], :, past:past + tp] = v
+            if past:
+                k = cache[i, 0, rows[:, 0], :, :past + tp]  # [P, nkv, past+Tp, d]
+                v = cache[i, 1, rows[:, 0], :, :past + tp]
             attn = F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
                                                   attn_mask=allowed, scale=self.scale)  # [P, nh, Tp, d]
             x = x + F.linear(attn.transpose(1, 2).reshape(p, tp, -1), layer["o"])
@@ -241,26 +251,38 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 @torch.no_grad()
 def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int,
              max_new_tokens: int, eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0) -> torch.Tensor:
+             top_p: float = 1.0, greedy: bool = False) -> torch.Tensor:
     """Sample G completions per left-padded prompt [P, Tp]; returns completion ids [P*G, Tc] (pad after EOS).
 
     Tc is the longest completion (at most max_new_tokens); rows are grouped by prompt (p*G .. p*G+G-1).
+    ``greedy`` takes the most likely token instead of sampling (the warpers then do not matter).
     """
-    p, tp = prompt_ids.shape
+    p = prompt_ids.shape[0]
     total = p * num_generations
+    shared = common_prefix_length(prompt_ids, prompt_mask)
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    suffix_ids, suffix_mask = drop_prefix(prompt_ids, prompt_mask, shared)  # [P, Ts]
+    tp = shared + suffix_ids.shape[1]  # cache columns of the prompt: prefix, then the left-padded remainders
     cache = decoder.new_cache(total, tp + max_new_tokens)
-    logits = decoder.prefill(prompt_ids, prompt_mask, cache, torch.arange(total).view(p, num_generations))
+    rows = torch.arange(total).view(p, num_generations)
+    if shared:
+        first = int(prompt_mask[0].nonzero()[0])
+        decoder.prefill(prompt_ids[:1, first:first + shared], prompt_mask[:1, first:first + shared], cache,
+                        rows.view(1, -1))
+    logits = decoder.prefill(suffix_ids, suffix_mask, cache, rows, past=shared)
     logits = logits.repeat_interleave(num_generations, dim=0)  # [B, V]
-    key_mask = torch.cat([prompt_mask.bool().repeat_interleave(num_generations, 0),
+    layout_mask = torch.cat([torch.ones(p, shared, dtype=torch.bool), suffix_mask.bool()], dim=1)  # [P, tp]
+    key_mask = torch.cat([layout_mask.repeat_interleave(num_generations, 0),
                           torch.ones(total, max_new_tokens, dtype=torch.bool)], dim=1)  # [B, Tmax]
-    positions = prompt_mask.sum(1).repeat_interleave(num_generations)  # [B] next token's position
+    positions = layout_mask.sum(1).repeat_interleave(num_generations)  # [B] next token's position
     eos = torch.tensor(eos_ids)
     out = torch.full((total, max_new_tokens), pad_id, dtype=torch.long)
     rows = torch.arange(total)  # row of `out` that each cache row fills
     done = torch.zeros(total, dtype=torch.bool)  # [b] the row has sampled an EOS
     length = 0
     for step in range(max_new_tokens):
-        tokens = sample_tokens(logits, temperature, top_k, top_p)  # [b]
+        tokens = logits.argmax(-1) if greedy else sample_tokens(logits, temperature, top_k, top_p)  # [b]
         out[rows, step] = tokens  # a finished row's extra tokens fall after its EOS and are masked below
         done |= torch.isin(tokens, eos)
         length = step + 1
@@ -273,6 +295,28 @@ def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.
         column = tp + step
         logits = decoder.decode(tokens, positions + step, cache, column, key_mask[:, None, None, :column + 1])
     return _mask_after_eos(out[:, :length], eos, pad_id)
+
+
+def common_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int:
+    """Tokens that every left-padded prompt [P, Tp] starts with, at most the shortest prompt's length - 1."""
+    prompts = [ids[mask.bool()] for ids, mask in zip(prompt_ids, prompt_mask)]
+    limit = min(len(ids) for ids in prompts) - 1
+    if len(prompts) < 2 or limit <= 0:
+        return 0
+    same = torch.stack([ids[:limit] == prompts[0][:limit] for ids in prompts[1:]]).all(0)  # [limit]
+    return int(same.long().cumprod(0).sum())
+
+
+def drop_prefix(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts without their first `count` real tokens, left-padded again to the longest remainder."""
+    if count == 0:
+        return prompt_ids, prompt_mask
+    lengths = prompt_mask.sum(1) - count  # [P]
+    width = int(lengths.max())
+    keep = torch.arange(width)[None] >= (width - lengths)[:, None]  # [P, width] True on real tokens
+    ids = torch.zeros(prompt_ids.shape[0], width, dtype=prompt_ids.dtype)
+    ids[keep] = prompt_ids[:, -width:][keep]
+    return ids, keep.long()
 
 
 def _mask_after_eos(ids: torch.Tensor, eos: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from rftune.fast_decode import build_decoder, generate as fast_generate
 from rftune.generation import SamplingParams, eos_token_ids
 from rftune.types import RolloutBatch, Sample
 
@@ -87,18 +88,28 @@ def _turn_limit(episode: Episode, max_new_tokens: int, max_episode_tokens: int |
 
 def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,
                      eos_ids: list[int], greedy: bool = False) -> list[list[int]]:
-    """Generate one reply per context (token ids) in one left-padded batch; each cut after its first EOS."""
+    """Generate one reply per context (token ids) in one left-padded batch; each cut after its first EOS.
+
+    Llama-family models go through `rftune.fast_decode` (merged weights, the contexts' common prefix run once);
+    others through HF ``generate``.
+    """
     width = max(len(c) for c in contexts)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts])  # [N, T]
     attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])  # [N, T]
-    sampling = {"do_sample": False} if greedy else {
-        "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
-    with torch.no_grad():
-        output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                eos_token_id=eos_ids, pad_token_id=pad, **sampling)  # [N, T+Tc]
+    decoder = build_decoder(model)
+    if decoder is not None:
+        output = fast_generate(decoder, input_ids, attention, 1, max_new_tokens, eos_ids, pad, params.temperature,
+                               params.top_k, params.top_p, greedy=greedy)  # [N, Tc]
+        del decoder
+    else:
+        sampling = {"do_sample": False} if greedy else {
+            "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
+        with torch.no_grad():
+            output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                                    eos_token_id=eos_ids, pad_token_id=pad, **sampling)[:, width:]  # [N, Tc]
     replies = []
-    for row in output[:, width:].tolist():
+    for row in output.tolist():
         end = next((i + 1 for i, token in enumerate(row) if token in eos_ids), len(row))
         replies.append(row[:end])
     return replies
