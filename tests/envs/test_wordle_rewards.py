@@ -139,3 +139,27 @@ def test_rewards_score_through_the_generic_scorer():
     scores, failures = score_completions(functions, [None, None], [reply("CRANE"), reply("CRAN")], rows)
     assert scores.tolist() == [[1.0, 1.0], [pytest.approx(0.1), 0.0]]
     assert failures == {"wordle_format": 0, "wordle_win": 0}
+
+
+def test_course_weights_pay_for_not_guessing_and_the_recipe_weights_do_not():
+    # After CRANE → C(x) R(-) A(x) N(x) E(✓): a reply whose "guess" has 4 letters against the valid NACRE, which
+    # reuses N, A, C (−0.5 each), moves R from 2nd to 4th (+0.1) and keeps E 5th (+0.2): feedback −1.2.
+    from pathlib import Path
+
+    from rftune.config import load_config
+
+    no_guess, reuse = reply("THRE"), reply("NACRE")
+    parts = {name: (f(None, no_guess, THERE_AFTER_CRANE), f(None, reuse, THERE_AFTER_CRANE))
+             for name, f in (("wordle_format", wordle_format), ("wordle_feedback", wordle_feedback),
+                             ("wordle_guess_value", wordle_guess_value))}
+    assert parts["wordle_format"] == (pytest.approx(0.1), 1.0)
+    assert parts["wordle_feedback"][0] == 0.0 and parts["wordle_feedback"][1] == pytest.approx(-1.2)
+
+    def total(weights: dict, which: int) -> float:
+        return sum(weights[name] * values[which] for name, values in parts.items())
+
+    course = {"wordle_format": 1.0, "wordle_feedback": 1.0, "wordle_guess_value": 1.0}
+    assert total(course, 0) > total(course, 1)  # 0.1 > 1.0 − 1.2 + value (NACRE's value is small): stop guessing
+    recipe = {spec.name: spec.weight for spec in load_config(Path(__file__).parents[2] / "configs" / "wordle.yaml").rewards.functions}
+    assert total(recipe, 1) > total(recipe, 0)  # every valid guess beats no guess
+    assert recipe["wordle_format"] + recipe["wordle_feedback"] * -2.5 > 0.1  # even the worst valid guess
