@@ -168,9 +168,11 @@ def trl_worker(args) -> None:
         return [correct(c[-1]["content"] if isinstance(c, list) else c, a) for c, a in zip(completions, answer)]
 
     batch = args.prompts * args.num_generations
+    if batch % args.trl_grad_accum:
+        raise SystemExit(f"--trl-grad-accum {args.trl_grad_accum} must divide the batch of {batch} completions")
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
+        output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch // args.trl_grad_accum,
+        gradient_accumulation_steps=args.trl_grad_accum, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
         temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", bf16=not args.fp32,
         gradient_checkpointing=False, use_cpu=True, learning_rate=LEARNING_RATE, lr_scheduler_type="constant",
         max_grad_norm=1.0, seed=SEED, max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
@@ -243,7 +245,8 @@ def spawn(framework: str, args) -> subprocess.Popen:
     command = [sys.executable, __file__, "--worker", worker, "--beta", str(args.beta), "--num-generations",
                str(args.num_generations), "--prompts", str(args.prompts), "--max-new-tokens",
                str(args.max_new_tokens), "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
-               str(args.steps)] + (["--fp32"] if framework == "trl-fp32" else [])
+               str(args.steps), "--trl-grad-accum", str(args.trl_grad_accum)] + (
+                  ["--fp32"] if framework == "trl-fp32" else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -302,6 +305,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
     parser.add_argument("--frameworks", default="rftune,trl", help="comma-separated: rftune, trl (bf16), trl-fp32")
+    parser.add_argument("--trl-grad-accum", type=int, default=1,
+                        help="TRL micro-batches per step (the same completions per step; G 16 in one micro-batch "
+                             "needs over 19 GB in TRL)")
     parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)  # a TRL worker runs in float32
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=["rftune", "trl"], help=argparse.SUPPRESS)
