@@ -1,5 +1,7 @@
 """Prefix-shared, padding-trimmed log-probs (rftune.logprobs) equal a plain full-sequence forward."""
 
+import random
+
 import pytest
 import torch
 
@@ -92,6 +94,28 @@ def test_length_groups_by_hand():
     assert length_groups([64, 1], overhead=0) == [[0], [1]]  # free passes: no padding at all
     assert length_groups([64, 1], overhead=1000) == [[0, 1]]
     assert length_groups([]) == []
+
+
+def test_length_groups_are_optimal_against_every_partition():
+    # Any split of the sorted rows into consecutive runs is a candidate; the DP (which only cuts between
+    # different lengths) must find the cheapest of all 2^(n-1) of them and use every row once.
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 12) for _ in range(rng.randint(1, 9))]
+        overhead = rng.choice([0, 3, 8, 30])
+        groups = length_groups(lengths, overhead)
+        assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+        cost = sum(len(group) * max(lengths[i] for i in group) + overhead for group in groups)
+        assert cost == _cheapest_partition(sorted(lengths, reverse=True), overhead)
+
+
+def _cheapest_partition(descending: list[int], overhead: int) -> int:
+    best = None
+    for cuts in range(2 ** (len(descending) - 1)):
+        starts = [0] + [k for k in range(1, len(descending)) if cuts >> (k - 1) & 1] + [len(descending)]
+        cost = sum((end - start) * descending[start] + overhead for start, end in zip(starts, starts[1:]))
+        best = cost if best is None else min(best, cost)
+    return best
 
 
 def test_grouped_completions_match_the_plain_forward(lora_model, monkeypatch):

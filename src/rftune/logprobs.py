@@ -60,21 +60,22 @@ def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
     """Rows grouped by length so that sum over groups of (rows x longest + overhead) is smallest.
 
     Each group runs as one forward pass padded to its longest row; `overhead` prices a pass in token positions.
-    Rows are sorted longest first and cut into consecutive runs (an exact dynamic programme over the cut points).
+    Rows are sorted longest first and cut into consecutive runs by an exact dynamic programme. Only cuts between
+    different lengths are tried: moving equal-length rows into the earlier group never costs more, so nothing
+    better is missed, and the work grows with the number of distinct lengths, not of rows.
     Returns lists of row indices, longest rows first; a group's rows keep their sorted order.
     """
+    if not lengths:
+        return []
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    best = [0] + [None] * len(order)  # best[j]: cheapest cost of the first j sorted rows
-    cut = [0] * (len(order) + 1)
-    for j in range(1, len(order) + 1):
-        for i in range(j):
-            cost = best[i] + (j - i) * lengths[order[i]] + overhead
-            if best[j] is None or cost < best[j]:
-                best[j], cut[j] = cost, i
+    cuts = [0] + [k for k in range(1, len(order)) if lengths[order[k]] != lengths[order[k - 1]]] + [len(order)]
+    best, previous = {0: 0}, {}  # best[j]: cheapest cost of the first j sorted rows (j a cut)
+    for b, j in enumerate(cuts[1:], start=1):
+        best[j], previous[j] = min((best[i] + (j - i) * lengths[order[i]] + overhead, i) for i in cuts[:b])
     groups, j = [], len(order)
     while j > 0:
-        groups.append(order[cut[j]:j])
-        j = cut[j]
+        groups.append(order[previous[j]:j])
+        j = previous[j]
     return groups[::-1]
 
 
