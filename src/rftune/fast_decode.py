@@ -265,12 +265,12 @@ def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.
     suffix_ids, suffix_mask = drop_prefix(prompt_ids, prompt_mask, shared)  # [P, Ts]
     tp = shared + suffix_ids.shape[1]  # cache columns of the prompt: prefix, then the left-padded remainders
     cache = decoder.new_cache(total, tp + max_new_tokens)
-    rows = torch.arange(total).view(p, num_generations)
+    grid = torch.arange(total).view(p, num_generations)  # the cache rows of each prompt
     if shared:
         first = int(prompt_mask[0].nonzero()[0])
         decoder.prefill(prompt_ids[:1, first:first + shared], prompt_mask[:1, first:first + shared], cache,
-                        rows.view(1, -1))
-    logits = decoder.prefill(suffix_ids, suffix_mask, cache, rows, past=shared)
+                        grid.view(1, -1))
+    logits = decoder.prefill(suffix_ids, suffix_mask, cache, grid, past=shared)
     logits = logits.repeat_interleave(num_generations, dim=0)  # [B, V]
     layout_mask = torch.cat([torch.ones(p, shared, dtype=torch.bool), suffix_mask.bool()], dim=1)  # [P, tp]
     key_mask = torch.cat([layout_mask.repeat_interleave(num_generations, 0),
