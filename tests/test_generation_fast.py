@@ -22,6 +22,19 @@ def _prompt_tensors(tokenizer):
     return encode_prompts(tokenizer, PROMPTS)  # left-padded [2, Tp]
 
 
+def _last_logits(model, ids, mask):
+    """The PEFT model's own next-token logits [P, V] for left-padded rows (positions count real tokens)."""
+    return model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+
+
+def _hf_greedy(model, tokenizer, ids, mask, max_new_tokens: int = 12):
+    """HF ``generate``'s greedy completion ids [P, Tc] with the model's own stop token."""
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id)
+    return out[:, ids.shape[1]:]
+
+
 def test_prefill_logits_match_the_peft_model(lora_model):
     model, tokenizer = lora_model
     ids, mask = _prompt_tensors(tokenizer)
@@ -29,8 +42,7 @@ def test_prefill_logits_match_the_peft_model(lora_model):
     cache = decoder.new_cache(4, ids.shape[1] + 4)
     with torch.no_grad():
         logits = decoder.prefill(ids, mask, cache, torch.arange(4).view(2, 2))
-        expected = model(input_ids=ids, attention_mask=mask,
-                          position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+        expected = _last_logits(model, ids, mask)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -46,8 +58,7 @@ def test_decode_step_logits_match_a_full_forward(lora_model):
         key_mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], 1)[:, None, None, :]
         logits = decoder.decode(next_tokens, mask.sum(1), cache, tp, key_mask)
         full_ids, full_mask = torch.cat([ids, next_tokens[:, None]], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
-        expected = model(input_ids=full_ids, attention_mask=full_mask,
-                         position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+        expected = _last_logits(model, full_ids, full_mask)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -55,9 +66,7 @@ def test_greedy_tokens_equal_hf_generate(lora_model):
     model, tokenizer = lora_model
     ids, mask = _prompt_tensors(tokenizer)
     eos = [tokenizer.eos_token_id]
-    with torch.no_grad():
-        hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
-                            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:]
+    hf = _hf_greedy(model, tokenizer, ids, mask)
     ours = fast_decode.generate(fast_decode.build_decoder(model), ids, mask, 1, 12, eos, tokenizer.pad_token_id,
                                 temperature=1e-6)
     assert torch.equal(ours, hf[:, :ours.shape[1]])
@@ -144,9 +153,7 @@ def test_shared_prefix_generation_equals_hf_greedy(lora_model):
     ids, mask = encode_prompts(tokenizer, SHARED_PREFIX_PROMPTS)
     assert fast_decode.common_prefix_length(ids, mask) >= fast_decode.MIN_SHARED_PREFIX  # the shared path runs
     eos = [tokenizer.eos_token_id]
-    with torch.no_grad():
-        hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
-                            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)[:, ids.shape[1]:]
+    hf = _hf_greedy(model, tokenizer, ids, mask)
     ours = fast_decode.generate(fast_decode.build_decoder(model), ids, mask, 2, 12, eos, tokenizer.pad_token_id,
                                 greedy=True)  # [6, Tc], two rows per prompt
     assert torch.equal(ours[::2], hf[:, :ours.shape[1]]) and torch.equal(ours[1::2], ours[::2])
@@ -163,8 +170,7 @@ def test_shared_prefix_prefill_logits_match_the_peft_model(lora_model):
     with torch.no_grad():
         decoder.prefill(ids[:1, first:first + shared], mask[:1, first:first + shared], cache, torch.arange(3)[None])
         logits = decoder.prefill(rest, rest_mask, cache, torch.arange(3)[:, None], past=shared)
-        expected = model(input_ids=ids, attention_mask=mask,
-                         position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+        expected = _last_logits(model, ids, mask)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -177,6 +183,6 @@ def test_env_replies_take_the_lean_path_and_match_hf(lora_model, monkeypatch):
     params = SamplingParams(num_generations=1, max_new_tokens=10)
     eos = [tokenizer.eos_token_id]
     lean = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
-    monkeypatch.setattr(rollout_env, "build_decoder", lambda model: None)
+    monkeypatch.setattr("rftune.generation.build_decoder", lambda model: None)
     hf = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
     assert lean == hf and all(len(reply) > 0 for reply in lean)

@@ -58,32 +58,38 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[t
 
 
 def sample_completions(model, tokenizer, samples: list[Sample], params: SamplingParams) -> RolloutBatch:
-    """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt.
-
-    Llama-family models go through `rftune.fast_decode` (merged weights, one prefill per prompt); any other model
-    through HF ``generate``. Both sample from the same distribution.
-    """
+    """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, [s.prompt for s in samples])  # [P, Tp]
     g = params.num_generations
     eos_ids = eos_token_ids(tokenizer, model)
-    decoder = build_decoder(model)
-    if decoder is not None:
-        completion_ids = generate(decoder, prompt_ids, prompt_mask, g, params.max_new_tokens, eos_ids,
-                                  tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p)  # [B, Tc]
-        del decoder  # frees the merged weights before training needs the memory
-    else:
-        completion_ids = _hf_generate(model, tokenizer, prompt_ids.repeat_interleave(g, dim=0),
-                                      prompt_mask.repeat_interleave(g, dim=0), eos_ids, params)  # [B, Tc]
+    completion_ids = generate_ids(model, tokenizer, prompt_ids, prompt_mask, params, params.max_new_tokens,
+                                  eos_ids)  # [B, Tc]
     return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, dim=0),
                          prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g)
 
 
-def _hf_generate(model, tokenizer, prompt_ids, prompt_mask, eos_ids, params: SamplingParams) -> torch.Tensor:
+def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams,
+                 max_new_tokens: int, eos_ids: list[int], greedy: bool = False) -> torch.Tensor:
+    """``params.num_generations`` completions per left-padded prompt [P, Tp] -> ids [P*G, Tc], grouped by prompt.
+
+    Llama-family models go through `rftune.fast_decode` (merged weights, one prefill per prompt and of the
+    prompts' common prefix); any other model through HF ``generate``. Both sample from the same distribution
+    (or take the most likely token when ``greedy``). Tokens after a row's EOS are padding.
+    """
+    g = params.num_generations
+    decoder = build_decoder(model)
+    if decoder is not None:
+        completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
+                                  tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy)
+        del decoder  # frees the merged weights before training needs the memory
+        return completion_ids
+    sampling = {"do_sample": False} if greedy else {
+        "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
     with torch.no_grad():
-        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-                                max_new_tokens=params.max_new_tokens, eos_token_id=eos_ids,
-                                pad_token_id=tokenizer.pad_token_id)  # [B, Tp+Tc]
+        output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
+                                attention_mask=prompt_mask.repeat_interleave(g, dim=0),
+                                max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+                                pad_token_id=tokenizer.pad_token_id, **sampling)  # [B, Tp+Tc]
     return output[:, prompt_ids.shape[1]:]  # [B, Tc]
 
 

@@ -26,13 +26,13 @@ out of token budget before the environment ended it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from rftune.fast_decode import build_decoder, generate as fast_generate
-from rftune.generation import SamplingParams, eos_token_ids
+from rftune.generation import SamplingParams, eos_token_ids, generate_ids
 from rftune.types import RolloutBatch, Sample
 
 
@@ -88,26 +88,13 @@ def _turn_limit(episode: Episode, max_new_tokens: int, max_episode_tokens: int |
 
 def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,
                      eos_ids: list[int], greedy: bool = False) -> list[list[int]]:
-    """Generate one reply per context (token ids) in one left-padded batch; each cut after its first EOS.
-
-    Llama-family models go through `rftune.fast_decode` (merged weights, the contexts' common prefix run once);
-    others through HF ``generate``.
-    """
+    """Generate one reply per context (token ids) in one left-padded batch; each cut after its first EOS."""
     width = max(len(c) for c in contexts)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts])  # [N, T]
     attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])  # [N, T]
-    decoder = build_decoder(model)
-    if decoder is not None:
-        output = fast_generate(decoder, input_ids, attention, 1, max_new_tokens, eos_ids, pad, params.temperature,
-                               params.top_k, params.top_p, greedy=greedy)  # [N, Tc]
-        del decoder
-    else:
-        sampling = {"do_sample": False} if greedy else {
-            "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k or None}
-        with torch.no_grad():
-            output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                    eos_token_id=eos_ids, pad_token_id=pad, **sampling)[:, width:]  # [N, Tc]
+    one_each = dataclasses.replace(params, num_generations=1)
+    output = generate_ids(model, tokenizer, input_ids, attention, one_each, max_new_tokens, eos_ids, greedy)
     replies = []
     for row in output.tolist():
         end = next((i + 1 for i, token in enumerate(row) if token in eos_ids), len(row))

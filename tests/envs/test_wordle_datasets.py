@@ -62,8 +62,8 @@ def test_sft_traces_use_every_piece_of_feedback(traces):
     later = 0
     for row in traces:
         user, assistant = row["messages"][1]["content"], row["messages"][2]["content"]
-        history = [(line.split(": ")[1].split(" ")[0].lower(), "".join(p[2] for p in line.split("Feedback: ")[1].split()))
-                   for line in user.splitlines() if line.startswith("Guess ")]
+        history = [line.split(": ", 1)[1].split(" → Feedback: ") for line in user.splitlines()
+                   if line.startswith("Guess ")]  # [guess, tiles] pairs, as the reward reads them
         score = wordle_feedback(None, assistant, {"past_guess_history": history})
         assert score >= (0.25 if history else 0.1), (history, assistant)
         later += bool(history)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from rftune.envs.wordle.evaluate import play_game, seeded_secrets
-from rftune.envs.wordle.game import has_required_format
+from rftune.envs.wordle.game import has_required_format, parse_history
 from rftune.envs.wordle.solver import InfoGainSolver, describe_feedback
 
 TINY = ["crane", "crate", "crave", "grace", "trace"]
@@ -92,14 +92,9 @@ def test_hard_mode_names_its_guess_first():
     assert f"for example {move.guess.upper()}," in move.text and f"{move.guess.upper()} fits" in move.text
 
 
-def _pattern(rendered: str) -> str:
-    """'C(x) R(✓) A(-) N(x) E(x)' -> 'x✓-xx'."""
-    return "".join(part[2] for part in rendered.split())
-
-
 def _states(record):
     """(history before the turn, turn) for each turn of a played game."""
     history = []
     for turn in record.turns:
         yield list(history), turn
-        history.append((turn.guess.lower(), _pattern(turn.feedback)))
+        history += parse_history([[turn.guess, turn.feedback]])
