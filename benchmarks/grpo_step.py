@@ -8,7 +8,9 @@
 Workload: SmolLM2-135M-Instruct (the embedded default), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
 generations per step, at most 64 new tokens, temperature 1.0, loss grpo, the same arithmetic prompts in the same
 order ("What is A + B? Answer with the number only."), the same reward (the last number equals A + B), the same
-seed, learning rate, Adam betas and clipping, 2 torch threads. ``trl`` runs with bf16=True and no gradient
+seed, learning rate, Adam betas and clipping, 2 torch threads, the same loss (TRL's bias-corrected KL, its 1.16
+default, is switched off: rftune's loss is the plain k3 term; tests/algo/test_trl_parity.py shows the two losses
+equal on the same inputs). ``trl`` runs with bf16=True and no gradient
 checkpointing (its best CPU settings per the issue); ``trl-fp32`` is the same in float32, which is TRL's faster
 setting on CPUs without native bf16 (AVX2 only). Any of the three may run side by side (``--frameworks``).
 
@@ -173,7 +175,7 @@ def trl_worker(args) -> None:
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch // args.trl_grad_accum,
         gradient_accumulation_steps=args.trl_grad_accum, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-        temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", bf16=not args.fp32,
+        temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", use_bias_correction_kl=False, bf16=not args.fp32,
         gradient_checkpointing=False, use_cpu=True, learning_rate=LEARNING_RATE, lr_scheduler_type="constant",
         max_grad_norm=1.0, seed=SEED, max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
         report_to="none", shuffle_dataset=False, num_iterations=1, dataloader_num_workers=0,
