@@ -107,6 +107,15 @@ def test_sampled_frequencies_follow_the_warped_distribution():
     torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
 
 
+@pytest.mark.parametrize("draw,expected", [(0.0, 1), (1.0, 3)])
+def test_sampling_never_picks_a_removed_token_at_the_ends_of_the_draw(monkeypatch, draw, expected):
+    # top-k 3 keeps tokens 1, 2, 3 of 6: a draw of 0 must give the first kept token, a draw at the total (what
+    # rounding can produce) the last kept one, never a removed token at either end.
+    logits = torch.tensor([[0.0, 5.0, 4.0, 3.0, 1.0, 2.0]]).repeat(2, 1)
+    monkeypatch.setattr(fast_decode.torch, "rand", lambda *shape, dtype=None: torch.full(shape, draw, dtype=dtype))
+    assert fast_decode.sample_tokens(logits, 1.0, 3, 1.0).tolist() == [expected, expected]
+
+
 def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model, monkeypatch):
     model, tokenizer = lora_model
     samples = [Sample(prompt=p, example={}, index=i) for i, p in enumerate(PROMPTS)]

@@ -1,7 +1,7 @@
 """Lean sampling for Llama-family causal LMs: merged LoRA weights, one prefill per prompt, a preallocated KV cache.
 
 It samples from the same distribution as Hugging Face ``generate`` (logits / temperature, then top-k, then top-p,
-then softmax and ``torch.multinomial``); only the execution differs:
+then softmax); only the execution differs:
 
 - **Merged weights in a separate copy.** The decoder holds its own fused weights (q|k|v and gate|up concatenated)
   equal to the trained model's *effective* weights W + scale * B @ A, computed from the base weights when the
@@ -128,8 +128,7 @@ class LeanDecoder:
 
     # ------------------------------------------------------------------------------------------------ layers
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return weight * (x * torch.rsqrt(variance + self.eps))
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
     def _qkv(self, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """x [b, t, H] -> q [b, nh, t, d], k and v [b, nkv, t, d], with rotary embedding on q and k."""
@@ -191,15 +190,17 @@ class LeanDecoder:
         b = tokens.shape[0]
         nkv, group, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
         cos, sin = self._cos_sin(positions[:, None])
+        key_bias = torch.zeros(key_mask.shape, dtype=self.embed.dtype).masked_fill(~key_mask, -math.inf)  # [b,1,1,c]
         x = F.embedding(tokens[:, None], self.embed)  # [b, 1, H]
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)  # q [b, nh, 1, d]
             cache[i, 0, :, :, column] = k[:, :, 0]
             cache[i, 1, :, :, column] = v[:, :, 0]
             # Query heads sharing a KV head become that head's "query positions": GQA without copying the cache.
-            attn = F.scaled_dot_product_attention(q.reshape(b, nkv, group, d), cache[i, 0, :, :, :column + 1],
-                                                  cache[i, 1, :, :, :column + 1], attn_mask=key_mask,
-                                                  scale=self.scale)  # [b, nkv, group, d]
+            # Plain matmul-softmax-matmul: for one query token it is faster than the fused CPU kernel.
+            scores = torch.matmul(q.reshape(b, nkv, group, d), cache[i, 0, :, :, :column + 1].transpose(-1, -2))
+            weights = (scores * self.scale + key_bias).softmax(-1)  # [b, nkv, group, column + 1]
+            attn = torch.matmul(weights, cache[i, 1, :, :, :column + 1])  # [b, nkv, group, d]
             x = x + F.linear(attn.reshape(b, 1, -1), layer["o"])
             x = self._mlp(layer, x)
         return self._logits(x[:, 0])
@@ -243,9 +244,22 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """One token per row from the warped distribution, as HF's sampling does. [b, V] -> [b]"""
-    probs = warp_logits(logits, temperature, top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1).squeeze(1)
+    """One token per row from the warped distribution, by inverse-CDF sampling. [b, V] -> [b]
+
+    One uniform draw per row against the running sum of the probabilities: the token is the first whose running
+    sum exceeds u * total, which has the probability of that token. (``torch.multinomial`` draws one exponential
+    per vocabulary entry instead: ~7x slower at b = 32, V = 49152.) Tokens removed by the warpers have
+    probability 0 and are never chosen: their running sum equals their predecessor's.
+    """
+    probs = warp_logits(logits, temperature, top_k, top_p).softmax(dim=-1)  # [b, V]
+    running = probs.cumsum(dim=-1)  # [b, V]
+    threshold = torch.rand(probs.shape[0], 1, dtype=running.dtype) * running[:, -1:]  # [b, 1] in [0, total)
+    tokens = torch.searchsorted(running, threshold, right=True).squeeze(1).clamp(max=probs.shape[1] - 1)  # [b]
+    unlikely = probs.gather(1, tokens[:, None]).squeeze(1) == 0  # only if rounding put the threshold at the total
+    if unlikely.any():
+        last_possible = probs.shape[1] - 1 - (probs[unlikely].flip(1) > 0).long().argmax(1)
+        tokens[unlikely] = last_possible
+    return tokens
 
 
 @torch.no_grad()
