@@ -8,6 +8,7 @@ import torch
 from rftune.config import config_from_dict
 from rftune.errors import DataError
 from rftune.models import apply_lora, load_model, load_tokenizer
+import rftune.sft as sft_module
 from rftune.sft import IGNORE, collate, encode_conversation, load_chat_jsonl, sft_loss, train_sft, with_sft_adapter
 
 CONVERSATION = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
@@ -70,6 +71,39 @@ def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenize
     records = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 9)) and records[-1]["loss"] < records[0]["loss"]
     assert records[0]["tokens"] == 4 * (len("Yo!") + len("4") + 2)
+
+
+SYSTEM = {"role": "system", "content": "You are a terse assistant; answer in one word."}  # > 16 shared tokens
+
+
+def test_shared_system_prompt_runs_once_with_the_same_loss_and_gradients(tiny_model_dir, tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # an active adapter, so the prefix's keys depend on it
+    conversations = [[SYSTEM, {"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+                     for question, reply in (("Hi", "Yo!"), ("What is 2+2, exactly?", "4"), ("Sky?", "Blue."))]
+    batch = collate([encode_conversation(tokenizer, c, 200) for c in conversations], tokenizer.pad_token_id)
+    assert batch["attention_mask"].sum(1).unique().numel() == 3  # rows of three lengths: right padding
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = sft_loss(model, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    calls = []
+    real = sft_module._logits_after_shared_prefix
+    monkeypatch.setattr(sft_module, "_logits_after_shared_prefix", lambda *a: calls.append(a[2]) or real(*a))
+    shared_loss, shared_grads = loss_and_grads()
+    monkeypatch.setattr(sft_module, "MIN_SHARED_PREFIX", 10_000)  # every row runs in full
+    full_loss, full_grads = loss_and_grads()
+    system_tokens = len(chars(tokenizer, tokenizer.apply_chat_template([SYSTEM], tokenize=False)))
+    assert len(calls) == 1 and calls[0] >= system_tokens  # the shared path ran, over the whole system turn
+    torch.testing.assert_close(shared_loss, full_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_chain_grpo_starts_from_the_sft_adapter(tiny_model_dir, tmp_path, capsys):

@@ -30,6 +30,7 @@ import torch
 
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
+from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.tracking import JsonlLog
 
 IGNORE = -100
@@ -124,17 +125,41 @@ def collate(batch: list[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
 def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the batch's labelled (assistant) tokens, with the one-position shift.
 
-    Only positions from just before the first labelled token on are projected to the vocabulary.
+    Only positions from just before the first labelled token on are projected to the vocabulary. Tokens that every
+    conversation of the batch starts with (a system prompt) run once: their keys and values, computed with
+    gradient, are shared by all rows, and only the rest of each conversation runs per row. The loss and its
+    gradient are those of running every row in full (the prefix's gradient is the sum over its rows).
     """
     labelled = batch["labels"] != IGNORE  # [N, T]
     first = int(labelled.float().argmax(dim=1).min())  # earliest labelled position in the batch
     keep = batch["input_ids"].shape[1] - first + 1  # logits from position first-1 on (the prompt needs none)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   logits_to_keep=keep).logits  # [N, keep, V]
+    shared = min(common_prefix_length(batch["input_ids"], batch["attention_mask"]), first - 1)
+    if shared >= MIN_SHARED_PREFIX:
+        logits = _logits_after_shared_prefix(model, batch, shared, keep)
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=keep).logits  # [N, keep, V]
     logits = logits[:, :-1, :].float()  # [N, keep-1, V]: each position predicts the next token
     labels = batch["labels"][:, first:]  # [N, keep-1]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                              ignore_index=IGNORE)
+
+
+def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: int, keep: int) -> torch.Tensor:
+    """Logits [N, keep, V] of the last `keep` positions, the first `shared` tokens run once for all rows."""
+    from transformers import DynamicCache
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # [N, T], right-padded: position = column
+    rows, width = ids.shape
+    config = model.config
+    prefix = DynamicCache(config=config)
+    model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], past_key_values=prefix, use_cache=True,
+          logits_to_keep=1)
+    cache = DynamicCache([(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+                          for layer in prefix.layers], config=config)  # [N, nkv, shared, d] views
+    positions = torch.arange(shared, width).expand(rows, -1)  # [N, T - shared]
+    return model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions, past_key_values=cache,
+                 use_cache=True, logits_to_keep=keep).logits
 
 
 def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str | Path, *, epochs: int = 1,
