@@ -51,7 +51,7 @@ def test_sft_traces_are_well_formed_and_score_full_format(traces):
         system, user, assistant = row["messages"]
         assert (system["role"], user["role"], assistant["role"]) == ("system", "user", "assistant")
         assert wordle_format(None, assistant["content"], {}) == 1.0
-        assert "possible answer" in assistant["content"]
+        assert "Words that fit: " in assistant["content"]
     keys = [json.dumps(row, ensure_ascii=False) for row in traces]
     assert len(set(keys)) == len(keys)
 
@@ -74,7 +74,7 @@ def test_sft_trace_reasoning_matches_its_position(traces):
     for row in traces:
         user, assistant = row["messages"][1]["content"], row["messages"][2]["content"]
         if "first 5-letter word guess" in user:
-            assert "No feedback yet" in assistant and "2315 possible answers" in assistant
+            assert "No feedback yet" in assistant and "(2315 in all)" in assistant
         else:
             assert "No feedback yet" not in assistant
 

@@ -80,7 +80,7 @@ def test_hard_mode_only_plays_words_that_fit_the_feedback():
         assert record.won and record.guesses_used <= 6
         for history, turn in _states(record):
             assert turn.guess.lower() in hard.candidates(history)  # hard mode: every guess could be the answer
-            assert turn.guess in turn.text.split("remain", 1)[1].split("\n")[0]  # named among the candidates
+            assert turn.guess in turn.text.split("Words that fit: ", 1)[1].split("\n")[0]  # named among the candidates
         full_outside += sum(turn.guess.lower() not in full.candidates(history)
                             for history, turn in _states(play_game(full, secret)))
     assert full_outside > 0  # the full solver does play words that cannot be the answer: the option changes play
@@ -89,7 +89,7 @@ def test_hard_mode_only_plays_words_that_fit_the_feedback():
 def test_hard_mode_names_its_guess_first():
     solver = InfoGainSolver(hard_mode=True)
     move = solver.next_guess([("beach", "x✓xxx")])
-    assert f"for example {move.guess.upper()}," in move.text and f"{move.guess.upper()} fits" in move.text
+    assert f"Words that fit: {move.guess.upper()}," in move.text and f"{move.guess.upper()} fits" in move.text
 
 
 def _states(record):

@@ -6,8 +6,9 @@ allowed word whose feedback over the candidates has the highest entropy (expecte
 ties in favour of words that could be the answer, then by list order. In ``hard_mode`` it only plays candidates
 (the game's hard mode: every guess keeps the ✓ letters, moves the - letters and avoids the x letters), which
 costs a little information but makes every move one the feedback reward scores well and one a small model can
-imitate (the guess is the first word of the candidates it lists). Choices are cached per candidate set, so the
-opening (computed once from the whole answer list) and common positions cost nothing after the first game.
+imitate (the guess is the first word of the candidates it lists, before their count). Choices are cached per
+candidate set, so the opening (computed once from the whole answer list) and common positions cost nothing after
+the first game.
 
 Each move's text is a short ``<think>`` explanation (what the feedback says, how many words remain, why this guess)
 followed by ``<guess>WORD</guess>``: the SFT traces in `rftune.envs.wordle.datasets` are these replies.
@@ -95,11 +96,9 @@ def explain(history: History, choice: Choice) -> str:
     lines = [describe_feedback(history)] if history else ["No feedback yet, so I start from the whole word list."]
     count = len(choice.candidates)
     examples = ", ".join(word.upper() for word in _guess_first(choice)[:EXAMPLES])
-    if count == 1:
-        lines.append(f"1 possible answer remains: {examples}.")
-    else:
-        lead = "for example" if count > EXAMPLES else "namely"
-        lines.append(f"{count} possible answers remain, {lead} {examples}.")
+    # The words come before their count: a count first ("1 possible answer remains: ...") makes greedy decoding
+    # of a small model pick the most frequent count, 1, and then fill in the only word it has seen, its last guess.
+    lines.append(f"Words that fit: {examples}" + (", the only one." if count == 1 else f" ({count} in all)."))
     lines.append(_why(choice))
     return "\n".join(lines)
 
