@@ -52,6 +52,7 @@ class GenerationConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig:
     beta: float = 0.04  # KL coefficient; 0 = no reference model pass at all
+    kl_ratio_weighted: bool = False  # KL term times the importance ratio (TRL 1.16's use_bias_correction_kl)
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2  # > epsilon_low is DAPO's clip-higher
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"

@@ -274,7 +274,8 @@ class GRPOTrainer:
                 loss, metrics = policy_loss(
                     logprobs, old_logprobs[index], ref_logprobs[index] if ref_logprobs else None, advantages[rows],
                     mask[rows], norms, loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
-                    epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, beta=alg.beta)
+                    epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, beta=alg.beta,
+                    kl_ratio_weighted=alg.kl_ratio_weighted)
                 loss.backward()
                 metrics["loss"] = loss.item()
                 if entropy is not None:

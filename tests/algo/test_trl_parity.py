@@ -11,9 +11,10 @@ higher, and over two gradient-accumulation micro-batches.
 
 Differences from TRL found:
 - TRL 1.16 defaults to `use_bias_correction_kl=True`: its KL term is beta * rho * k3 (the importance ratio times the
-  k3 estimate, DeepSeek-V3.2), while rftune's is the plain beta * k3 (DeepSeekMath). The parity tests therefore set
-  `use_bias_correction_kl=False`; with TRL's default the loss values agree only on-policy (rho = 1), and even then
-  the gradients differ by exactly the gradient of beta * k3.detach() * logprobs (pinned down below).
+  k3 estimate, DeepSeek-V3.2), while rftune's default is the plain beta * k3 (DeepSeekMath). The parity tests
+  therefore set `use_bias_correction_kl=False`, except for rftune's `kl_ratio_weighted=True`, which is compared with
+  TRL's default. Between the two defaults the loss values agree only on-policy (rho = 1), and even then the
+  gradients differ by exactly the gradient of beta * k3.detach() * logprobs (pinned down below).
 - With importance_sampling_level="sequence", TRL's clip_ratio metrics are means over sequences; rftune's clip
   metrics are means over completion tokens (each sequence weighted by its length). Checked explicitly below.
 - TRL's dapo divides by `num_items_in_batch` (active tokens across the generation batch and all processes) and
@@ -184,6 +185,28 @@ def test_gradient_accumulation_micro_batches_match_trl(tiny_model_dir, tmp_path,
                               micro["advantages"], micro["completion_mask"], norms, loss_type=loss_type,
                               epsilon_low=EPSILON, epsilon_high=EPSILON, beta=0.04)
         assert_same_loss_and_gradient(trl_loss, ours, seen[-1])
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_ratio_weighted_kl_matches_trl_default_bias_correction(tiny_model_dir, tmp_path, monkeypatch, loss_type,
+                                                               level):
+    trainer = trl_trainer(tiny_model_dir, tmp_path, loss_type=loss_type, beta=0.04, importance_sampling_level=level,
+                          use_bias_correction_kl=True)
+    inputs = make_inputs(trainer)  # off-policy: ratios far from 1, so the weighting changes the value too
+    seen = record_logprobs(trainer, monkeypatch)
+    trl_loss = trainer.compute_loss(trainer.model, inputs)
+    norms = BatchNorms(rows=ROWS, tokens=int(MASK.sum()), micro_batches=1,
+                       max_completion_length=MAX_COMPLETION_LENGTH)
+    ours, metrics = policy_loss(seen[0], inputs["old_per_token_logps"], inputs["ref_per_token_logps"], ADVANTAGES,
+                                MASK, norms, loss_type=loss_type, importance_sampling_level=level,
+                                epsilon_low=EPSILON, epsilon_high=EPSILON, beta=0.04, kl_ratio_weighted=True)
+    assert_same_loss_and_gradient(trl_loss, ours, seen[0])
+    assert metrics["kl"] == pytest.approx(trainer._metrics["train"]["kl"][-1], rel=1e-6)
+    _, plain = policy_loss(seen[0], inputs["old_per_token_logps"], inputs["ref_per_token_logps"], ADVANTAGES, MASK,
+                           norms, loss_type=loss_type, importance_sampling_level=level, epsilon_low=EPSILON,
+                           epsilon_high=EPSILON, beta=0.04)
+    assert abs(plain["kl"] - metrics["kl"]) > 1e-4  # the weighting is not a no-op on these inputs
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)

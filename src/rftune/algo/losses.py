@@ -8,6 +8,9 @@ episodes).
                s_i       = exp(mean_t(logprobs - old_logprobs)), per sequence     (GSPO, "sequence" level)
     surrogate  L_{i,t} = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i)
     KL (k3)    KL_{i,t} = exp(ref - logprobs) - (ref - logprobs) - 1 >= 0, added as beta * KL
+               (``kl_ratio_weighted``: beta * rho * KL, the ratio with its gradient — DeepSeek-V3.2's unbiased
+               reverse-KL gradient, TRL 1.16's default ``use_bias_correction_kl``; it changes the gradient even
+               on-policy, where rho = 1)
 
 Aggregation (``loss_type``) — each aggregator returns this micro-batch's share of the *whole* rollout batch's
 loss, so that summing gradients over micro-batches (gradient accumulation) gives exactly the formula:
@@ -102,7 +105,8 @@ AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, BatchNorms], torch.
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
                 advantages: torch.Tensor, completion_mask: torch.Tensor, norms: BatchNorms, *,
                 loss_type: str = "grpo", importance_sampling_level: str = "token", epsilon_low: float = 0.2,
-                epsilon_high: float = 0.2, beta: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                epsilon_high: float = 0.2, beta: float = 0.0,
+                kl_ratio_weighted: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss for one micro-batch (its share of the rollout batch's loss) and its metrics.
 
     logprobs, old_logprobs, ref_logprobs, completion_mask: [R, T]; advantages: [R]. ``ref_logprobs`` may be None
@@ -114,6 +118,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs
     metrics = {f"clip/{name}": masked_mean(flag.to(mask.dtype), mask).item() for name, flag in clips.items()}
     if beta != 0.0:
         kl = k3_kl(logprobs, ref_logprobs)  # [R, T]
+        if kl_ratio_weighted:
+            kl = kl * ratio
         per_token_loss = per_token_loss + beta * kl
         metrics["kl"] = masked_mean(kl.detach(), mask).item()
     loss = AGGREGATORS[loss_type](per_token_loss, mask, norms)
