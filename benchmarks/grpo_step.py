@@ -114,6 +114,7 @@ def rftune_worker(args) -> None:
         "algorithm": {"beta": args.beta, "loss_type": "grpo"},
         "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
         "train": {"batch_size": args.prompts * args.num_generations, "threads": args.threads, "seed": SEED,
+                  "bf16": not args.fp32,
                   "learning_rate": LEARNING_RATE, "adam_beta2": 0.999, "lr_scheduler": "constant",
                   "output_dir": tempfile.mkdtemp(prefix="grpo-bench-"), "max_steps": 10_000, "save_steps": 0,
                   "log_completions": False}})
@@ -243,12 +244,12 @@ def _peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- the parent
 def spawn(framework: str, args) -> subprocess.Popen:
-    worker = "trl" if framework.startswith("trl") else framework
+    worker = framework.removesuffix("-fp32")
     command = [sys.executable, __file__, "--worker", worker, "--beta", str(args.beta), "--num-generations",
                str(args.num_generations), "--prompts", str(args.prompts), "--max-new-tokens",
                str(args.max_new_tokens), "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
                str(args.steps), "--trl-grad-accum", str(args.trl_grad_accum)] + (
-                  ["--fp32"] if framework == "trl-fp32" else [])
+                  ["--fp32"] if framework.endswith("-fp32") else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -297,6 +298,14 @@ def summarize(records: list[dict], peak: dict[str, float], beta: float, own_peak
             "completion_tokens": med("completion_tokens"), "steps": [round(r["time"], 2) for r in timed]}
 
 
+def pairs(frameworks: list[str]) -> list[tuple[str, str]]:
+    """(rftune variant, TRL variant) to compare: the same dtype when both are run, else every pair."""
+    ours = [f for f in frameworks if f.startswith("rftune")]
+    peers = [f for f in frameworks if f.startswith("trl")]
+    same = [(o, p) for o in ours for p in peers if o.endswith("-fp32") == p.endswith("-fp32")]
+    return same if len(same) == min(len(ours), len(peers)) else [(o, p) for o in ours for p in peers]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beta", type=float, default=0.04)
@@ -306,11 +315,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
-    parser.add_argument("--frameworks", default="rftune,trl", help="comma-separated: rftune, trl (bf16), trl-fp32")
+    parser.add_argument("--frameworks", default="rftune,trl",
+                        help="comma-separated: rftune and trl (bfloat16 matmuls), rftune-fp32 and trl-fp32")
     parser.add_argument("--trl-grad-accum", type=int, default=1,
                         help="TRL micro-batches per step (the same completions per step; G 16 in one micro-batch "
                              "needs over 19 GB in TRL)")
-    parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)  # a TRL worker runs in float32
+    parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)  # a worker runs in float32
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=["rftune", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -322,17 +332,17 @@ def main() -> None:
           flush=True)
     frameworks = args.frameworks.split(",")
     records = run_lockstep(frameworks, args)
-    own = {"rftune": "fp32", "trl": "bf16", "trl-fp32": "fp32"}
-    results = {name: summarize(records[name], peak, args.beta, own[name], args.warmup) for name in frameworks}
+    results = {name: summarize(records[name], peak, args.beta, "fp32" if name.endswith("-fp32") else "bf16",
+                               args.warmup) for name in frameworks}
     for name, r in results.items():
-        print(f"{name:>6}: {r['step_s']:.2f} s/step (median of {r['steps']}), {r['tokens_per_s']:.1f} completion "
+        print(f"{name:>11}: {r['step_s']:.2f} s/step (median of {r['steps']}), {r['tokens_per_s']:.1f} completion "
               f"tok/s, generation {r['generation_s']:.2f} s / reference {r['reference_s']:.2f} s / training "
               f"{r['training_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu_fp32_peak']:.1f}% of "
               f"fp32 peak ({100 * r['mfu_own_dtype_peak']:.1f}% of its own dtype's peak)")
     setting = f"beta={args.beta:g},G={args.num_generations}"
-    for peer in [name for name in ("trl", "trl-fp32") if name in results and "rftune" in results]:
-        ratio = results[peer]["step_s"] / results["rftune"]["step_s"]
-        print(f"grpo_step: rftune {results['rftune']['step_s']:.1f}s {peer} {results[peer]['step_s']:.1f}s "
+    for ours, peer in pairs(frameworks):
+        ratio = results[peer]["step_s"] / results[ours]["step_s"]
+        print(f"grpo_step: {ours} {results[ours]['step_s']:.1f}s {peer} {results[peer]['step_s']:.1f}s "
               f"ratio {ratio:.1f}x ({setting})")
     if args.json:
         Path(args.json).write_text(json.dumps({"setting": setting, "peak_gflops": peak, "results": results},

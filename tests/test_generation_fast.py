@@ -72,6 +72,64 @@ def test_greedy_tokens_equal_hf_generate(lora_model):
     assert torch.equal(ours, hf[:, :ours.shape[1]])
 
 
+def _autocast_logits(model, ids, mask):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return _last_logits(model, ids, mask).float()
+
+
+def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model):
+    # bf16 matmuls round differently in the two implementations; both must sit within bf16 rounding of each other
+    # and of the float32 model. (A wrong layer, a lost adapter or a swapped factor moves logits by ~0.1-0.7 here.)
+    model, tokenizer = lora_model
+    ids, mask = _prompt_tensors(tokenizer)
+    decoder = fast_decode.build_decoder(model, torch.bfloat16)
+    tp = ids.shape[1]
+    cache = decoder.new_cache(2, tp + 1)
+    assert cache.dtype == torch.bfloat16
+    with torch.no_grad():
+        prefill = decoder.prefill(ids, mask, cache, torch.arange(2).view(2, 1))
+        key_mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], 1)[:, None, None, :]
+        step = decoder.decode(torch.tensor([5, 9]), mask.sum(1), cache, tp, key_mask)
+        full_ids, full_mask = torch.cat([ids, torch.tensor([[5], [9]])], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
+    for ours, (i, m) in ((prefill, (ids, mask)), (step, (full_ids, full_mask))):
+        assert ours.dtype == torch.float32
+        with torch.no_grad():
+            exact = _last_logits(model, i, m)
+        autocast = _autocast_logits(model, i, m)
+        torch.testing.assert_close(ours, autocast, atol=1e-2, rtol=0)
+        assert (ours - exact).abs().max() <= 2 * (autocast - exact).abs().max() + 1e-3
+
+
+def test_bf16_decoder_keeps_the_adapter_apart_from_the_rounded_base_weights(lora_model):
+    # A bf16 merge W + s*B@A would round away an adapter update below W's bf16 spacing (early in training, all
+    # of it); the decoder keeps W (rounded, as autocast does) and the factors A and s*B as separate matmuls.
+    model, _ = lora_model
+    decoder = fast_decode.build_decoder(model, torch.bfloat16)
+    layer, attn = decoder.layers[0], model.get_base_model().model.layers[0].self_attn
+    q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
+    out_rows = q.base_layer.weight.shape[0] + k.base_layer.weight.shape[0] + v.base_layer.weight.shape[0]
+    r = q.lora_A["default"].weight.shape[0]
+    assert layer["qkv"].shape[0] == out_rows + 3 * r and layer["qkv_up"].shape == (out_rows, 3 * r)
+    assert torch.equal(layer["qkv"][:q.out_features], q.base_layer.weight.to(torch.bfloat16))
+    assert torch.equal(layer["qkv"][out_rows:out_rows + r], q.lora_A["default"].weight.to(torch.bfloat16))
+    scaled_b = (q.lora_B["default"].weight * q.scaling["default"]).to(torch.bfloat16)
+    assert torch.equal(layer["qkv_up"][:q.out_features, :r], scaled_b)
+    assert not layer["qkv_up"][:q.out_features, r:].any()  # block-diagonal: q's rows see only q's factors
+    x = torch.randn(1, 3, q.in_features).to(torch.bfloat16)
+    expected = (x @ q.base_layer.weight.to(torch.bfloat16).T + (x @ q.lora_A["default"].weight.to(torch.bfloat16).T)
+                @ scaled_b.T)
+    torch.testing.assert_close(decoder._project(layer, "qkv", x)[..., :q.out_features], expected)
+
+
+def test_float32_decoder_merges_the_adapter(lora_model):
+    model, _ = lora_model
+    decoder = fast_decode.build_decoder(model)
+    q = model.get_base_model().model.layers[0].self_attn.q_proj
+    merged = q.base_layer.weight + q.scaling["default"] * q.lora_B["default"].weight @ q.lora_A["default"].weight
+    assert "qkv_up" not in decoder.layers[0]
+    torch.testing.assert_close(decoder.layers[0]["qkv"][:q.out_features], merged, atol=1e-6, rtol=0)
+
+
 def test_building_the_decoder_leaves_the_trained_model_unmerged(lora_model):
     model, _ = lora_model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -122,7 +180,7 @@ def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model, monkeypatch)
     params = SamplingParams(num_generations=3, max_new_tokens=10)
     torch.manual_seed(0)
     fast = sample_completions(model, tokenizer, samples, params)
-    monkeypatch.setattr("rftune.generation.build_decoder", lambda model: None)
+    monkeypatch.setattr("rftune.generation.build_decoder", lambda model, dtype=None: None)
     torch.manual_seed(0)
     slow = sample_completions(model, tokenizer, samples, params)
     for batch in (fast, slow):
@@ -192,6 +250,6 @@ def test_env_replies_take_the_lean_path_and_match_hf(lora_model, monkeypatch):
     params = SamplingParams(num_generations=1, max_new_tokens=10)
     eos = [tokenizer.eos_token_id]
     lean = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
-    monkeypatch.setattr("rftune.generation.build_decoder", lambda model: None)
+    monkeypatch.setattr("rftune.generation.build_decoder", lambda model, dtype=None: None)
     hf = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
     assert lean == hf and all(len(reply) > 0 for reply in lean)

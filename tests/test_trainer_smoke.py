@@ -22,14 +22,14 @@ def batched_len(prompts, completions, word, **kwargs):
     return [len(c) / 10 + (w in c) for c, w in zip(completions, word)]
 
 
-def make_config(tiny_model_dir, output_dir, **algorithm):
+def make_config(tiny_model_dir, output_dir, train=None, **algorithm):
     return config_from_dict({
         "model": {"name_or_path": tiny_model_dir},
         "lora": {"r": 4, "alpha": 8},
         "generation": {"num_generations": 4, "max_new_tokens": 10},
         "algorithm": {"beta": 0.1, **algorithm},
         "train": {"output_dir": str(output_dir), "max_steps": 2, "batch_size": 8, "gradient_accumulation_steps": 2,
-                  "learning_rate": 5e-3, "save_steps": 1},
+                  "learning_rate": 5e-3, "save_steps": 1, **(train or {})},
     })
 
 
@@ -124,3 +124,20 @@ def test_existing_run_is_not_overwritten(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         GRPOTrainer(make_config(tiny_model_dir, tmp_path / "run"), reward_funcs=[vowel_share], dataset=PROMPTS,
                     progress=False)
+
+
+def test_bf16_run_stores_frozen_weights_once_and_trains_float32_adapters(tiny_model_dir, tmp_path):
+    config = make_config(tiny_model_dir, tmp_path / "run", train={"bf16": True})
+    trainer = GRPOTrainer(config, reward_funcs=[vowel_share], dataset=PROMPTS, progress=False)
+    params = dict(trainer.model.named_parameters())
+    frozen_linear = [n for n in params if "base_layer.weight" in n]
+    assert frozen_linear and all(params[n].dtype == torch.bfloat16 for n in frozen_linear)
+    assert all(p.dtype == torch.float32 for n, p in params.items() if "lora_" in n)
+    assert params["base_model.model.model.embed_tokens.weight"].dtype == torch.float32  # residual stream stays fp32
+    before = snapshot(trainer.model)
+    history = trainer.train()
+    assert all(math.isfinite(m["loss"]) and m["kl"] >= 0 for m in history)
+    after = snapshot(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before if "lora_" in n)
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+

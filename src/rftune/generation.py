@@ -29,6 +29,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    bf16: bool = False  # matmuls in bfloat16 (float32 residual stream and logits), as under autocast
 
 
 def eos_token_ids(tokenizer, model=None) -> list[int]:
@@ -74,10 +75,11 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
 
     Llama-family models go through `rftune.fast_decode` (merged weights, one prefill per prompt and of the
     prompts' common prefix); any other model through HF ``generate``. Both sample from the same distribution
-    (or take the most likely token when ``greedy``). Tokens after a row's EOS are padding.
+    (or take the most likely token when ``greedy``), with bfloat16 matmuls when ``params.bf16``. Tokens after a
+    row's EOS are padding.
     """
     g = params.num_generations
-    decoder = build_decoder(model)
+    decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
     if decoder is not None:
         completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
                                   tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy)
@@ -85,7 +87,8 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
         return completion_ids
     sampling = {"do_sample": False} if greedy else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
-    with torch.no_grad():
+    device = next(model.parameters()).device.type
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=params.bf16):
         output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
                                 attention_mask=prompt_mask.repeat_interleave(g, dim=0),
                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids,

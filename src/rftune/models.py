@@ -148,3 +148,22 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules):
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, config)
+
+
+def store_frozen_linears_in(model, dtype: torch.dtype) -> int:
+    """Store the frozen base weights of adapter-wrapped linear layers in `dtype`; returns how many were cast.
+
+    Under LoRA those weights never change, so autocast would cast the same tensors again at every call; casting
+    them once gives the same values without that traffic. Embeddings, norms and the output projection (often
+    tied to the embedding) keep their dtype, so the residual stream stays as it was. The model must then run
+    under autocast to `dtype`.
+    """
+    count = 0
+    for module in model.modules():
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, torch.nn.Linear) and not base.weight.requires_grad:
+            base.weight.data = base.weight.data.to(dtype)
+            if base.bias is not None:
+                base.bias.data = base.bias.data.to(dtype)
+            count += 1
+    return count

@@ -36,7 +36,8 @@ from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
-from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
+from rftune.models import (apply_lora, load_model, load_tokenizer, resolve_model_path,
+                           store_frozen_linears_in)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
@@ -116,6 +117,8 @@ class GRPOTrainer:
                 model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         elif cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.train.bf16 and cfg.lora.enabled:
+            store_frozen_linears_in(model, torch.bfloat16)  # every forward runs under bf16 autocast
         model.train()
         return model, ref_model
 
@@ -208,7 +211,8 @@ class GRPOTrainer:
 
     def _sample_and_score(self, samples: list[Sample], timings: dict[str, float]) -> ScoredBatch:
         gen = self.config.generation
-        params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k)
+        params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
+                                bf16=self.config.train.bf16)
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
