@@ -55,7 +55,7 @@ def test_decode_step_logits_match_a_full_forward(lora_model):
     next_tokens = torch.tensor([5, 9])
     with torch.no_grad():
         decoder.prefill(ids, mask, cache, torch.arange(2).view(2, 1))
-        key_mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], 1)[:, None, None, :]
+        key_mask = torch.cat([mask.bool(), torch.ones(2, cache.shape[4] - tp, dtype=torch.bool)], 1)  # [2, Tmax]
         logits = decoder.decode(next_tokens, mask.sum(1), cache, tp, key_mask)
         full_ids, full_mask = torch.cat([ids, next_tokens[:, None]], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
         expected = _last_logits(model, full_ids, full_mask)
@@ -88,7 +88,7 @@ def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model)
     assert cache.dtype == torch.bfloat16
     with torch.no_grad():
         prefill = decoder.prefill(ids, mask, cache, torch.arange(2).view(2, 1))
-        key_mask = torch.cat([mask.bool(), torch.ones(2, 1, dtype=torch.bool)], 1)[:, None, None, :]
+        key_mask = torch.cat([mask.bool(), torch.ones(2, cache.shape[4] - tp, dtype=torch.bool)], 1)  # [2, Tmax]
         step = decoder.decode(torch.tensor([5, 9]), mask.sum(1), cache, tp, key_mask)
         full_ids, full_mask = torch.cat([ids, torch.tensor([[5], [9]])], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
     for ours, (i, m) in ((prefill, (ids, mask)), (step, (full_ids, full_mask))):
@@ -96,7 +96,7 @@ def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model)
         with torch.no_grad():
             exact = _last_logits(model, i, m)
         autocast = _autocast_logits(model, i, m)
-        torch.testing.assert_close(ours, autocast, atol=1e-2, rtol=0)
+        torch.testing.assert_close(ours, autocast, atol=3e-2, rtol=0)
         assert (ours - exact).abs().max() <= 2 * (autocast - exact).abs().max() + 1e-3
 
 

@@ -55,15 +55,20 @@ def test_chat_jsonl_errors_name_the_line(tmp_path):
         load_chat_jsonl(path)
 
 
-def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenizer, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenizer, tmp_path, bf16):
     torch.manual_seed(0)
     model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     batch = collate([encode_conversation(tokenizer, CONVERSATION, 200)], tokenizer.pad_token_id)
     with torch.no_grad():
         before = sft_loss(model, batch).item()
     adapter = train_sft(model, tokenizer, [CONVERSATION] * 4, tmp_path / "sft", epochs=8, batch_size=4,
-                        learning_rate=3e-2, progress=False)
-    with torch.no_grad():
+                        learning_rate=3e-2, bf16=bf16, progress=False)
+    if bf16:  # frozen base weights stored in bf16 once; the adapters train in float32
+        dtypes = {n: p.dtype for n, p in model.named_parameters()}
+        assert {d for n, d in dtypes.items() if "base_layer" in n} == {torch.bfloat16}
+        assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         after = sft_loss(model, batch).item()
     assert after < before - 0.25
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()

@@ -78,7 +78,7 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     max_grad_norm: float = 1.0  # 0 = no clipping
-    bf16: bool = False  # bfloat16 autocast for forward passes
+    bf16: bool | Literal["auto"] = False  # bfloat16 matmuls in every pass; "auto": when the CPU has native bf16
     seed: int = 42
     save_steps: int = 10  # checkpoint every N steps (0 = only at the end)
     save_total_limit: int = 2  # keep this many latest checkpoints
@@ -115,6 +115,7 @@ class SftConfig:
     enabled: bool = False  # `rftune train` runs SFT first (or reuses its finished adapter), then GRPO from it
     data: str = "wordle"  # chat JSONL file of {"messages": [...]} rows, or "wordle" (generated solver traces)
     num_games: int = 100  # data=wordle: seeded solver games whose moves become traces (held-out secrets excluded)
+    detour_share: float = 0.0  # data=wordle: chance a solver move is replaced by a mistake, to teach recovery
     output_dir: str | None = None  # where the adapter and metrics go; None = <train.output_dir>/sft
     epochs: int = 1  # passes over the data
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
@@ -165,7 +166,7 @@ RANGES = {
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
     "train.save_total_limit": (1, None), "train.threads": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
-    "sft.num_games": (1, None), "sft.epochs": (1, None), "sft.max_steps": (0, None), "sft.batch_size": (1, None),
+    "sft.num_games": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None), "sft.batch_size": (1, None),
     "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
     "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),
     "eval.batch_size": (1, None),
@@ -275,7 +276,7 @@ def _convert_union(options, value, where: str):
             return _convert(option, value, where)
         except ConfigError as exc:
             errors.append(str(exc))
-    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of the accepted types")
+    raise ConfigError(f"{where}: " + " or ".join(error.removeprefix(f"{where}: ") for error in errors))
 
 
 def _convert_scalar(hint, value, where: str):

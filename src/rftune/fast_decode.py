@@ -235,12 +235,15 @@ class LeanDecoder:
                key_mask: torch.Tensor) -> torch.Tensor:
         """One token per row: tokens [b], positions [b]; writes K/V at ``column``; returns logits [b, V].
 
-        key_mask [b, 1, 1, column + 1] marks the cache columns each row may attend to.
+        key_mask [b, Tmax] marks the cache columns each row may attend to; columns after ``column`` are ignored.
+        Attention runs over the whole preallocated cache (masked), because a column slice of it would be copied
+        by every batched matmul: two copies of the cache per layer and step cost more than the masked columns.
         """
         b = tokens.shape[0]
         nkv, group, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
         cos, sin = self._cos_sin(positions[:, None])
-        key_bias = torch.zeros(key_mask.shape).masked_fill(~key_mask, -math.inf)  # [b, 1, 1, c] float32
+        allowed = key_mask & (torch.arange(key_mask.shape[1]) <= column)  # [b, Tmax]
+        key_bias = torch.zeros(b, 1, 1, key_mask.shape[1]).masked_fill(~allowed[:, None, None], -math.inf)
         x = F.embedding(tokens[:, None], self.embed)  # [b, 1, H]
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)  # q [b, nh, 1, d]
@@ -248,9 +251,9 @@ class LeanDecoder:
             cache[i, 1, :, :, column] = v[:, :, 0]
             # Query heads sharing a KV head become that head's "query positions": GQA without copying the cache.
             # Plain matmul-softmax-matmul: for one query token it is faster than the fused CPU kernel.
-            scores = torch.matmul(q.reshape(b, nkv, group, d), cache[i, 0, :, :, :column + 1].transpose(-1, -2))
-            weights = (scores.float() * self.scale + key_bias).softmax(-1)  # [b, nkv, group, column + 1]
-            attn = torch.matmul(weights.to(self.dtype), cache[i, 1, :, :, :column + 1])  # [b, nkv, group, d]
+            scores = torch.matmul(q.reshape(b, nkv, group, d), cache[i, 0].transpose(-1, -2))  # [b, nkv, g, Tmax]
+            weights = (scores.float() * self.scale + key_bias).softmax(-1)
+            attn = torch.matmul(weights.to(self.dtype), cache[i, 1])  # [b, nkv, group, d]
             x = x + self._project(layer, "o", attn.reshape(b, 1, -1))
             x = self._mlp(layer, x)
         return self._logits(x[:, 0])
@@ -365,7 +368,7 @@ def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.
             cache, rows, tokens, done = cache[:, :, keep], rows[keep], tokens[keep], done[keep]
             positions, key_mask = positions[keep], key_mask[keep]
         column = tp + step
-        logits = decoder.decode(tokens, positions + step, cache, column, key_mask[:, None, None, :column + 1])
+        logits = decoder.decode(tokens, positions + step, cache, column, key_mask)
     return _mask_after_eos(out[:, :length], eos, pad_id)
 
 

@@ -14,6 +14,7 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -87,8 +88,9 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
         return completion_ids
     sampling = {"do_sample": False} if greedy else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
-    device = next(model.parameters()).device.type
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=params.bf16):
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16) if params.bf16 \
+        else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
                                 attention_mask=prompt_mask.repeat_interleave(g, dim=0),
                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids,

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import torch
 
+from rftune.attention import use_matmul_attention
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
+from rftune.models import bf16_enabled, store_frozen_linears_in
 from rftune.tracking import JsonlLog
 
 IGNORE = -100
@@ -164,8 +166,12 @@ def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: i
 
 def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str | Path, *, epochs: int = 1,
               max_steps: int = 0, batch_size: int = 4, learning_rate: float = 2e-4, weight_decay: float = 0.0,
-              warmup_steps: int = 0, max_length: int = 1024, seed: int = 0, progress: bool = True) -> Path:
-    """Train `model`'s trainable (LoRA) parameters on `conversations`; save and return ``<output_dir>/adapter``."""
+              warmup_steps: int = 0, max_length: int = 1024, seed: int = 0, bf16: bool = False,
+              progress: bool = True) -> Path:
+    """Train `model`'s trainable (LoRA) parameters on `conversations`; save and return ``<output_dir>/adapter``.
+
+    ``bf16``: matmuls in bfloat16 under autocast, the frozen base weights stored in bfloat16 once.
+    """
     output_dir = Path(output_dir)
     encoded = [e for e in (encode_conversation(tokenizer, m, max_length) for m in conversations)
                if any(label != IGNORE for label in e.labels)]
@@ -177,6 +183,9 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     log = JsonlLog(output_dir / "metrics.jsonl", keep_through_step=0)
+    if bf16:
+        store_frozen_linears_in(model, torch.bfloat16)
+    use_matmul_attention(model)
     model.train()
     step = 0
     try:
@@ -189,7 +198,8 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
                 start = time.perf_counter()
                 batch = collate([encoded[i] for i in order[first:first + batch_size].tolist()],
                                 tokenizer.pad_token_id)
-                loss = sft_loss(model, batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = sft_loss(model, batch)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
                 optimizer.step()
@@ -240,7 +250,7 @@ def sft_conversations(config) -> list[list[dict]]:
     from rftune.envs.wordle import write_jsonl
     from rftune.tasks.wordle import sft_training_rows
 
-    rows = sft_training_rows(cfg.num_games, cfg.seed)
+    rows = sft_training_rows(cfg.num_games, cfg.seed, detour_share=cfg.detour_share)
     write_jsonl(rows, sft_output_dir(config) / "traces.jsonl")
     return [row["messages"] for row in rows]
 
@@ -267,7 +277,7 @@ def run_sft(config, progress: bool = True) -> Path:
     return train_sft(model, tokenizer, conversations, sft_output_dir(config), epochs=cfg.epochs,
                      max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_length=cfg.max_length,
-                     seed=cfg.seed, progress=progress)
+                     seed=cfg.seed, bf16=bf16_enabled(config.train.bf16), progress=progress)
 
 
 def with_sft_adapter(config, progress: bool = True):

@@ -31,12 +31,13 @@ import torch
 from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
+from rftune.attention import use_matmul_attention
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
-from rftune.models import (apply_lora, load_model, load_tokenizer, resolve_model_path,
+from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, resolve_model_path,
                            store_frozen_linears_in)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
@@ -72,6 +73,7 @@ class GRPOTrainer:
         self.task = self._build_task(dataset)
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
+        self.bf16 = bf16_enabled(config.train.bf16)
         self.model, self.ref_model = self._build_models(model)
         self.rollout_fn = rollout_fn or self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
@@ -117,8 +119,11 @@ class GRPOTrainer:
                 model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         elif cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        if cfg.train.bf16 and cfg.lora.enabled:
+        if self.bf16 and cfg.lora.enabled:
             store_frozen_linears_in(model, torch.bfloat16)  # every forward runs under bf16 autocast
+        for network in (model, ref_model):
+            if network is not None:
+                use_matmul_attention(network)  # faster than the fused CPU kernel for these short passes
         model.train()
         return model, ref_model
 
@@ -212,7 +217,7 @@ class GRPOTrainer:
     def _sample_and_score(self, samples: list[Sample], timings: dict[str, float]) -> ScoredBatch:
         gen = self.config.generation
         params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                                bf16=self.config.train.bf16)
+                                bf16=self.bf16)
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -312,7 +317,7 @@ class GRPOTrainer:
         return float(norm)
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.bf16)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     # ----------------------------------------------------------------------------------------------- record
     def _reward_metrics(self, scored: ScoredBatch) -> dict[str, float]:

@@ -95,3 +95,21 @@ def test_sft_traces_leave_out_excluded_secrets():
     traces = sft_traces(6, seed=5, exclude_secrets=[dropped.upper()])
     assert 0 < len(traces) <= kept_turns < sum(len(g.record.turns) - g.openings for g in games)
     assert len(traces) < len(sft_traces(6, seed=5))
+
+
+
+def test_detour_traces_start_from_mistakes_but_answer_like_the_solver():
+    detoured = sft_traces(12, seed=5, detour_share=0.5)
+    assert detoured == sft_traces(12, seed=5, detour_share=0.5)  # seeded
+    assert sft_traces(12, seed=5, detour_share=0.0) == sft_traces(12, seed=5)
+    solver = InfoGainSolver(hard_mode=True)
+    repeated = 0
+    for row in detoured:
+        user, reply = row["messages"][1]["content"], row["messages"][2]["content"]
+        history = parse_history([line.split(": ", 1)[1].split(" → Feedback: ") for line in user.splitlines()
+                                 if line.startswith("Guess ")])
+        words = [word for word, _ in history]
+        repeated += len(set(words)) < len(words)  # openings are distinct and the solver never repeats: a detour
+        assert "detour" not in reply.lower()
+        assert solver.next_guess(history).text == reply  # the target is always the solver's own reply
+    assert repeated > 0

@@ -28,6 +28,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rftune.evaluate import evaluate_models, report_table, write_report
     from rftune.generation import SamplingParams
+    from rftune.models import bf16_enabled
     from rftune.tasks.wordle import held_out_secrets
 
     config = load_config(args.config, args.overrides)
@@ -42,7 +43,8 @@ def run(args) -> int:
     specs = {} if args.no_base else {"base": (config.model.name_or_path, None)}
     for name, adapter in _adapters(config, args.adapter).items():
         specs[name] = (config.model.name_or_path, adapter)
-    params = SamplingParams(1, cfg.max_new_tokens, gen.temperature, gen.top_p, gen.top_k)
+    params = SamplingParams(1, cfg.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
+                            bf16=bf16_enabled(config.train.bf16))
     report = evaluate_models(specs, secrets, max_new_tokens=cfg.max_new_tokens, sampled=args.sampled or cfg.sampled,
                              params=params, batch_size=cfg.batch_size, seed=seed, dtype=config.model.dtype)
     print(report_table(report))

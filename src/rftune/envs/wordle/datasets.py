@@ -14,6 +14,11 @@ different positions instead of the solver's single opening line.
   these are the moves the feedback reward scores highest and the easiest for a small model to imitate; the full
   solver's best guesses are often rare words that fit nothing (``RYNDS``), which a 135M model learns to copy as
   "any letters".
+- Detours (``detour_share``): a small model's own games soon leave the solver's line — it repeats an earlier guess
+  or plays a word that ignores the feedback — and it was never shown what to do from there (imitation learning's
+  compounding error). With detours, some of the solver's moves are replaced by such a mistake (a repeat of an
+  earlier guess, or a random answer word), and the solver's replies from the positions that follow become traces
+  too: DAgger-style data for the states the model itself reaches. The detour moves are never traces.
 
 The same arguments always give the same rows.
 """
@@ -27,8 +32,8 @@ from pathlib import Path
 from typing import Iterable
 
 from rftune.envs.wordle.evaluate import GameRecord, play_game
-from rftune.envs.wordle.game import parse_history
-from rftune.envs.wordle.players import OpeningPlayer, RandomPlayer
+from rftune.envs.wordle.game import History, parse_history
+from rftune.envs.wordle.players import Move, OpeningPlayer, Player, RandomPlayer, reply_text
 from rftune.envs.wordle.prompts import wordle_messages
 from rftune.envs.wordle.solver import InfoGainSolver
 from rftune.envs.wordle.words import answer_words
@@ -44,8 +49,8 @@ class ReferenceGame:
 
 
 def reference_games(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2,
-                    solver: InfoGainSolver | None = None) -> list[ReferenceGame]:
-    """Seeded reference games (see the module docstring)."""
+                    solver: Player | None = None) -> list[ReferenceGame]:
+    """Seeded reference games (see the module docstring); `solver` replaces the information-gain solver."""
     if num_games < 0 or not 0.0 <= solver_share <= 1.0 or max_openings < 0:
         raise ValueError(f"need num_games >= 0, 0 <= solver_share <= 1, max_openings >= 0; got {num_games}, "
                          f"{solver_share}, {max_openings}")
@@ -74,20 +79,49 @@ def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_o
     return rows
 
 
+DETOUR_REASONING = "A detour from the solver's line (never a trace)."
+
+
+class DetourPlayer:
+    """Plays `player`'s moves, but after the first guess replaces each by a mistake with probability `share`.
+
+    A mistake repeats one of the earlier guesses or plays a random answer word (which usually ignores the
+    feedback); its reply text is `DETOUR_REASONING`, so traces can leave it out.
+    """
+
+    def __init__(self, player: Player, share: float, rng: random.Random):
+        self.player, self.share, self.rng = player, share, rng
+
+    def next_guess(self, history: History, notice: str | None = None) -> Move:
+        if not history or notice is not None or self.rng.random() >= self.share:
+            return self.player.next_guess(history, notice)
+        if self.rng.random() < 0.5:
+            guess = self.rng.choice([word for word, _ in history])
+        else:
+            guess = self.rng.choice(answer_words().words)
+        return Move(guess, reply_text(DETOUR_REASONING, guess))
+
+
 def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_secrets: Iterable[str] = (),
-               hard_mode: bool = True) -> list[dict]:
+               hard_mode: bool = True, detour_share: float = 0.0) -> list[dict]:
     """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates.
 
     Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out; ``hard_mode`` picks
-    the solver (see the module docstring).
+    the solver and ``detour_share`` the probability of a mistake in place of a solver move (module docstring).
     """
+    if not 0.0 <= detour_share < 1.0:
+        raise ValueError(f"detour_share must be in [0, 1), got {detour_share}")
     excluded = {word.lower() for word in exclude_secrets}
     rows, seen = [], set()
-    solver = InfoGainSolver(hard_mode=hard_mode)
-    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings, solver=solver):
+    player = InfoGainSolver(hard_mode=hard_mode)
+    if detour_share:
+        player = DetourPlayer(player, detour_share, random.Random(seed + 1))
+    for game in reference_games(num_games, seed, solver_share=1.0, max_openings=max_openings, solver=player):
         if game.record.secret.lower() in excluded:
             continue
         for turn in game.record.turns[game.openings:]:
+            if DETOUR_REASONING in turn.text:
+                continue
             messages = wordle_messages(parse_history(turn.past_guess_history))
             messages.append({"role": "assistant", "content": turn.text})
             key = json.dumps(messages, ensure_ascii=False)
