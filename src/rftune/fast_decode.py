@@ -172,7 +172,9 @@ class LeanDecoder:
         if up is None:
             return F.linear(x, layer[name], bias)
         y = F.linear(x, layer[name])  # [b, t, out + ranks]: x W^T, then x A^T
-        out = y[..., :up.shape[0]] + F.linear(y[..., up.shape[0]:], up)
+        rows, out_features = y.shape[0] * y.shape[1], up.shape[0]
+        out = torch.addmm(y[..., :out_features].reshape(rows, out_features), y[..., out_features:].reshape(rows, -1),
+                          up.t()).view(*y.shape[:2], out_features)  # x W^T + (x A^T) (s B)^T
         return out if bias is None else out + bias
 
     # ------------------------------------------------------------------------------------------------ layers
