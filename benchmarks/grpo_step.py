@@ -1,18 +1,20 @@
 """GRPO step time: rftune against TRL's GRPOTrainer on the same workload, in one invocation.
 
-    .venv/bin/python benchmarks/grpo_step.py                      # beta 0.04, G 8
+    .venv/bin/python benchmarks/grpo_step.py                      # beta 0.04, G 8, both in bf16
     .venv/bin/python benchmarks/grpo_step.py --beta 0
     .venv/bin/python benchmarks/grpo_step.py --num-generations 16
-    .venv/bin/python benchmarks/grpo_step.py --frameworks rftune,trl-fp32   # TRL in float32 instead
+    .venv/bin/python benchmarks/grpo_step.py --frameworks rftune-fp32,trl-fp32   # both in float32
 
 Workload: SmolLM2-135M-Instruct (the embedded default), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
 generations per step, at most 64 new tokens, temperature 1.0, loss grpo, the same arithmetic prompts in the same
 order ("What is A + B? Answer with the number only."), the same reward (the last number equals A + B), the same
 seed, learning rate, Adam betas and clipping, 2 torch threads, the same loss (TRL's bias-corrected KL, its 1.16
 default, is switched off: rftune's loss is the plain k3 term; tests/algo/test_trl_parity.py shows the two losses
-equal on the same inputs). ``trl`` runs with bf16=True and no gradient
-checkpointing (its best CPU settings per the issue); ``trl-fp32`` is the same in float32, which is TRL's faster
-setting on CPUs without native bf16 (AVX2 only). Any of the three may run side by side (``--frameworks``).
+equal on the same inputs). ``trl`` runs with bf16=True and no gradient checkpointing (its best CPU settings per
+the issue, on a CPU with native bf16); ``rftune`` runs with ``train.bf16: true`` (bf16 matmuls, float32 residual
+stream and log-probs, as TRL's autocast). ``trl-fp32`` and ``rftune-fp32`` are the same in float32, the faster
+setting on CPUs without native bf16 (AVX2 only). Any of the four may run side by side (``--frameworks``); each
+rftune variant is compared with the TRL variant of its dtype.
 
 Each framework runs in its own subprocess (so peak RSS is per framework). The two processes advance in lockstep,
 one step at a time, alternating which goes first, so both see the same background load. The matmul peak (fp32 and
