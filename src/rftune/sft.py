@@ -32,6 +32,7 @@ from rftune.attention import use_matmul_attention
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
+from rftune.lora_fused import fuse_lora_layers
 from rftune.models import bf16_enabled, store_frozen_linears_in
 from rftune.tracking import JsonlLog
 
@@ -185,6 +186,7 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
     log = JsonlLog(output_dir / "metrics.jsonl", keep_through_step=0)
     if bf16:
         store_frozen_linears_in(model, torch.bfloat16)
+    fuse_lora_layers(model)
     use_matmul_attention(model)
     model.train()
     step = 0

@@ -32,6 +32,7 @@ from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.attention import use_matmul_attention
+from rftune.lora_fused import fuse_lora_layers
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
@@ -119,8 +120,10 @@ class GRPOTrainer:
                 model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         elif cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        if self.bf16 and cfg.lora.enabled:
-            store_frozen_linears_in(model, torch.bfloat16)  # every forward runs under bf16 autocast
+        if cfg.lora.enabled:
+            if self.bf16:
+                store_frozen_linears_in(model, torch.bfloat16)  # every forward runs under bf16 autocast
+            fuse_lora_layers(model)  # one autograd node per adapted linear instead of PEFT's chain of modules
         for network in (model, ref_model):
             if network is not None:
                 use_matmul_attention(network)  # faster than the fused CPU kernel for these short passes
