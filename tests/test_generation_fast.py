@@ -91,7 +91,8 @@ def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model)
         prefill = decoder.prefill(ids, mask, cache, torch.arange(2).view(2, 1))
         key_mask = torch.cat([mask.bool(), torch.ones(2, cache.shape[4] - tp, dtype=torch.bool)], 1)  # [2, Tmax]
         step = decoder.decode(torch.tensor([5, 9]), mask.sum(1), cache, tp, key_mask)
-        full_ids, full_mask = torch.cat([ids, torch.tensor([[5], [9]])], 1), torch.cat([mask, torch.ones(2, 1).long()], 1)
+        full_ids = torch.cat([ids, torch.tensor([[5], [9]])], 1)
+        full_mask = torch.cat([mask, torch.ones(2, 1).long()], 1)
     for ours, (i, m) in ((prefill, (ids, mask)), (step, (full_ids, full_mask))):
         assert ours.dtype == torch.float32
         with torch.no_grad():

@@ -103,7 +103,7 @@ class LeanDecoder:
             self.layers = self._fuse(inner.model.layers)
             head, factors, bias = effective_weight(inner.lm_head)
             # An adapter on the output projection (rare) is merged in the model's dtype, never rounded away.
-            self.lm_head = _merged(head, factors, dtype=head.dtype if factors else self.dtype)
+            self.lm_head = _merged(head, factors) if factors else head.detach().to(self.dtype)
             self.lm_bias = bias.detach().to(self.lm_head.dtype) if bias is not None else None
 
     def _fuse(self, layers) -> list[dict[str, torch.Tensor]]:
@@ -120,7 +120,8 @@ class LeanDecoder:
             q, k, v, o, g, u, d = (effective_weight(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.o_proj,
                                                                  m.gate_proj, m.up_proj, m.down_proj))
             parts.append({"qkv": [q, k, v], "o": [o], "gate_up": [g, u], "down": [d]})
-        total = sum(self._stacked_rows(linears) * linears[0][0].shape[1] for entry in parts for linears in entry.values())
+        total = sum(self._stacked_rows(linears) * linears[0][0].shape[1]
+                    for entry in parts for linears in entry.values())
         buffer = torch.empty(total, dtype=self.dtype)
         offset, fused = 0, []
         for entry, layer in zip(parts, layers):
@@ -154,7 +155,7 @@ class LeanDecoder:
         start, rank_start = 0, out_rows
         for weight, factors, _ in linears:
             rows = slice(start, start + weight.shape[0])
-            if not apart:
+            if not apart:  # the model's own dtype (merged exactly), or no adapter (converted)
                 _merged(weight, factors, out=view[rows])
             else:
                 view[rows] = weight.detach()
@@ -264,21 +265,12 @@ class LeanDecoder:
         return torch.zeros(len(self.layers), 2, rows, self.num_kv_heads, length, self.head_dim, dtype=self.dtype)
 
 
-def _merged(weight: torch.Tensor, factors, out: torch.Tensor | None = None,
-            dtype: torch.dtype | None = None) -> torch.Tensor:
-    """W + sum(scale * B @ A) written into `out` (a fresh tensor of `dtype`, default W's, if None).
-
-    The sum is formed in W's dtype and rounded once into a lower-precision `out`; in W's own dtype it is formed in
-    place, with no temporary of W's size. With no factors and nothing to convert, W itself is returned.
-    """
-    dtype = out.dtype if out is not None else (dtype or weight.dtype)
-    if out is None and not factors and dtype == weight.dtype:
-        return weight.detach()
-    target = out if out is not None else torch.empty(weight.shape, dtype=dtype)
-    work = target.copy_(weight) if dtype == weight.dtype else weight.detach().clone()
+def _merged(weight: torch.Tensor, factors, out: torch.Tensor | None = None) -> torch.Tensor:
+    """W + sum(scale * B @ A) in W's dtype, formed in `out` (a fresh tensor if None) with no temporary of W's size."""
+    out = weight.detach().clone() if out is None else out.copy_(weight)
     for lora_b, lora_a, scale in factors:
-        work.addmm_(lora_b.to(work.dtype), lora_a.to(work.dtype), alpha=scale)
-    return work if work is target else target.copy_(work)
+        out.addmm_(lora_b.to(out.dtype), lora_a.to(out.dtype), alpha=scale)
+    return out
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -32,12 +32,12 @@ from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.attention import use_matmul_attention
-from rftune.lora_fused import fuse_lora_layers
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
+from rftune.lora_fused import fuse_lora_layers
 from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, resolve_model_path,
                            store_frozen_linears_in)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total

@@ -90,11 +90,13 @@ def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, 
             if row["secret"].lower() not in test]
 
 
-def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2, detour_share: float = 0.0) -> list[dict]:
+def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2,
+                      detour_share: float = 0.0) -> list[dict]:
     """Solver traces (``{"messages": [...]}``) from seeded games on training secrets only, without duplicates."""
     from rftune.envs.wordle import sft_traces
 
-    return sft_traces(num_games, seed, max_openings, exclude_secrets=split_answers()[1], detour_share=detour_share)
+    return sft_traces(num_games, seed, max_openings, exclude_secrets=split_answers()[1],
+                      detour_share=detour_share)
 
 
 def _located(rows: list[dict]):
