@@ -188,8 +188,9 @@ class LeanDecoder:
         b, t, _ = x.shape
         d, nh, nkv = self.head_dim, self.num_heads, self.num_kv_heads
         qkv = self._project(layer, "qkv", self._norm(x, layer["ln1"]), layer.get("qkv_bias"))  # [b, t, (nh+2nkv)d]
-        q, k, v = qkv.view(b, t, nh + 2 * nkv, d).transpose(1, 2).split([nh, nkv, nkv], dim=1)
-        return _rope(q, cos, sin), _rope(k, cos, sin), v
+        heads = qkv.view(b, t, nh + 2 * nkv, d).transpose(1, 2)  # [b, nh+2nkv, t, d]
+        q, k = _rope(heads[:, :nh + nkv], cos, sin).split([nh, nkv], dim=1)  # one rotation for q and k together
+        return q, k, heads[:, nh + nkv:]
 
     def _mlp(self, layer, x: torch.Tensor) -> torch.Tensor:
         gate, up = self._project(layer, "gate_up", self._norm(x, layer["ln2"])).chunk(2, dim=-1)  # [b, t, I] each
