@@ -15,9 +15,11 @@ then softmax); only the execution differs:
 - **Finished rows leave the batch.** Once a quarter of the rows still in the cache have sampled EOS, the cache is
   compacted to the unfinished rows (until then finished rows ride along and their tokens are discarded);
   decoding stops when every row has finished, so no padding is ever decoded at the end.
-- **bfloat16 matmuls on request.** ``build_decoder(model, dtype=torch.bfloat16)`` keeps the merged weights and the
-  KV cache in bfloat16 (half the memory traffic; twice the matmul rate on CPUs with native bf16), while the
-  residual stream, the norms, the attention softmax and the final logits stay float32, as under torch autocast.
+- **bfloat16 matmuls on request.** ``build_decoder(model, dtype=torch.bfloat16)`` keeps the weights and the KV
+  cache in bfloat16 (half the memory traffic; twice the matmul rate on CPUs with native bf16), while the residual
+  stream, the norms, the attention softmax and the final logits stay float32, as under torch autocast. In bf16 the
+  adapters are not merged (a merged bf16 weight would round a small adapter update away): their A rows are stacked
+  under the base weights and their scaled B factors applied in one extra multiply-add per projection.
 - **Little Python per token.** Per layer a decode step is a handful of tensor operations (two fused matmuls for
   q|k|v and gate|up); grouped-query attention for one query token is done by folding the query heads of a
   KV head into the query-length axis, which needs no copy of the cache.
@@ -85,7 +87,7 @@ def build_decoder(model, dtype: torch.dtype | None = None) -> "LeanDecoder | Non
 
 
 class LeanDecoder:
-    """Decoding-only forward of a Llama-family model with fused, merged weights (see the module docstring)."""
+    """Decoding-only forward of a Llama-family model with fused weights (see the module docstring)."""
 
     def __init__(self, inner, dtype: torch.dtype | None = None):
         config = inner.config
