@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rftune import fast_decode
 from rftune.generation import SamplingParams, encode_prompts, sample_completions
@@ -111,9 +112,10 @@ def test_bf16_decoder_keeps_the_adapter_apart_from_the_rounded_base_weights(lora
     q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
     out_rows = q.base_layer.weight.shape[0] + k.base_layer.weight.shape[0] + v.base_layer.weight.shape[0]
     r = q.lora_A["default"].weight.shape[0]
-    assert layer["qkv"].shape[0] == out_rows + 3 * r and layer["qkv_up"].shape == (out_rows, 3 * r)
-    assert torch.equal(layer["qkv"][:q.out_features], q.base_layer.weight.to(torch.bfloat16))
-    assert torch.equal(layer["qkv"][out_rows:out_rows + r], q.lora_A["default"].weight.to(torch.bfloat16))
+    stacked = _plain(layer["qkv"])
+    assert stacked.shape[0] == out_rows + 3 * r and layer["qkv_up"].shape == (out_rows, 3 * r)
+    assert torch.equal(stacked[:q.out_features], q.base_layer.weight.to(torch.bfloat16))
+    assert torch.equal(stacked[out_rows:out_rows + r], q.lora_A["default"].weight.to(torch.bfloat16))
     scaled_b = (q.lora_B["default"].weight * q.scaling["default"]).to(torch.bfloat16)
     assert torch.equal(layer["qkv_up"][:q.out_features, :r], scaled_b)
     assert not layer["qkv_up"][:q.out_features, r:].any()  # block-diagonal: q's rows see only q's factors
@@ -130,7 +132,26 @@ def test_float32_decoder_merges_the_adapter(lora_model):
     q = model.get_base_model().model.layers[0].self_attn.q_proj
     merged = q.base_layer.weight + q.scaling["default"] * q.lora_B["default"].weight @ q.lora_A["default"].weight
     assert "qkv_up" not in decoder.layers[0]
-    torch.testing.assert_close(decoder.layers[0]["qkv"][:q.out_features], merged, atol=1e-6, rtol=0)
+    torch.testing.assert_close(_plain(decoder.layers[0]["qkv"])[:q.out_features], merged, atol=1e-6, rtol=0)
+
+
+def _plain(weight: torch.Tensor) -> torch.Tensor:
+    return weight.to_dense() if weight.is_mkldnn else weight
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+@pytest.mark.parametrize("dtype, rtol", [(torch.bfloat16, 2 ** -8), (torch.float32, 1e-6)])
+def test_prepacked_weights_give_the_plain_products(dtype, rtol):
+    torch.manual_seed(0)
+    weight, bias = torch.randn(40, 24).to(dtype), torch.randn(40).to(dtype)
+    packed = fast_decode._prepack(weight)
+    assert packed.is_mkldnn and torch.equal(packed.to_dense(), weight)
+    x = torch.randn(3, 7, 24).to(dtype)[:, 2:5]  # a strided view, as the decoder's slices are
+    exact = F.linear(x.double(), weight.double(), bias.double())
+    got = fast_decode._linear(x, packed, bias)
+    assert got.dtype == dtype and got.shape == (3, 3, 40)
+    torch.testing.assert_close(got.double(), exact, atol=1e-5, rtol=rtol)  # one rounding to dtype
+    torch.testing.assert_close(fast_decode._linear(x, packed).double(), exact - bias.double(), atol=1e-5, rtol=rtol)
 
 
 def test_building_the_decoder_leaves_the_trained_model_unmerged(lora_model):
