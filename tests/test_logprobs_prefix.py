@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from rftune.logprobs import completion_logprobs, length_groups, position_ids_from_mask
+from rftune.logprobs import ROWS_PER_BLOCK, completion_logprobs, length_groups, position_ids_from_mask, token_logprobs
 from rftune.testing import tiny_lora_model
 
 
@@ -64,6 +64,30 @@ def test_logprobs_entropy_and_gradients_match_the_plain_forward(lora_model, grou
     torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-5)
     for got, want in zip(our_grads, (p.grad for p in params)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, temperature", [(torch.float32, 0.7), (torch.float32, 1.0), (torch.bfloat16, 0.7)])
+def test_token_logprobs_match_log_softmax_with_any_upstream_gradient(dtype, temperature):
+    torch.manual_seed(5)
+    rows = 2 * ROWS_PER_BLOCK + 7  # two whole blocks and a part
+    logits = (torch.randn(rows, 50) * 3).to(dtype).requires_grad_()
+    targets = torch.randint(0, 50, (rows,))
+    upstream = torch.randn(rows)  # a different weight per token, as the GRPO loss gives
+
+    ours, entropy = token_logprobs(logits, targets, temperature, with_entropy=True)
+    (ours * upstream).sum().backward()
+    our_grad, logits.grad = logits.grad, None
+
+    scaled = logits.float() / temperature  # the textbook values, from the same (rounded) logits
+    expected = scaled.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    (expected * upstream).sum().backward()
+    expected_entropy = -(scaled.softmax(-1) * scaled.log_softmax(-1)).sum(-1)
+
+    assert ours.dtype == entropy.dtype == torch.float32 and our_grad.dtype == dtype
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(entropy, expected_entropy.detach(), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(our_grad, logits.grad, atol=1e-6, rtol=0)  # both rounded to the logits' dtype once
+    assert token_logprobs(logits, targets)[1] is None
 
 
 def test_reference_pass_with_adapters_disabled_matches(lora_model):

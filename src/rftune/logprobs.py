@@ -15,6 +15,9 @@ What the forward pass skips — each skip leaves the values unchanged, up to flo
 - **Vocabulary projection of padding.** For Llama-family models the output projection is applied only at real
   completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models use their
   own forward with ``logits_to_keep``.
+- **Whole-vocabulary float32 passes.** The log-softmax at each target and the entropy are computed from the
+  projection's own (bf16 under autocast) logits a block of rows at a time (`token_logprobs`, gradient written
+  out), so no [tokens, V] float32 tensor goes through memory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 
 PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
 TOKENS_PER_CHUNK = 1024  # rows of logits alive at once in the vocabulary projection
+ROWS_PER_BLOCK = 64  # rows of float32 logits processed at once in `token_logprobs` (~12 MB at V = 49152)
 GROUP_OVERHEAD_TOKENS = 64  # cost of one more forward call, in padded token positions (see `length_groups`)
 
 
@@ -77,6 +81,64 @@ def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
         groups.append(order[previous[j]:j])
         j = previous[j]
     return groups[::-1]
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(logits / temperature) at `targets`, and (optionally, no grad) the entropy; float32 [n] each.
+
+    logits [n, V] in any float dtype (bf16 logits are widened to float32 a block of rows at a time, as the
+    values are computed, never as a whole [n, V] float32 copy).
+    """
+    logprobs, entropy = _TokenLogProbs.apply(logits, targets, temperature, with_entropy)
+    return logprobs, entropy if with_entropy else None
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """`token_logprobs` in blocks of `ROWS_PER_BLOCK` rows, so each block's float32 logits stay in the CPU cache.
+
+    Unfused, the same values take a dozen passes over [n, V] float32 tensors in memory (widen, max, subtract,
+    exp, sum, softmax for the entropy; exp, scatter, add and narrow again in the backward pass). Per block:
+    z = logits / T, lse = logsumexp(z), log-prob = z[target] - lse, entropy = lse - sum(softmax(z) * z); the
+    gradient is d logits = g (onehot(target) - softmax(z)) / T, recomputed from the saved logits and lse.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, temperature: float, with_entropy: bool):
+        n = logits.shape[0]
+        logprobs, lse = torch.empty(n), torch.empty(n)
+        entropy = torch.empty(n) if with_entropy else torch.empty(0)
+        for start in range(0, n, ROWS_PER_BLOCK):
+            rows = slice(start, start + ROWS_PER_BLOCK)
+            z = logits[rows].to(torch.float32, copy=True)  # never a view of the (saved) logits
+            if temperature != 1.0:
+                z.div_(temperature)
+            top = z.amax(-1, keepdim=True)  # [r, 1]
+            weights = (z - top).exp_()  # [r, V] unnormalised probabilities
+            total = weights.sum(-1)  # [r]
+            lse[rows] = top.squeeze(1) + total.log()
+            logprobs[rows] = z.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
+            if with_entropy:  # lse - E_p[z]
+                entropy[rows] = lse[rows] - torch.linalg.vecdot(weights, z) / total
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, _grad_entropy):
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        scale = grad_logprobs / ctx.temperature  # [n]
+        for start in range(0, logits.shape[0], ROWS_PER_BLOCK):
+            rows = slice(start, start + ROWS_PER_BLOCK)
+            z = logits[rows].to(torch.float32, copy=True)  # never a view of the (saved) logits
+            if ctx.temperature != 1.0:
+                z.div_(ctx.temperature)
+            block = z.sub_(lse[rows, None]).exp_().mul_(-scale[rows, None])  # -g p / T
+            block.scatter_add_(1, targets[rows, None], scale[rows, None])  # + g / T at the target
+            grad[rows] = block
+        return grad, None, None, None
 
 
 def _first_true(flags: torch.Tensor) -> int:
@@ -154,14 +216,11 @@ def _fill_positions(model, states, ids, mask, out, offset: int, rows: torch.Tens
     values, entropies = [], []
     for start in range(0, selected.shape[0], TOKENS_PER_CHUNK):
         chunk = selected[start:start + TOKENS_PER_CHUNK]
-        logits = (head(chunk) if head is not None else chunk).float()  # [n, V]
-        if temperature != 1.0:
-            logits = logits / temperature
-        lse = torch.logsumexp(logits, dim=-1)  # [n]
-        values.append(logits.gather(1, targets[start:start + TOKENS_PER_CHUNK, None]).squeeze(1) - lse)
-        if entropy is not None:
-            with torch.no_grad():
-                entropies.append(lse - (torch.softmax(logits, dim=-1) * logits).sum(-1))
+        logits = head(chunk) if head is not None else chunk  # [n, V], in the matmul's dtype
+        value, chunk_entropy = token_logprobs(logits, targets[start:start + TOKENS_PER_CHUNK], temperature,
+                                              with_entropy=entropy is not None)
+        values.append(value)
+        entropies.append(chunk_entropy)
     if not values:
         return
     target_rows = where[:, 0] if rows is None else rows[where[:, 0]]
