@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rftune import fast_decode
 from rftune.generation import SamplingParams, encode_prompts, sample_completions
@@ -137,21 +136,6 @@ def test_float32_decoder_merges_the_adapter(lora_model):
 
 def _plain(weight: torch.Tensor) -> torch.Tensor:
     return weight.to_dense() if weight.is_mkldnn else weight
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
-@pytest.mark.parametrize("dtype, rtol", [(torch.bfloat16, 2 ** -8), (torch.float32, 1e-6)])
-def test_prepacked_weights_give_the_plain_products(dtype, rtol):
-    torch.manual_seed(0)
-    weight, bias = torch.randn(40, 24).to(dtype), torch.randn(40).to(dtype)
-    packed = fast_decode._prepack(weight)
-    assert packed.is_mkldnn and torch.equal(packed.to_dense(), weight)
-    x = torch.randn(3, 7, 24).to(dtype)[:, 2:5]  # a strided view, as the decoder's slices are
-    exact = F.linear(x.double(), weight.double(), bias.double())
-    got = fast_decode._linear(x, packed, bias)
-    assert got.dtype == dtype and got.shape == (3, 3, 40)
-    torch.testing.assert_close(got.double(), exact, atol=1e-5, rtol=rtol)  # one rounding to dtype
-    torch.testing.assert_close(fast_decode._linear(x, packed).double(), exact - bias.double(), atol=1e-5, rtol=rtol)
 
 
 def test_building_the_decoder_leaves_the_trained_model_unmerged(lora_model):

@@ -8,8 +8,8 @@ then softmax); only the execution differs:
   decoder is built. The trained model is never merged or unmerged in place, so nothing drifts. The copy is
   dropped with the decoder after sampling.
 - **Weights prepacked for the CPU matmul.** Each fused weight is reordered once into oneDNN's blocked layout
-  (`_prepack`): a plain weight costs oneDNN extra work in every call, a large share of the matmul at the few
-  dozen rows of a decode step.
+  (`rftune.prepacked`): a plain weight costs oneDNN extra work in every call, a large share of the matmul at
+  the few dozen rows of a decode step.
 - **One prefill per prompt.** Each distinct prompt is run once; its KV cache is copied to its G rows.
 - **One prefill of the common prefix.** When all prompts begin with the same tokens (a system prompt), those
   tokens run once for the whole batch; each prompt's remainder runs against that cache. Every row's cache then
@@ -38,6 +38,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from rftune.prepacked import linear, prepack
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
@@ -108,11 +110,11 @@ class LeanDecoder:
             self.layers = self._fuse(inner.model.layers)
             head, factors, bias = effective_weight(inner.lm_head)
             # An adapter on the output projection (rare) is merged in the model's dtype, never rounded away.
-            self.lm_head = _prepack(_merged(head, factors) if factors else head.detach().to(self.dtype))
+            self.lm_head = prepack(_merged(head, factors) if factors else head.detach().to(self.dtype))
             self.lm_bias = bias.detach().to(self.lm_head.dtype) if bias is not None else None
 
     def _fuse(self, layers) -> list[dict[str, torch.Tensor]]:
-        """Every layer's fused projection weights, each prepacked for the CPU matmul (`_prepack`).
+        """Every layer's fused projection weights, each prepacked for the CPU matmul (`rftune.prepacked`).
 
         A fused projection ``name`` holds its weights' rows stacked; in the model's own dtype each row is the merged
         W + scale * B @ A. In a lower dtype the adapters stay apart, as under autocast (a merged bf16 weight would
@@ -128,7 +130,7 @@ class LeanDecoder:
             for name, linears in {"qkv": [q, k, v], "o": [o], "gate_up": [g, u], "down": [d]}.items():
                 stacked = torch.empty(self._stacked_rows(linears), linears[0][0].shape[1], dtype=self.dtype)
                 up = self._fill(stacked, linears)
-                out[name] = _prepack(stacked)
+                out[name] = prepack(stacked)
                 if up is not None:
                     out[name + "_up"] = up
             if q[2] is not None:
@@ -169,8 +171,8 @@ class LeanDecoder:
         """x [b, t, in] -> [b, t, out] through the fused projection `name` (and its separate adapters, if any)."""
         up = layer.get(name + "_up")
         if up is None:
-            return _linear(x, layer[name], bias)
-        y = _linear(x, layer[name])  # [b, t, out + ranks]: x W^T, then x A^T
+            return linear(x, layer[name], bias)
+        y = linear(x, layer[name])  # [b, t, out + ranks]: x W^T, then x A^T
         rows, out_features = y.shape[0] * y.shape[1], up.shape[0]
         out = torch.addmm(y[..., :out_features].reshape(rows, out_features), y[..., out_features:].reshape(rows, -1),
                           up.t()).view(*y.shape[:2], out_features)  # x W^T + (x A^T) (s B)^T
@@ -195,7 +197,7 @@ class LeanDecoder:
         return x + self._project(layer, "down", F.silu(gate) * up)  # a bf16 update is added to the fp32 stream
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(self._norm(x, self.final_norm).to(self.lm_head.dtype), self.lm_head, self.lm_bias).float()
+        return linear(self._norm(x, self.final_norm).to(self.lm_head.dtype), self.lm_head, self.lm_bias).float()
 
     def _cos_sin(self, positions: torch.Tensor):
         cos, sin = self.rotary(self.embed[:1], positions)  # [b, t, d]
@@ -270,27 +272,6 @@ def _merged(weight: torch.Tensor, factors, out: torch.Tensor | None = None) -> t
     for lora_b, lora_a, scale in factors:
         out.addmm_(lora_b.to(out.dtype), lora_a.to(out.dtype), alpha=scale)
     return out
-
-
-def _prepack(weight: torch.Tensor) -> torch.Tensor:
-    """The weight reordered once into oneDNN's blocked matmul layout, where oneDNN is available; else itself.
-
-    A plain weight costs oneDNN extra work in every call: for decode-sized inputs (a few dozen rows) a large
-    share of the call. Prepacked, a bf16 [32 x 576] @ [576 x 3104] product takes ~0.3 ms instead of ~0.45, and
-    the [32 x 576] @ [576 x 49152] output projection ~6 ms instead of ~9 (2 threads). The values are the same
-    products (without a bias bit-identical in bf16 on the machine measured; a bias is added before rounding).
-    """
-    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) \
-            or not torch.backends.mkldnn.is_available():
-        return weight
-    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear for a plain or a prepacked (`_prepack`) weight."""
-    if weight.is_mkldnn:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
-    return F.linear(x, weight, bias)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
