@@ -33,6 +33,7 @@ from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.lora_fused import fuse_lora_layers
+from rftune.rms_norm import use_fused_rms_norm
 from rftune.models import bf16_enabled, store_frozen_linears_in
 from rftune.tracking import JsonlLog
 
@@ -188,6 +189,7 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
         store_frozen_linears_in(model, torch.bfloat16)
     fuse_lora_layers(model)
     use_matmul_attention(model)
+    use_fused_rms_norm(model)
     model.train()
     step = 0
     try:

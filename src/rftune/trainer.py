@@ -38,6 +38,7 @@ from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
 from rftune.lora_fused import fuse_lora_layers
+from rftune.rms_norm import use_fused_rms_norm
 from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, resolve_model_path,
                            store_frozen_linears_in)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
@@ -127,6 +128,7 @@ class GRPOTrainer:
         for network in (model, ref_model):
             if network is not None:
                 use_matmul_attention(network)  # faster than the fused CPU kernel for these short passes
+                use_fused_rms_norm(network)  # one kernel per norm instead of eight written-out operations
         model.train()
         return model, ref_model
 
