@@ -33,8 +33,8 @@ from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.lora_fused import fuse_lora_layers
-from rftune.rms_norm import use_fused_rms_norm
 from rftune.models import bf16_enabled, store_frozen_linears_in
+from rftune.rms_norm import use_fused_rms_norm
 from rftune.tracking import JsonlLog
 
 IGNORE = -100

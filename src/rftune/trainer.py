@@ -38,10 +38,10 @@ from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
 from rftune.lora_fused import fuse_lora_layers
-from rftune.rms_norm import use_fused_rms_norm
 from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, resolve_model_path,
                            store_frozen_linears_in)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
+from rftune.rms_norm import use_fused_rms_norm
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
 from rftune.tracking import JsonlLog, print_progress
