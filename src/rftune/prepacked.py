@@ -2,8 +2,8 @@
 
 A plain weight costs oneDNN extra work in every call, a large share of the product when the input has few rows,
 as in a decode step. (In the training passes, at hundreds of rows, a prepacked copy of the frozen LoRA base
-weights did not pay: the policy pass got slower, the reference pass no faster.) `prepack` reorders a weight once into
-oneDNN's blocked layout; `linear` takes either kind of weight. Measured on a 2-thread CPU with native bf16:
+weights did not pay: the policy pass got slower, the reference pass no faster.) `prepack` reorders a weight once
+into oneDNN's blocked layout; `linear` takes either kind of weight. Measured on a 2-thread CPU with native bf16:
 [32 x 576] @ [576 x 3104] ~0.45 -> ~0.3 ms, the [32 x 576] @ [576 x 49152] output projection ~9 -> ~6 ms. The
 values are the same products (bit-identical in bf16 without a bias; a bias is added before the rounding).
 Elsewhere (a GPU, a torch build without oneDNN, other dtypes) `prepack` returns the weight as it is.
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 
 def prepack(weight: torch.Tensor) -> torch.Tensor:
-    """The weight [out, in] in oneDNN's blocked matmul layout where that pays (see the module docstring); else itself."""
+    """The weight [out, in] in oneDNN's blocked matmul layout where oneDNN serves it; else the weight itself."""
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) \
             or not torch.backends.mkldnn.is_available():
         return weight
