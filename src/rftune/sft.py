@@ -28,13 +28,10 @@ from pathlib import Path
 
 import torch
 
-from rftune.attention import use_matmul_attention
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
-from rftune.lora_fused import fuse_lora_layers
-from rftune.models import bf16_enabled, store_frozen_linears_in
-from rftune.rms_norm import use_fused_rms_norm
+from rftune.models import bf16_enabled, prepare_for_training_passes
 from rftune.tracking import JsonlLog
 
 IGNORE = -100
@@ -185,11 +182,7 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     log = JsonlLog(output_dir / "metrics.jsonl", keep_through_step=0)
-    if bf16:
-        store_frozen_linears_in(model, torch.bfloat16)
-    fuse_lora_layers(model)
-    use_matmul_attention(model)
-    use_fused_rms_norm(model)
+    prepare_for_training_passes(model, bf16)
     model.train()
     step = 0
     try:

@@ -31,17 +31,14 @@ import torch
 from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
-from rftune.attention import use_matmul_attention
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
-from rftune.lora_fused import fuse_lora_layers
-from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, resolve_model_path,
-                           store_frozen_linears_in)
+from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, prepare_for_training_passes,
+                           resolve_model_path)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
-from rftune.rms_norm import use_fused_rms_norm
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
 from rftune.tracking import JsonlLog, print_progress
@@ -121,14 +118,9 @@ class GRPOTrainer:
                 model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
         elif cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        if cfg.lora.enabled:
-            if self.bf16:
-                store_frozen_linears_in(model, torch.bfloat16)  # every forward runs under bf16 autocast
-            fuse_lora_layers(model)  # one autograd node per adapted linear instead of PEFT's chain of modules
         for network in (model, ref_model):
             if network is not None:
-                use_matmul_attention(network)  # faster than the fused CPU kernel for these short passes
-                use_fused_rms_norm(network)  # one kernel per norm instead of eight written-out operations
+                prepare_for_training_passes(network, self.bf16)
         model.train()
         return model, ref_model
 
