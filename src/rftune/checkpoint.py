@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rftune.atomic_io import replace_dir
+
 PREFIX = "step-"
 
 
@@ -63,11 +65,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()},
                staging / "state.pt")
     (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-    _fsync_tree(staging)
-    if final.exists():  # a checkpoint of this step from an earlier attempt: replace it
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    _fsync_dir(root)
+    replace_dir(staging, final)  # a checkpoint of this step from an earlier attempt is replaced
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -99,20 +97,3 @@ def load_weights(model, folder: Path, lora: bool) -> None:
     tied = {name for name in missing if "lm_head" in name}
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}")
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    for path in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
-        _fsync_dir(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from rftune.atomic_io import write_text_atomic
 from rftune.envs.wordle import (GameRecord, InfoGainSolver, RandomPlayer, format_table, play_game, summarize_games,
                                 wordle_messages)
 from rftune.envs.wordle.evaluate import TurnRecord
@@ -116,12 +117,7 @@ def _add(report: dict, name: str, games: list[GameRecord]) -> None:
 
 def write_report(report: dict, path: str | Path) -> Path:
     """Write the evaluation report as JSON (atomically: temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(report, ensure_ascii=False, indent=1))
 
 
 def report_table(report: dict) -> str:

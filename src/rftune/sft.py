@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from rftune.atomic_io import replace_dir
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
@@ -221,10 +222,7 @@ def save_adapter(model, tokenizer, output_dir: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    return final
+    return replace_dir(staging, final)
 
 
 def sft_output_dir(config) -> Path:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from rftune.atomic_io import write_text_atomic
+
 
 class JsonlLog:
     """Append-only JSONL file of records that carry a ``step`` field."""
@@ -32,9 +34,7 @@ class JsonlLog:
                 continue
             if record.get("step", 0) <= last_step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
         for record in records:
