@@ -20,10 +20,17 @@ Each framework runs in its own subprocess (so peak RSS is per framework). The tw
 one step at a time, alternating which goes first, so both see the same background load. The matmul peak (fp32 and
 bf16, GFLOP/s, best of a few GEMM shapes of this model) is measured in the parent before the steps.
 
-Model FLOPs per step count the workload, not an implementation: with N = parameters of all matmul weights (the
-tied output projection included) and S = real tokens of all rows (prompt + completion, no padding),
-generation 2·N·S, reference 2·N·S (beta > 0 only), policy forward + backward 4·N·S (LoRA: no base-weight
-gradients). Attention-score FLOPs are left out. MFU = model FLOPs / step time / peak.
+Two FLOP figures, which must not be confused. With N = parameters of all matmul weights (the tied output
+projection included), a pass over S real tokens (no padding) costs 2·N·S in the forward and 2·N·S more in a LoRA
+backward (no base-weight gradients): generation 2·N·S, reference 2·N·S (beta > 0 only), policy 4·N·S.
+Attention-score FLOPs are left out.
+- ``workload GFLOP/s`` counts the workload, the same for every implementation: S = every row's prompt + completion
+  tokens (a prompt counted G times, once per completion). A throughput, not a utilisation: an implementation that
+  skips repeated work can exceed the machine's peak in this figure.
+- ``utilisation`` counts the FLOPs the implementation needs, against the matmul peak of its own dtype: TRL runs every
+  row's prompt in every pass; rftune runs a group's prompt once in the reference and policy passes and, in
+  generation, the prompts' common prefix once and each prompt's remainder once. This one cannot exceed 100% (up to
+  the error of the measured peak).
 """
 
 from __future__ import annotations
@@ -129,12 +136,11 @@ def rftune_worker(args) -> None:
     while wait_for_step():
         metrics = trainer.step(stream)
         rollout_tokens = metrics["completion_len/mean"] * config.train.batch_size
-        prompt_tokens = _rftune_prompt_tokens(trainer, stream, args)
         emit({"time": metrics["time/step"], "generation": metrics["time/generation"],
               "reference": metrics.get("time/reference", 0.0),
               "training": metrics["time/train"] - metrics.get("time/reference", 0.0),
-              "completion_tokens": rollout_tokens, "prompt_tokens": prompt_tokens, "params": n_params,
-              "peak_rss_mb": _peak_rss_mb()})
+              "completion_tokens": rollout_tokens, **_rftune_prompt_tokens(trainer, stream, args),
+              "params": n_params, "peak_rss_mb": _peak_rss_mb()})
 
 
 class _SequentialStream:
@@ -150,11 +156,18 @@ class _SequentialStream:
         return self.last
 
 
-def _rftune_prompt_tokens(trainer, stream, args) -> int:
+def _rftune_prompt_tokens(trainer, stream, args) -> dict[str, int]:
+    """Prompt tokens of the workload (every row's) and those rftune computes in generation and in training."""
+    from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
     from rftune.generation import encode_prompts
 
-    _, mask = encode_prompts(trainer.tokenizer, [trainer.task.samples[i].prompt for i in stream.last])
-    return int(mask.sum()) * args.num_generations
+    ids, mask = encode_prompts(trainer.tokenizer, [trainer.task.samples[i].prompt for i in stream.last])
+    once_each = int(mask.sum())
+    shared = common_prefix_length(ids, mask)
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    return {"prompt_tokens": once_each * args.num_generations,
+            "generation_prompt_tokens": once_each - shared * (ids.shape[0] - 1),  # the common prefix once
+            "training_prompt_tokens": once_each}  # a group's prompt once per pass
 
 
 def trl_worker(args) -> None:
@@ -218,7 +231,7 @@ class _TrlTimer:
             t0 = time.perf_counter()
             out = generate(*a, **k)
             self.parts["generation"] += time.perf_counter() - t0
-            self.parts["prompt_tokens"] += sum(len(ids) for ids in out[0])
+            self.parts["prompt_tokens"] += sum(len(ids) for ids in out[0])  # every row's prompt, in every pass
             self.parts["completion_tokens"] += sum(len(ids) for ids in out[1])
             return out
 
@@ -288,16 +301,23 @@ def run_lockstep(frameworks: list[str], args) -> dict[str, list[dict]]:
 def summarize(records: list[dict], peak: dict[str, float], beta: float, own_peak: str, warmup: int) -> dict:
     timed = records[warmup:] or records[-1:]
     med = lambda key: statistics.median(r[key] for r in timed)  # noqa: E731
-    flops = [r["params"] * (r["prompt_tokens"] + r["completion_tokens"]) * (2 + (2 if beta > 0 else 0) + 4)
-             for r in timed]
-    step = med("time")
-    return {"step_s": step, "tokens_per_s": statistics.median(r["completion_tokens"] / r["time"] for r in timed),
+    passes = 2 + (2 if beta > 0 else 0) + 4  # generation, reference, policy forward + backward (x N x tokens)
+    workload = [r["params"] * (r["prompt_tokens"] + r["completion_tokens"]) * passes for r in timed]
+    needed = [_needed_flops(r, beta) for r in timed]
+    return {"step_s": med("time"), "tokens_per_s": statistics.median(r["completion_tokens"] / r["time"] for r in timed),
             "generation_s": med("generation"), "reference_s": med("reference"), "training_s": med("training"),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
-            "mfu_fp32_peak": statistics.median(f / r["time"] / 1e9 / peak["fp32"] for f, r in zip(flops, timed)),
-            "mfu_own_dtype_peak": statistics.median(f / r["time"] / 1e9 / peak[own_peak]
-                                                    for f, r in zip(flops, timed)),
+            "workload_gflops": statistics.median(f / r["time"] / 1e9 for f, r in zip(workload, timed)),
+            "utilisation": statistics.median(f / r["time"] / 1e9 / peak[own_peak] for f, r in zip(needed, timed)),
             "completion_tokens": med("completion_tokens"), "steps": [round(r["time"], 2) for r in timed]}
+
+
+def _needed_flops(record: dict, beta: float) -> float:
+    """Matmul FLOPs of one step as the implementation computes it (its own prompt token counts per pass)."""
+    completion = record["completion_tokens"]
+    generation = record.get("generation_prompt_tokens", record["prompt_tokens"]) + completion
+    training = record.get("training_prompt_tokens", record["prompt_tokens"]) + completion
+    return record["params"] * (2 * generation + (2 if beta > 0 else 0) * training + 4 * training)
 
 
 def pairs(frameworks: list[str]) -> list[tuple[str, str]]:
@@ -329,6 +349,9 @@ def main() -> None:
     if args.worker:
         (rftune_worker if args.worker == "rftune" else trl_worker)(args)
         return
+    from rftune.cpu_features import cpu_features
+
+    print(f"machine: {cpu_features().describe()}, {os.cpu_count()} cores", flush=True)
     peak = measure_peak(args.threads)
     print(f"matmul peak ({args.threads} threads): fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s",
           flush=True)
@@ -339,16 +362,16 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:>11}: {r['step_s']:.2f} s/step (median of {r['steps']}), {r['tokens_per_s']:.1f} completion "
               f"tok/s, generation {r['generation_s']:.2f} s / reference {r['reference_s']:.2f} s / training "
-              f"{r['training_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu_fp32_peak']:.1f}% of "
-              f"fp32 peak ({100 * r['mfu_own_dtype_peak']:.1f}% of its own dtype's peak)")
+              f"{r['training_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, workload {r['workload_gflops']:.1f} "
+              f"GFLOP/s, utilisation {100 * r['utilisation']:.1f}% of its dtype's matmul peak")
     setting = f"beta={args.beta:g},G={args.num_generations}"
     for ours, peer in pairs(frameworks):
         ratio = results[peer]["step_s"] / results[ours]["step_s"]
         print(f"grpo_step: {ours} {results[ours]['step_s']:.1f}s {peer} {results[peer]['step_s']:.1f}s "
               f"ratio {ratio:.1f}x ({setting})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"setting": setting, "peak_gflops": peak, "results": results},
-                                              indent=2))
+        Path(args.json).write_text(json.dumps({"setting": setting, "machine": cpu_features().describe(),
+                                               "peak_gflops": peak, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The command line as a user types it: clear errors with exit status 2, and (slow) a real run on the default model."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rftune(*args, cwd=ROOT, timeout=600):
+def rftune(*args, cwd=ROOT, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "rftune.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+                          timeout=timeout, env=None if env is None else {**os.environ, **env})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -36,6 +37,33 @@ def test_bad_dataset_row_names_file_and_line(tmp_path, tiny_model_dir):
     result = rftune("train", str(tmp_path / "c.yaml"), f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "data.jsonl:2: missing 'prompt' (columns: promt)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _tiny_config(tmp_path, tiny_model_dir) -> Path:
+    (tmp_path / "data.jsonl").write_text('{"prompt": "say hi"}\n{"prompt": "say ho"}\n')
+    (tmp_path / "c.yaml").write_text(f"model: {{name_or_path: {tiny_model_dir}}}\n"
+                                     "task: {name: dataset, path: data.jsonl}\n"
+                                     "rewards: {functions: [{name: format_regex}]}\n"
+                                     "generation: {num_generations: 2, max_new_tokens: 4}\n"
+                                     "train: {batch_size: 4, max_steps: 1, threads: 1}\n")
+    return tmp_path / "c.yaml"
+
+
+def test_bf16_true_trains_on_a_cpu_without_native_bf16(tmp_path, tiny_model_dir):
+    # As on an AVX2-only CPU: no oneDNN bf16 weights, no native bf16. The run takes the plain bf16 path and says so.
+    result = rftune("train", str(_tiny_config(tmp_path, tiny_model_dir)), "train.bf16=true",
+                    f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path, env={"RFTUNE_CPU_FEATURES_OFF": "avx512"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no native bf16); bf16 on (train.bf16=true on a CPU without native bf16: emulated" in result.stdout
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+
+
+def test_a_bad_cpu_feature_override_is_a_one_line_error(tmp_path, tiny_model_dir):
+    result = rftune("train", str(_tiny_config(tmp_path, tiny_model_dir)), f"train.output_dir={tmp_path / 'run'}",
+                    cwd=tmp_path, env={"RFTUNE_CPU_FEATURES_OFF": "avx9000"})
+    assert result.returncode == 2
+    assert "error: RFTUNE_CPU_FEATURES_OFF='avx9000': unknown feature(s) avx9000" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rftune import fast_decode
+from rftune.cpu_features import cpu_features
 from rftune.generation import SamplingParams, encode_prompts, sample_completions
 from rftune.models import load_model_and_tokenizer
 from rftune.testing import tiny_lora_model
@@ -77,7 +78,7 @@ def _autocast_logits(model, ids, mask):
         return _last_logits(model, ids, mask).float()
 
 
-def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model):
+def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model, cpu_kind):
     # bf16 matmuls round differently in the two implementations (and with the thread count); both must sit within
     # bf16 rounding (up to ~0.04 on these logits) of each other and of the float32 model. A wrong layer, a lost
     # adapter or a swapped factor moves the logits by ~0.1-0.7 here.
@@ -102,7 +103,7 @@ def test_bf16_prefill_and_decode_match_the_peft_model_under_autocast(lora_model)
         torch.testing.assert_close(ours, exact, atol=5e-2, rtol=0)
 
 
-def test_bf16_decoder_keeps_the_adapter_apart_from_the_rounded_base_weights(lora_model):
+def test_bf16_decoder_keeps_the_adapter_apart_from_the_rounded_base_weights(lora_model, cpu_kind):
     # A bf16 merge W + s*B@A would round away an adapter update below W's bf16 spacing (early in training, all
     # of it); the decoder keeps W (rounded, as autocast does) and the factors A and s*B as separate matmuls.
     model, _ = lora_model
@@ -111,6 +112,7 @@ def test_bf16_decoder_keeps_the_adapter_apart_from_the_rounded_base_weights(lora
     q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
     out_rows = q.base_layer.weight.shape[0] + k.base_layer.weight.shape[0] + v.base_layer.weight.shape[0]
     r = q.lora_A["default"].weight.shape[0]
+    assert layer["qkv"].is_mkldnn == cpu_features().onednn_bf16_weights  # prepacked only where oneDNN can
     stacked = _plain(layer["qkv"])
     assert stacked.shape[0] == out_rows + 3 * r and layer["qkv_up"].shape == (out_rows, 3 * r)
     assert torch.equal(stacked[:q.out_features], q.base_layer.weight.to(torch.bfloat16))

@@ -126,7 +126,7 @@ def test_existing_run_is_not_overwritten(tiny_model_dir, tmp_path):
                     progress=False)
 
 
-def test_bf16_run_stores_frozen_weights_once_and_trains_float32_adapters(tiny_model_dir, tmp_path):
+def test_bf16_run_stores_frozen_weights_once_and_trains_float32_adapters(tiny_model_dir, tmp_path, cpu_kind):
     config = make_config(tiny_model_dir, tmp_path / "run", train={"bf16": True})
     trainer = GRPOTrainer(config, reward_funcs=[vowel_share], dataset=PROMPTS, progress=False)
     params = dict(trainer.model.named_parameters())

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rftune.attention import use_matmul_attention
+from rftune.cpu_features import cpu_features
 from rftune.errors import ConfigError
 from rftune.lora_fused import fuse_lora_layers
 from rftune.rms_norm import use_fused_rms_norm
@@ -155,11 +156,22 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules):
 
 def bf16_enabled(setting: bool | str) -> bool:
     """``train.bf16`` resolved: "auto" is true on CPUs with native bfloat16 matmuls (AVX512-BF16 or AMX), where
-    they run about twice as fast as float32, and false elsewhere (emulated bf16 is several times slower)."""
+    they run about twice as fast as float32, and false elsewhere (emulated bf16 is several times slower).
+    ``true`` is honoured on any CPU: without native bf16 the same bf16 arithmetic runs through PyTorch's plain
+    (emulated) kernels, slowly."""
     if setting != "auto":
         return bool(setting)
-    native = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in native if check is not None)
+    return cpu_features().native_bf16
+
+
+def precision_summary(setting: bool | str) -> str:
+    """One line for the start of a run: the CPU, its features, and whether bf16 is on (and why it may be slow)."""
+    features = cpu_features()
+    line = f"cpu: {features.describe()}; bf16 {'on' if bf16_enabled(setting) else 'off'}"
+    if setting is True and not features.native_bf16:
+        line += (" (train.bf16=true on a CPU without native bf16: emulated, slower than float32; "
+                 "train.bf16=auto picks float32 here)")
+    return line
 
 
 def store_frozen_linears_in(model, dtype: torch.dtype) -> int:

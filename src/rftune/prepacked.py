@@ -6,7 +6,9 @@ weights did not pay: the policy pass got slower, the reference pass no faster.) 
 into oneDNN's blocked layout; `linear` takes either kind of weight. Measured on a 2-thread CPU with native bf16:
 [32 x 576] @ [576 x 3104] ~0.45 -> ~0.3 ms, the [32 x 576] @ [576 x 49152] output projection ~9 -> ~6 ms. The
 values are the same products (bit-identical in bf16 without a bias; a bias is added before the rounding).
-Elsewhere (a GPU, a torch build without oneDNN, other dtypes) `prepack` returns the weight as it is.
+Elsewhere (a GPU, a torch build without oneDNN, other dtypes, a bf16 weight on a CPU where oneDNN cannot hold
+one: AVX2 without AVX512 or AVX-NE-CONVERT, see `rftune.cpu_features`) `prepack` returns the weight as it is, and
+`linear` is then plain F.linear.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rftune.cpu_features import cpu_features
+
 
 def prepack(weight: torch.Tensor) -> torch.Tensor:
     """The weight [out, in] in oneDNN's blocked matmul layout where oneDNN serves it; else the weight itself."""
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) \
             or not torch.backends.mkldnn.is_available():
+        return weight
+    if weight.dtype == torch.bfloat16 and not cpu_features().onednn_bf16_weights:
         return weight
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
 

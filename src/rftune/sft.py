@@ -32,7 +32,7 @@ from rftune.atomic_io import replace_dir
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
-from rftune.models import bf16_enabled, prepare_for_training_passes
+from rftune.models import bf16_enabled, precision_summary, prepare_for_training_passes
 from rftune.tracking import JsonlLog
 
 IGNORE = -100
@@ -268,7 +268,8 @@ def run_sft(config, progress: bool = True) -> Path:
     model = load_model(config.model.name_or_path, dtype=config.model.dtype)
     model = apply_lora(model, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
     if progress:
-        print(f"sft: {len(conversations)} conversations -> {sft_output_dir(config)}", file=sys.stderr, flush=True)
+        print(f"sft: {len(conversations)} conversations -> {sft_output_dir(config)}; "
+              f"{precision_summary(config.train.bf16)}", file=sys.stderr, flush=True)
     return train_sft(model, tokenizer, conversations, sft_output_dir(config), epochs=cfg.epochs,
                      max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_length=cfg.max_length,

@@ -36,8 +36,8 @@ from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.generation import SamplingParams, sample_completions
 from rftune.logprobs import completion_logprobs
-from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, prepare_for_training_passes,
-                           resolve_model_path)
+from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, precision_summary,
+                           prepare_for_training_passes, resolve_model_path)
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
@@ -73,6 +73,7 @@ class GRPOTrainer:
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.bf16 = bf16_enabled(config.train.bf16)
+        self._say(precision_summary(config.train.bf16))
         self.model, self.ref_model = self._build_models(model)
         self.rollout_fn = rollout_fn or self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()

@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rftune.evaluate import evaluate_models, report_table, write_report
     from rftune.generation import SamplingParams
-    from rftune.models import bf16_enabled
+    from rftune.models import bf16_enabled, precision_summary
     from rftune.tasks.wordle import held_out_secrets
 
     config = load_config(args.config, args.overrides)
@@ -36,6 +36,7 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(config.train.threads)
+    print(precision_summary(config.train.bf16), flush=True)
     cfg, gen = config.eval, config.generation
     games = cfg.num_games if args.games is None else args.games
     seed = cfg.seed if args.seed is None else args.seed
