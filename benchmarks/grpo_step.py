@@ -4,8 +4,10 @@
     .venv/bin/python benchmarks/grpo_step.py --beta 0
     .venv/bin/python benchmarks/grpo_step.py --num-generations 16
     .venv/bin/python benchmarks/grpo_step.py --frameworks rftune-fp32,trl-fp32   # both in float32
+    python benchmarks/grpo_step.py --device cuda --model smollm2-135m-random      # on a GPU (scripts/gpu_check.sh)
 
-Workload: SmolLM2-135M-Instruct (the embedded default), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
+Workload: SmolLM2-135M-Instruct (the embedded default; ``--model smollm2-135m-random`` or ``qwen2.5-1.5b-random``:
+a random-init model of that shape with the default model's tokenizer, for GPU machines without the weights), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
 generations per step, at most 64 new tokens, temperature 1.0, loss grpo, the same arithmetic prompts in the same
 order ("What is A + B? Answer with the number only."), the same reward (the last number equals A + B), the same
 seed, learning rate, Adam betas and clipping, 2 torch threads, the same loss (TRL's bias-corrected KL, its 1.16
@@ -77,26 +79,59 @@ def matmul_params(model) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- peak GFLOP/s
-def measure_peak(threads: int) -> dict[str, float]:
+def measure_peak(threads: int, device: str = "cpu") -> dict[str, float]:
     """Best GFLOP/s of F.linear over square and model-shaped GEMMs, fp32 and bf16."""
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     shapes = [(1024, 1024, 1024), (2048, 576, 1536), (2048, 1536, 576), (512, 576, 49152)]
     peak = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         best = 0.0
         for m, k, n in shapes:
-            x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+            x, w = torch.randn(m, k, dtype=dtype, device=device), torch.randn(n, k, dtype=dtype, device=device)
             F.linear(x, w)
+            sync()
             reps, start = 0, time.perf_counter()
             while reps < 3 or time.perf_counter() - start < 0.5:
                 F.linear(x, w)
                 reps += 1
+                sync()
             best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
         peak[name] = best
     return peak
+
+
+# ----------------------------------------------------------------------------------------------- the model
+SHAPES = {  # transformers config fields of real models, for random-init stand-ins (the weights are not on PyPI)
+    "smollm2-135m-random": None,  # the embedded default's own config
+    "qwen2.5-1.5b-random": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+                            "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                            "max_position_embeddings": 32768, "rope_theta": 1e6, "rms_norm_eps": 1e-6,
+                            "vocab_size": 151936, "tie_word_embeddings": True, "hidden_act": "silu"},
+}
+
+
+def build_model(name: str) -> str:
+    """The folder of the model to train: the embedded default, or a random-init model of a listed shape saved
+    (once per run of this script) with the default model's tokenizer."""
+    from rftune.models import default_model_dir, load_tokenizer
+
+    if name == "default":
+        return str(default_model_dir())
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = SHAPES[name]
+    config = AutoConfig.from_pretrained(default_model_dir()) if shape is None else AutoConfig.for_model(**shape)
+    torch.manual_seed(SEED)
+    folder = Path(tempfile.mkdtemp(prefix=f"grpo-bench-{name}-"))
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    tokenizer = load_tokenizer(str(default_model_dir()))
+    tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -122,7 +157,9 @@ def rftune_worker(args) -> None:
                        "temperature": 1.0},
         "algorithm": {"beta": args.beta, "loss_type": "grpo"},
         "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
+        "model": {"name_or_path": args.model_path},
         "train": {"batch_size": args.prompts * args.num_generations, "threads": args.threads, "seed": SEED,
+                  "device": args.device,
                   "bf16": not args.fp32,
                   "learning_rate": LEARNING_RATE, "adam_beta2": 0.999, "lr_scheduler": "constant",
                   "output_dir": tempfile.mkdtemp(prefix="grpo-bench-"), "max_steps": 10_000, "save_steps": 0,
@@ -138,7 +175,7 @@ def rftune_worker(args) -> None:
         rollout_tokens = metrics["completion_len/mean"] * config.train.batch_size
         emit({"time": metrics["time/step"], "generation": metrics["time/generation"],
               "reference": metrics.get("time/reference", 0.0),
-              "training": metrics["time/train"] - metrics.get("time/reference", 0.0),
+              "training": metrics["time/update"],
               "completion_tokens": rollout_tokens, **_rftune_prompt_tokens(trainer, stream, args),
               "params": n_params, "peak_rss_mb": _peak_rss_mb()})
 
@@ -158,7 +195,7 @@ class _SequentialStream:
 
 def _rftune_prompt_tokens(trainer, stream, args) -> dict[str, int]:
     """Prompt tokens of the workload (every row's) and those rftune computes in generation and in training."""
-    from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
+    from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
     from rftune.generation import encode_prompts
 
     ids, mask = encode_prompts(trainer.tokenizer, [trainer.task.samples[i].prompt for i in stream.last])
@@ -177,7 +214,7 @@ def trl_worker(args) -> None:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rftune.models import default_model_dir, load_tokenizer
+    from rftune.models import load_tokenizer
 
     torch.set_num_threads(args.threads)
     rows = arithmetic_rows(args.prompts * (args.warmup + args.steps))
@@ -192,12 +229,13 @@ def trl_worker(args) -> None:
         output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch // args.trl_grad_accum,
         gradient_accumulation_steps=args.trl_grad_accum, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
         temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", use_bias_correction_kl=False, bf16=not args.fp32,
-        gradient_checkpointing=False, use_cpu=True, learning_rate=LEARNING_RATE, lr_scheduler_type="constant",
+        gradient_checkpointing=False, use_cpu=args.device == "cpu", learning_rate=LEARNING_RATE,
+        lr_scheduler_type="constant",
         max_grad_norm=1.0, seed=SEED, max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
         report_to="none", shuffle_dataset=False, num_iterations=1, dataloader_num_workers=0,
         disable_tqdm=True)
-    tokenizer = load_tokenizer(str(default_model_dir()))
-    trainer = GRPOTrainer(model=str(default_model_dir()), reward_funcs=reward, args=config,
+    tokenizer = load_tokenizer(args.model_path)
+    trainer = GRPOTrainer(model=args.model_path, reward_funcs=reward, args=config,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -263,6 +301,7 @@ def spawn(framework: str, args) -> subprocess.Popen:
     command = [sys.executable, __file__, "--worker", worker, "--beta", str(args.beta), "--num-generations",
                str(args.num_generations), "--prompts", str(args.prompts), "--max-new-tokens",
                str(args.max_new_tokens), "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
+               "--device", args.device, "--model-path", args.model_path,
                str(args.steps), "--trl-grad-accum", str(args.trl_grad_accum)] + (
                   ["--fp32"] if framework.endswith("-fp32") else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -344,15 +383,25 @@ def main() -> None:
                              "needs over 19 GB in TRL)")
     parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)  # a worker runs in float32
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both frameworks train")
+    parser.add_argument("--model", choices=["default", *SHAPES], default="default",
+                        help="the embedded default model, or a random-init model of a real shape")
+    parser.add_argument("--model-path", help=argparse.SUPPRESS)  # a worker's model folder
     parser.add_argument("--worker", choices=["rftune", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         (rftune_worker if args.worker == "rftune" else trl_worker)(args)
         return
-    from rftune.cpu_features import cpu_features
+    from rftune.cpu.features import cpu_features
 
-    print(f"machine: {cpu_features().describe()}, {os.cpu_count()} cores", flush=True)
-    peak = measure_peak(args.threads)
+    machine = f"{cpu_features().describe()}, {os.cpu_count()} cores"
+    if args.device == "cuda":
+        import torch
+
+        machine = f"{torch.cuda.get_device_name()} (host: {machine})"
+    print(f"machine: {machine}; model: {args.model}", flush=True)
+    args.model_path = build_model(args.model)
+    peak = measure_peak(args.threads, args.device)
     print(f"matmul peak ({args.threads} threads): fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s",
           flush=True)
     frameworks = args.frameworks.split(",")
@@ -370,7 +419,7 @@ def main() -> None:
         print(f"grpo_step: {ours} {results[ours]['step_s']:.1f}s {peer} {results[peer]['step_s']:.1f}s "
               f"ratio {ratio:.1f}x ({setting})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"setting": setting, "machine": cpu_features().describe(),
+        Path(args.json).write_text(json.dumps({"setting": setting, "machine": machine, "model": args.model,
                                                "peak_gflops": peak, "results": results}, indent=2))
 
 

@@ -20,9 +20,9 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture
 def cpu_without(monkeypatch):
-    """Call with feature names (e.g. ``"avx512"``) to make `rftune.cpu_features` report them absent, as
+    """Call with feature names (e.g. ``"avx512"``) to make `rftune.cpu.features` report them absent, as
     ``RFTUNE_CPU_FEATURES_OFF`` does; the real answer is restored after the test."""
-    from rftune.cpu_features import ENV_OFF, cpu_features
+    from rftune.cpu.features import ENV_OFF, cpu_features
 
     def hide(*names: str):
         monkeypatch.setenv(ENV_OFF, ",".join(names))

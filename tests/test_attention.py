@@ -1,9 +1,9 @@
-"""Matmul attention (rftune.attention) equals transformers' SDPA path: values, gradients, padding, caches."""
+"""Matmul attention (rftune.cpu.attention) equals transformers' SDPA path: values, gradients, padding, caches."""
 
 import pytest
 import torch
 
-from rftune.attention import NAME, matmul_attention, use_matmul_attention
+from rftune.cpu.attention import NAME, matmul_attention, use_matmul_attention
 from rftune.logprobs import completion_logprobs
 from rftune.testing import tiny_lora_model
 

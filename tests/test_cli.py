@@ -67,13 +67,24 @@ def test_a_bad_cpu_feature_override_is_a_one_line_error(tmp_path, tiny_model_dir
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_fails_before_any_model_is_loaded():
+    result = rftune("train", "configs/arithmetic.yaml", "train.device=cuda", "model.name_or_path=/no/such/model")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: train.device=cuda but this machine has no usable GPU (a CPU-only build of torch); "
+        "use train.device=cpu or auto"]
+
+
 @pytest.mark.slow
 def test_two_steps_on_the_default_model(tmp_path):
     out = tmp_path / "run"
-    result = rftune("train", "configs/arithmetic.yaml", "train.max_steps=2", "generation.num_generations=4",
+    result = rftune("train", "configs/arithmetic.yaml", "train.device=cpu", "train.max_steps=2",
+                    "generation.num_generations=4",
                     "train.batch_size=8", "generation.max_new_tokens=32", f"train.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 2/2 | reward" in result.stderr
+    assert "device: cpu, " in result.stdout and "; generation: cpu-fast" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["completion_len/max"] <= 32 for m in metrics)

@@ -70,3 +70,18 @@ def test_file_errors(tmp_path):
 def test_dataset_task_needs_a_path():
     with pytest.raises(ConfigError, match="task.path"):
         load_config(None, ["task.name=dataset"])
+
+
+def test_algorithm_names_come_from_the_registries(monkeypatch):
+    from rftune.algo import advantages, losses
+
+    with pytest.raises(ConfigError, match=r"algorithm.loss_type: must be one of 'grpo', 'bnpo', 'dapo', 'dr_grpo', "
+                                          r"got 'ppo'"):
+        load_config(None, ["algorithm.loss_type=ppo"])
+    with pytest.raises(ConfigError, match=r"algorithm.scale_rewards: must be one of 'group', 'batch', 'none'"):
+        load_config(None, ["algorithm.scale_rewards=rank"])
+    # A new variant is one function in one registry: the config accepts it with nothing else changed.
+    monkeypatch.setitem(losses.AGGREGATORS, "seq_sum", lambda per_token, mask, norms: (per_token * mask).sum())
+    monkeypatch.setitem(advantages.SCALERS, "rank", advantages.no_scale)
+    config = load_config(None, ["algorithm.loss_type=seq_sum", "algorithm.scale_rewards=rank"])
+    assert (config.algorithm.loss_type, config.algorithm.scale_rewards) == ("seq_sum", "rank")

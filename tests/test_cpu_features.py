@@ -1,11 +1,11 @@
-"""rftune.cpu_features: one answer per CPU feature, which RFTUNE_CPU_FEATURES_OFF can hide."""
+"""rftune.cpu.features: one answer per CPU feature, which RFTUNE_CPU_FEATURES_OFF can hide."""
 
 import pytest
 import torch
 
-from rftune.cpu_features import FEATURES, cpu_features, hidden_features
+from rftune.cpu.features import FEATURES, cpu_features, hidden_features
 from rftune.errors import ConfigError
-from rftune.models import bf16_enabled, precision_summary
+from rftune.device import bf16_enabled, run_summary
 
 
 def test_hiding_avx512_hides_what_an_avx2_only_cpu_lacks_with_it():
@@ -46,6 +46,6 @@ def test_bf16_auto_follows_native_bf16_and_true_is_kept_on_any_cpu(cpu_without):
     assert bf16_enabled(False) is False
     cpu_without("avx512_bf16", "amx")
     assert bf16_enabled("auto") is False and bf16_enabled(True) is True
-    assert "bf16 off" in precision_summary("auto")
-    summary = precision_summary(True)
+    assert "bf16 off" in run_summary("cpu", "auto")
+    summary = run_summary("cpu", True)
     assert "bf16 on (train.bf16=true on a CPU without native bf16: emulated, slower than float32" in summary

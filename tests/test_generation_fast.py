@@ -1,11 +1,13 @@
-"""The lean decoder (rftune.fast_decode) against Hugging Face: same logits, same greedy tokens, same warpers."""
+"""The lean decoder (rftune.cpu.fast_decode) against Hugging Face: same logits, same greedy tokens, same warpers."""
+
+import dataclasses
 
 import pytest
 import torch
 
-from rftune import fast_decode
-from rftune.cpu_features import cpu_features
-from rftune.generation import SamplingParams, encode_prompts, sample_completions
+from rftune.cpu import fast_decode
+from rftune.cpu.features import cpu_features
+from rftune.generation import SamplingParams, encode_prompts, generate_replies, resolve_backend, sample_completions
 from rftune.models import load_model_and_tokenizer
 from rftune.testing import tiny_lora_model
 from rftune.types import Sample
@@ -184,15 +186,14 @@ def test_sampling_never_picks_a_removed_token_at_the_ends_of_the_draw(monkeypatc
     assert fast_decode.sample_tokens(logits, 1.0, 3, 1.0).tolist() == [expected, expected]
 
 
-def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model, monkeypatch):
+def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model):
     model, tokenizer = lora_model
     samples = [Sample(prompt=p, example={}, index=i) for i, p in enumerate(PROMPTS)]
     params = SamplingParams(num_generations=3, max_new_tokens=10)
     torch.manual_seed(0)
     fast = sample_completions(model, tokenizer, samples, params)
-    monkeypatch.setattr("rftune.generation.build_decoder", lambda model, dtype=None: None)
     torch.manual_seed(0)
-    slow = sample_completions(model, tokenizer, samples, params)
+    slow = sample_completions(model, tokenizer, samples, dataclasses.replace(params, backend="hf"))
     for batch in (fast, slow):
         assert batch.size == 6 and batch.completion_ids.shape[1] <= 10
         assert [s.index for s in batch.samples] == [0, 0, 0, 1, 1, 1]
@@ -251,15 +252,12 @@ def test_shared_prefix_prefill_logits_match_the_peft_model(lora_model):
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_env_replies_take_the_lean_path_and_match_hf(lora_model, monkeypatch):
-    from rftune import rollout_env
-
+def test_replies_take_the_lean_path_and_match_hf(lora_model):
     model, tokenizer = lora_model
     contexts = [tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in SHARED_PREFIX_PROMPTS]
     contexts = [list(c["input_ids"] if hasattr(c, "keys") else c) for c in contexts]
     params = SamplingParams(num_generations=1, max_new_tokens=10)
-    eos = [tokenizer.eos_token_id]
-    lean = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
-    monkeypatch.setattr("rftune.generation.build_decoder", lambda model, dtype=None: None)
-    hf = rollout_env.generate_replies(model, tokenizer, contexts, params, 10, eos, greedy=True)
+    assert resolve_backend("auto", model) == "cpu-fast"
+    lean = generate_replies(model, tokenizer, contexts, params, 10, greedy=True)
+    hf = generate_replies(model, tokenizer, contexts, dataclasses.replace(params, backend="hf"), 10, greedy=True)
     assert lean == hf and all(len(reply) > 0 for reply in lean)

@@ -1,11 +1,11 @@
-"""The fused LoRA linear (rftune.lora_fused) equals PEFT's forward: values and every gradient, fp32 and bf16."""
+"""The fused LoRA linear (rftune.cpu.lora_fused) equals PEFT's forward: values and every gradient, fp32 and bf16."""
 
 import pytest
 import torch
 
+from rftune.cpu import store_frozen_linears_in
+from rftune.cpu.lora_fused import fuse_lora_layers
 from rftune.logprobs import completion_logprobs
-from rftune.lora_fused import fuse_lora_layers
-from rftune.models import store_frozen_linears_in
 from rftune.testing import tiny_lora_model
 
 

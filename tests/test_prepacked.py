@@ -1,11 +1,11 @@
-"""Prepacked oneDNN weights (rftune.prepacked) give the plain products."""
+"""Prepacked oneDNN weights (rftune.cpu.prepacked) give the plain products."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rftune.cpu_features import cpu_features
-from rftune.prepacked import linear, prepack
+from rftune.cpu.features import cpu_features
+from rftune.cpu.prepacked import linear, prepack
 
 BF16_WEIGHTS = pytest.mark.skipif(not cpu_features().onednn_bf16_weights,
                                   reason="this CPU has no oneDNN bf16 weights (needs AVX512 BW/VL/DQ or "

@@ -67,7 +67,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     resumed = rftune("train", str(tmp_path / "killed.yaml"), "--resume")
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert f"resumed from" in out
+    assert "resumed from" in out
     out, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, out
 

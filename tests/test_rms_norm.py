@@ -1,9 +1,9 @@
-"""Fused RMS norms (rftune.rms_norm) equal transformers' written-out norm: values and gradients."""
+"""Fused RMS norms (rftune.cpu.rms_norm) equal transformers' written-out norm: values and gradients."""
 
 import pytest
 import torch
 
-from rftune.rms_norm import use_fused_rms_norm
+from rftune.cpu.rms_norm import use_fused_rms_norm
 from rftune.testing import tiny_lora_model
 
 

@@ -36,6 +36,9 @@ class ScriptedModel:
         self.replies, self.pad_id, self.calls = list(replies), pad_id, 0
         self.generation_config = type("GenerationConfig", (), {"eos_token_id": eos_id})()
 
+    def parameters(self):  # where it "runs": the CPU
+        yield torch.zeros(0)
+
     def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, **sampling):
         rows = self.replies[self.calls]
         self.calls += 1
@@ -79,6 +82,7 @@ def test_assembled_ids_decode_to_the_whole_conversation(tokenizer):
         assert batch.completions[row] == "\n\n".join(replies)
     assert not batch.truncated.any()
     assert (batch.completion_mask <= batch.attention_mask).all()
+    assert batch.completion_budget == 6 * 16  # Dr. GRPO's constant: max_turns replies of max_new_tokens each
 
 
 def test_reply_cut_off_gets_its_end_of_turn_from_the_template(tokenizer):

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from rftune import GRPOTrainer, attention, config_from_dict, lora_fused, rms_norm
+from rftune import GRPOTrainer, config_from_dict
+from rftune.cpu import attention, lora_fused, rms_norm
 from rftune.errors import ConfigError, RewardError
 from rftune.tracking import read_jsonl
 
@@ -48,7 +49,8 @@ def test_two_steps_update_lora_only(tiny_model_dir, tmp_path):
         assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["kl"]) and metrics["kl"] >= 0
         for key in ("reward/mean", "rewards/vowel_share/mean", "rewards/batched_len/mean", "advantage/abs_mean",
                     "frac_zero_std", "clip/low", "clip/high", "entropy", "completion_len/mean", "completion_len/max",
-                    "truncated_frac", "time/generation", "time/reward", "time/train", "time/step", "tokens_per_s"):
+                    "truncated_frac", "time/generation", "time/reward", "time/reference", "time/update", "time/train",
+                    "time/step", "tokens_per_s"):
             assert key in metrics, key
     lora = [n for n in before if "lora_" in n]
     base = [n for n in before if "lora_" not in n]
@@ -93,8 +95,9 @@ def test_algorithm_variants_run(tiny_model_dir, tmp_path, algorithm):
                           dataset=PROMPTS, progress=False)
     history = trainer.train()
     assert all(math.isfinite(m["loss"]) for m in history)
-    if algorithm.get("dynamic_sampling"):
+    if algorithm.get("dynamic_sampling"):  # both shares: of the first sampling round, of the batch trained on
         assert "dynamic_sampling/rounds" in history[0]
+        assert 0 <= history[0]["dynamic_sampling/frac_zero_std_sampled"] <= 1 and 0 <= history[0]["frac_zero_std"] <= 1
 
 
 def test_full_finetuning_uses_a_frozen_reference(tiny_model_dir, tmp_path):

@@ -43,13 +43,22 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every random stream a run draws from: torch (CPU and, where present, each CUDA device), Python, NumPy."""
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def restore_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
+    """Restore `rng_states`; CUDA states are restored where this machine has the same devices (a checkpoint made
+    on a GPU resumes on a CPU, and back, with the CPU streams restored)."""
+    torch.set_rng_state(states["torch"].cpu())
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([state.cpu() for state in cuda])
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, trainer_state: dict,
@@ -74,7 +83,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
 def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool) -> dict:
     """Restore model weights, optimizer, scheduler and RNG; return the trainer state."""
     load_weights(model, path / "model", lora)
-    state = torch.load(path / "state.pt", weights_only=False)
+    state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")  # the optimizer moves its state
+    # to the device of its parameters on load; RNG states live on the CPU
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng_states(state["rng"])

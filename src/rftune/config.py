@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filtering
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.generation
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class AlgorithmConfig:
     kl_ratio_weighted: bool = False  # KL term times the importance ratio (TRL 1.16's use_bias_correction_kl)
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2  # > epsilon_low is DAPO's clip-higher
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
-    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence = GSPO
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    loss_type: str = "grpo"  # a name in rftune.algo.losses.AGGREGATORS: grpo, bnpo, dr_grpo, dapo
+    importance_sampling_level: str = "token"  # rftune.algo.losses.RATIOS: token, sequence (= GSPO)
+    scale_rewards: str = "group"  # rftune.algo.advantages.SCALERS: group, batch, none (= Dr. GRPO)
     advantage_eps: float = 1e-4
     num_iterations: int = 1  # mu: optimisation passes over each rollout batch
     mask_truncated_completions: bool = False  # completions with no EOS get no loss
@@ -78,7 +79,9 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     max_grad_norm: float = 1.0  # 0 = no clipping
-    bf16: bool | Literal["auto"] = False  # bfloat16 matmuls in every pass; "auto": when the CPU has native bf16
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
+    bf16: bool | Literal["auto"] = False  # bfloat16 matmuls in every pass; "auto": where the device has native bf16
+    cpu_kernels: Literal["auto", "off"] = "auto"  # rftune's CPU speed layer on CPU runs (never on a GPU); off = plain
     seed: int = 42
     save_steps: int = 10  # checkpoint every N steps (0 = only at the end)
     save_total_limit: int = 2  # keep this many latest checkpoints
@@ -295,8 +298,14 @@ def _convert_scalar(hint, value, where: str):
     raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
 
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
 def validate(config: Config) -> None:
     """Cross-field and range checks, with messages that say what to change."""
+    if not DEVICE_PATTERN.match(config.train.device):
+        raise ConfigError(f"train.device: {config.train.device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    _check_registered(config.algorithm)
     for key, (low, high) in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
@@ -314,3 +323,15 @@ def validate(config: Config) -> None:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
     if config.task.name == "dataset" and not config.task.path:
         raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
+
+
+def _check_registered(algorithm: AlgorithmConfig) -> None:
+    """The algorithm's names must be in the registries of `rftune.algo` (the one list of what exists)."""
+    from rftune.algo.advantages import SCALERS
+    from rftune.algo.losses import AGGREGATORS, RATIOS
+
+    for key, registry in (("loss_type", AGGREGATORS), ("importance_sampling_level", RATIOS),
+                          ("scale_rewards", SCALERS)):
+        value = getattr(algorithm, key)
+        if value not in registry:
+            raise ConfigError(f"algorithm.{key}: must be one of {', '.join(map(repr, registry))}, got {value!r}")

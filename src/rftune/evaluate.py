@@ -24,8 +24,7 @@ from rftune.envs.wordle import (GameRecord, InfoGainSolver, RandomPlayer, format
 from rftune.envs.wordle.evaluate import TurnRecord
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
-from rftune.generation import SamplingParams, eos_token_ids
-from rftune.rollout_env import generate_replies
+from rftune.generation import SamplingParams, generate_replies
 
 GenerateBatch = Callable[[list[list[dict]]], list[str]]
 
@@ -68,7 +67,6 @@ def model_generator(model, tokenizer, max_new_tokens: int, sampled: bool = False
                     params: SamplingParams | None = None, batch_size: int = 64) -> GenerateBatch:
     """A batched ``messages list -> reply texts`` function for `model` (greedy unless `sampled`)."""
     params = params or SamplingParams(num_generations=1, max_new_tokens=max_new_tokens)
-    eos_ids = eos_token_ids(tokenizer, model)
 
     def generate(conversations: list[list[dict]]) -> list[str]:
         texts = []
@@ -76,7 +74,7 @@ def model_generator(model, tokenizer, max_new_tokens: int, sampled: bool = False
             contexts = [tokenizer(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
                                   add_special_tokens=False)["input_ids"]
                         for m in conversations[first:first + batch_size]]
-            replies = generate_replies(model, tokenizer, contexts, params, max_new_tokens, eos_ids, greedy=not sampled)
+            replies = generate_replies(model, tokenizer, contexts, params, max_new_tokens, greedy=not sampled)
             texts += tokenizer.batch_decode(replies, skip_special_tokens=True)
         return texts
 
@@ -86,8 +84,9 @@ def model_generator(model, tokenizer, max_new_tokens: int, sampled: bool = False
 def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Sequence[str], *, max_new_tokens: int,
                     sampled: bool = False, params: SamplingParams | None = None, batch_size: int = 64,
                     seed: int = 0, dtype: str = "float32", reference_players: bool = True,
-                    progress: bool = True) -> dict:
-    """Play `secrets` with each model (name -> (model path, adapter or None)) and the reference players.
+                    progress: bool = True, device: torch.device | str = "cpu") -> dict:
+    """Play `secrets` with each model (name -> (model path, adapter or None), run on `device`) and the reference
+    players.
 
     Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]}}``.
     """
@@ -97,6 +96,7 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
     for name, (model_path, adapter) in model_specs.items():
         _say(progress, f"eval: playing {len(secrets)} games with {name} ...")
         model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, adapter=adapter)
+        model.to(device)
         torch.manual_seed(seed)
         generate = model_generator(model, tokenizer, max_new_tokens, sampled, params, batch_size)
         _add(report, name, play_games_batched(

@@ -1,26 +1,35 @@
-"""Sampling G completions per prompt: the lean decoder for Llama-family models, HF ``generate`` otherwise.
+"""The one generation interface: token ids in, completions (ids, masks, texts) out, with backends behind it.
 
-`rftune.fast_decode` (merged LoRA weights in a separate copy, one prefill per prompt, finished rows dropped) serves
-Llama/Mistral/Qwen2 models; any other architecture goes through HF ``generate``. Both sample from the same
-distribution: temperature, then top-k (0 = off), then top-p. (Before, top_k=0 was passed to HF as None, which
-HF read as its default top-k of 50; now 0 means no top-k filtering on both paths, as the config says.)
-The optional vLLM backend lives in `rftune.generation_vllm`.
+``generation.backend`` picks how tokens are produced; every caller (training rollouts, multi-turn episodes,
+evaluation, serving, local judges) goes through `generate_ids` / `generate_replies` and the one stop rule:
+    cpu-fast  `rftune.cpu.fast_decode`, the lean decoder (merged LoRA weights in a separate copy, one prefill per
+              prompt and of the prompts' common prefix, finished rows dropped); CPU only, Llama-family models
+    hf        transformers ``generate`` on any device
+    vllm      `rftune.generation_vllm`, an in-process vLLM engine (GPU), weights synced after each optimizer step
+    auto      cpu-fast on a CPU for the architectures it serves (unless ``train.cpu_kernels: off``), else hf
+A backend that cannot serve the model or its device says so in one ``ConfigError`` at start (`resolve_backend`).
+Both in-process backends sample from the same distribution: temperature, then top-k (0 = off), then top-p.
 
-Prompts arrive as chat messages and are rendered with the tokenizer's chat template. The completion mask covers
-each completion up to and including its first EOS; a completion with no EOS within ``max_new_tokens`` is
-*truncated*. Sampling is seeded by the caller (`torch.manual_seed`) so a resumed run samples what the
-uninterrupted run would have.
+The stop rule: a completion ends at its first token in `eos_token_ids` (the tokenizer's EOS and the model's
+generation-config EOS ids), which is kept and masked in; a completion with no EOS within ``max_new_tokens`` is
+*truncated*. Prompts arrive as chat messages and are rendered with the tokenizer's chat template. Every tensor is
+made on the model's device. Sampling is seeded by the caller (`torch.manual_seed`) so a resumed run samples what
+the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 
-from rftune.fast_decode import build_decoder, generate
+from rftune.cpu.architectures import model_type, supported_for
+from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
+from rftune.device import autocast, model_device
+from rftune.errors import ConfigError
 from rftune.types import RolloutBatch, Sample
+
+BACKENDS = ("auto", "cpu-fast", "hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,34 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     bf16: bool = False  # matmuls in bfloat16 (float32 residual stream and logits), as under autocast
+    backend: str = "auto"  # cpu-fast | hf | auto (resolved per call from the model; see `resolve_backend`)
+
+
+def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
+    """``generation.backend`` for `model` on its device: the concrete backend, or a ConfigError saying why not."""
+    if setting not in BACKENDS:
+        raise ConfigError(f"generation.backend: must be one of {', '.join(BACKENDS)}, got {setting!r}")
+    device = model_device(model)
+    if setting == "auto":
+        return "cpu-fast" if cpu_kernels and device.type == "cpu" and decoder_supports(model) else "hf"
+    if setting == "cpu-fast":
+        if device.type != "cpu":
+            raise ConfigError(f"generation.backend=cpu-fast runs on the CPU, but the model is on {device}; "
+                              "use generation.backend=auto or hf")
+        if not decoder_supports(model):
+            raise ConfigError(f"generation.backend=cpu-fast does not serve this model (model_type "
+                              f"{model_type(model)!r}; it serves {', '.join(supported_for('decoder'))} without "
+                              "sliding windows or DoRA); use generation.backend=hf")
+    if setting == "vllm" and device.type != "cuda":
+        raise ConfigError("generation.backend=vllm needs the model on a CUDA GPU; use generation.backend=auto here")
+    return setting
+
+
+def in_process_backend(setting: str, cpu_kernels: bool) -> str:
+    """The backend setting for in-process generation (evaluation, serving, judges): vLLM, a training-rollout
+    engine, is replaced by ``auto``, and ``auto`` with the CPU kernels off is ``hf``."""
+    setting = "auto" if setting == "vllm" else setting
+    return "hf" if setting == "auto" and not cpu_kernels else setting
 
 
 def eos_token_ids(tokenizer, model=None) -> list[int]:
@@ -42,7 +79,7 @@ def eos_token_ids(tokenizer, model=None) -> list[int]:
 
 
 def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat messages -> left-padded ids [P, Tp] and mask [P, Tp]."""
+    """Chat messages -> left-padded ids [P, Tp] and mask [P, Tp] (on the CPU)."""
     texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
              for messages in prompts]
     encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -50,8 +87,8 @@ def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, 
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask [B, Tc] of tokens up to and including the first EOS, and truncated [B] (no EOS at all)."""
-    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids))  # [B, Tc]
+    """The stop rule. Mask [B, Tc] of tokens up to and including the first EOS, and truncated [B] (no EOS at all)."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [B, Tc]
     # eos_before[t] = number of EOS strictly before position t; a token is kept while that is 0.
     eos_before = is_eos.long().cumsum(dim=1) - is_eos.long()  # [B, Tc]
     mask = (eos_before == 0).long()  # [B, Tc]
@@ -61,36 +98,39 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[t
 
 def sample_completions(model, tokenizer, samples: list[Sample], params: SamplingParams) -> RolloutBatch:
     """Generate ``params.num_generations`` completions for each sample; rows are grouped by prompt."""
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, [s.prompt for s in samples])  # [P, Tp]
+    device = model_device(model)
+    prompt_ids, prompt_mask = (t.to(device) for t in encode_prompts(tokenizer, [s.prompt for s in samples]))
     g = params.num_generations
     eos_ids = eos_token_ids(tokenizer, model)
     completion_ids = generate_ids(model, tokenizer, prompt_ids, prompt_mask, params, params.max_new_tokens,
                                   eos_ids)  # [B, Tc]
     return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, dim=0),
-                         prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g)
+                         prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g, params.max_new_tokens)
 
 
 def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams,
                  max_new_tokens: int, eos_ids: list[int], greedy: bool = False) -> torch.Tensor:
     """``params.num_generations`` completions per left-padded prompt [P, Tp] -> ids [P*G, Tc], grouped by prompt.
 
-    Llama-family models go through `rftune.fast_decode` (merged weights, one prefill per prompt and of the
-    prompts' common prefix); any other model through HF ``generate``. Both sample from the same distribution
-    (or take the most likely token when ``greedy``), with bfloat16 matmuls when ``params.bf16``. Tokens after a
-    row's EOS are padding.
+    Samples (or, when ``greedy``, takes the most likely token) with bfloat16 matmuls when ``params.bf16``, through
+    ``params.backend``. Tokens after a row's EOS are padding. The ids are on the model's device.
     """
+    device = model_device(model)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     g = params.num_generations
-    decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
-    if decoder is not None:
+    backend = resolve_backend(params.backend, model)
+    if backend == "cpu-fast":
+        decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
         completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
                                   tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy)
         del decoder  # frees the merged weights before training needs the memory
         return completion_ids
-    sampling = {"do_sample": False} if greedy else {
+    if backend != "hf":
+        raise ConfigError(f"generation.backend={backend} serves training rollouts only; evaluation, serving and "
+                          "judges generate with cpu-fast or hf (generation.backend=auto)")
+    sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
-    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16) if params.bf16 \
-        else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(device, params.bf16):
         output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
                                 attention_mask=prompt_mask.repeat_interleave(g, dim=0),
                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
@@ -98,12 +138,28 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
     return output[:, prompt_ids.shape[1]:]  # [B, Tc]
 
 
+def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,
+                     greedy: bool = False) -> list[list[int]]:
+    """``params.num_generations`` replies per context (token ids), in one left-padded batch, grouped by context;
+    each reply's ids run through its first EOS (kept), or to ``max_new_tokens`` when it has none."""
+    width = max(len(c) for c in contexts)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in contexts])  # [N, T]
+    attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])  # [N, T]
+    eos_ids = eos_token_ids(tokenizer, model)
+    output = generate_ids(model, tokenizer, input_ids, attention, params, max_new_tokens, eos_ids, greedy)
+    mask, _ = completion_mask(output, eos_ids)  # [N*G, Tc]
+    return [row[:length] for row, length in zip(output.tolist(), mask.sum(dim=1).tolist())]
+
+
 def rollout_batch(tokenizer, samples: list[Sample], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                  completion_ids: torch.Tensor, eos_ids: list[int], num_generations: int) -> RolloutBatch:
+                  completion_ids: torch.Tensor, eos_ids: list[int], num_generations: int,
+                  completion_budget: int) -> RolloutBatch:
     """Completion ids [B, Tc] (grouped by prompt) -> RolloutBatch with masks, truncation flags and texts."""
     mask, truncated = completion_mask(completion_ids, eos_ids)  # [B, Tc], [B]
     completion_ids = completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    texts = tokenizer.batch_decode(completion_ids.cpu(), skip_special_tokens=True)
     return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                         attention_mask=mask.clone(), completion_mask=mask, truncated=truncated,
-                        samples=[s for s in samples for _ in range(num_generations)], completions=texts)
+                        samples=[s for s in samples for _ in range(num_generations)], completions=texts,
+                        completion_budget=completion_budget)

@@ -18,8 +18,8 @@ import os
 
 import torch
 
+from rftune.cpu.fast_decode import _merged, effective_weight
 from rftune.errors import ConfigError
-from rftune.fast_decode import _merged, effective_weight
 from rftune.generation import SamplingParams, encode_prompts, eos_token_ids, rollout_batch
 from rftune.types import RolloutBatch, Sample
 
@@ -31,7 +31,7 @@ class VllmSampler:
 
     def __init__(self, model_path: str, dtype: str, model):
         if not torch.cuda.is_available():
-            raise ConfigError("generation.backend=vllm needs a CUDA GPU; use generation.backend=hf on this machine")
+            raise ConfigError("generation.backend=vllm needs a CUDA GPU; use generation.backend=auto on this machine")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
             from vllm import LLM
@@ -65,7 +65,7 @@ class VllmSampler:
             completion_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         g = params.num_generations
         return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, 0),
-                             prompt_mask.repeat_interleave(g, 0), completion_ids, eos_ids, g)
+                             prompt_mask.repeat_interleave(g, 0), completion_ids, eos_ids, g, params.max_new_tokens)
 
 
 def merged_state(model):

@@ -48,8 +48,9 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     prompt_ids, prompt_mask = prompt_ids[:, first_p:], prompt_mask[:, first_p:]  # [R, Tp']
     completion_ids, attention_mask = completion_ids[:, :keep_c], attention_mask[:, :keep_c]  # [R, Tc']
     unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
-    logprobs = torch.zeros(rows, width, dtype=torch.float32)
-    entropy = torch.zeros(rows, width, dtype=torch.float32) if with_entropy else None
+    device = completion_ids.device
+    logprobs = torch.zeros(rows, width, dtype=torch.float32, device=device)
+    entropy = torch.zeros(rows, width, dtype=torch.float32, device=device) if with_entropy else None
     out = (temperature, logprobs, entropy)
     if keep_c > 0 and unique.shape[0] < rows:
         _fill_shared_prefix(model, unique[:, :prompt_ids.shape[1]], unique[:, prompt_ids.shape[1]:], inverse,
@@ -106,8 +107,8 @@ class _TokenLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, temperature: float, with_entropy: bool):
         n = logits.shape[0]
-        logprobs, lse = torch.empty(n), torch.empty(n)
-        entropy = torch.empty(n) if with_entropy else torch.empty(0)
+        logprobs, lse = torch.empty(n, device=logits.device), torch.empty(n, device=logits.device)
+        entropy = torch.empty(n if with_entropy else 0, device=logits.device)
         for start in range(0, n, ROWS_PER_BLOCK):
             rows = slice(start, start + ROWS_PER_BLOCK)
             z = logits[rows].to(torch.float32, copy=True)  # never a view of the (saved) logits
@@ -177,10 +178,10 @@ def _fill_shared_prefix(model, unique_ids, unique_mask, inverse, completion_ids,
     mask = attention_mask.bool()
     _fill_positions(model, first, completion_ids[:, :1], mask[:, :1], out, offset=0)
     prefix = [(layer.keys, layer.values) for layer in cache.layers]  # [U, nkv, Tp, d] each
-    columns = torch.arange(1, mask.shape[1] + 1)
+    columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     lengths = (mask * columns).amax(1)  # [R] last real column + 1
     for group in length_groups(lengths.tolist(), GROUP_OVERHEAD_TOKENS):
-        rows, width = torch.tensor(group), int(lengths[group].max())
+        rows, width = torch.tensor(group, device=mask.device), int(lengths[group].max())
         if width <= 1:
             continue
         group_cache = DynamicCache([(k[inverse[rows]], v[inverse[rows]]) for k, v in prefix], config=config)

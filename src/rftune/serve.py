@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from rftune.errors import ConfigError
-from rftune.judges.local_judge import chat_prompt_ids, context_limit, generate_replies
+from rftune.device import resolve_device
+from rftune.judges.local_judge import chat_prompt_ids, chat_replies, context_limit
 from rftune.models import load_model_and_tokenizer
 
 log = logging.getLogger("rftune.serve")
@@ -70,7 +71,7 @@ class ChatService:
         with self._lock:
             if options["seed"] is not None:
                 torch.manual_seed(options["seed"])
-            (replies,) = generate_replies(self.model, self.tokenizer, [prompt], max_tokens, options["temperature"],
+            (replies,) = chat_replies(self.model, self.tokenizer, [prompt], max_tokens, options["temperature"],
                                           options["top_p"], options["n"])
         choices = [_choice(i, reply.text, reply.finish_reason, options["stop"]) for i, reply in enumerate(replies)]
         completion_tokens = sum(reply.completion_tokens for reply in replies)
@@ -202,9 +203,11 @@ def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000)
 
 def load_service(model: str, adapter: str | None = None, dtype: str = "float32", device: str | None = None,
                  served_name: str | None = None) -> ChatService:
-    """Load ``model`` (any name or path rftune accepts) and wrap it in a `ChatService`."""
+    """Load ``model`` (any name or path rftune accepts) on `device` (auto: CUDA when available, else the CPU) and
+    wrap it in a `ChatService`."""
+    device = resolve_device(device or "auto")  # before the model is loaded
     loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, adapter=adapter)
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"model {model!r} has no chat template in its tokenizer, so it cannot serve chat requests")
-    loaded.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded.to(device)
     return ChatService(loaded, tokenizer, served_name or model)

@@ -31,8 +31,10 @@ import torch
 from rftune.atomic_io import replace_dir
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
-from rftune.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
-from rftune.models import bf16_enabled, precision_summary, prepare_for_training_passes
+from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
+from rftune.cpu import enable_training_kernels
+from rftune.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
+                           run_summary)
 from rftune.tracking import JsonlLog
 
 IGNORE = -100
@@ -159,7 +161,7 @@ def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: i
           logits_to_keep=1)
     cache = DynamicCache([(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
                           for layer in prefix.layers], config=config)  # [N, nkv, shared, d] views
-    positions = torch.arange(shared, width).expand(rows, -1)  # [N, T - shared]
+    positions = torch.arange(shared, width, device=ids.device).expand(rows, -1)  # [N, T - shared]
     return model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions, past_key_values=cache,
                  use_cache=True, logits_to_keep=keep).logits
 
@@ -167,10 +169,12 @@ def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: i
 def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str | Path, *, epochs: int = 1,
               max_steps: int = 0, batch_size: int = 4, learning_rate: float = 2e-4, weight_decay: float = 0.0,
               warmup_steps: int = 0, max_length: int = 1024, seed: int = 0, bf16: bool = False,
-              progress: bool = True) -> Path:
-    """Train `model`'s trainable (LoRA) parameters on `conversations`; save and return ``<output_dir>/adapter``.
+              cpu_kernels: bool = True, progress: bool = True) -> Path:
+    """Train `model`'s trainable (LoRA) parameters on `conversations`, on the model's device; save and return
+    ``<output_dir>/adapter``.
 
-    ``bf16``: matmuls in bfloat16 under autocast, the frozen base weights stored in bfloat16 once.
+    ``bf16``: matmuls in bfloat16 under autocast. ``cpu_kernels``: a model on the CPU runs rftune's CPU training
+    kernels (`rftune.cpu`; under bf16 they store the frozen base weights in bfloat16 once).
     """
     output_dir = Path(output_dir)
     encoded = [e for e in (encode_conversation(tokenizer, m, max_length) for m in conversations)
@@ -183,7 +187,9 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     log = JsonlLog(output_dir / "metrics.jsonl", keep_through_step=0)
-    prepare_for_training_passes(model, bf16)
+    device = model_device(model)
+    if cpu_kernels and device.type == "cpu":
+        enable_training_kernels(model, bf16)
     model.train()
     step = 0
     try:
@@ -194,9 +200,9 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
                     break
                 step += 1
                 start = time.perf_counter()
-                batch = collate([encoded[i] for i in order[first:first + batch_size].tolist()],
-                                tokenizer.pad_token_id)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                batch = {key: value.to(device) for key, value in collate(
+                    [encoded[i] for i in order[first:first + batch_size].tolist()], tokenizer.pad_token_id).items()}
+                with autocast(device, bf16):
                     loss = sft_loss(model, batch)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
@@ -261,19 +267,22 @@ def run_sft(config, progress: bool = True) -> Path:
                           "base model; drop one of them")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)  # before the model is loaded
     cfg = config.sft
     conversations = sft_conversations(config)
     tokenizer = load_tokenizer(config.model.name_or_path)
     torch.manual_seed(cfg.seed)
     model = load_model(config.model.name_or_path, dtype=config.model.dtype)
     model = apply_lora(model, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
+    model.to(device)
     if progress:
         print(f"sft: {len(conversations)} conversations -> {sft_output_dir(config)}; "
-              f"{precision_summary(config.train.bf16)}", file=sys.stderr, flush=True)
+              f"{run_summary(device, config.train.bf16)}", file=sys.stderr, flush=True)
     return train_sft(model, tokenizer, conversations, sft_output_dir(config), epochs=cfg.epochs,
                      max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_length=cfg.max_length,
-                     seed=cfg.seed, bf16=bf16_enabled(config.train.bf16), progress=progress)
+                     seed=cfg.seed, bf16=bf16_enabled(config.train.bf16, device),
+                     cpu_kernels=cpu_kernels_enabled(config.train.cpu_kernels, device), progress=progress)
 
 
 def with_sft_adapter(config, progress: bool = True):

@@ -20,7 +20,6 @@ import copy
 import functools
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,12 @@ from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, samples_from_rows
 from rftune.errors import ConfigError
-from rftune.generation import SamplingParams, sample_completions
+from rftune.cpu import enable_training_kernels
+from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+from rftune.generation import SamplingParams, resolve_backend, sample_completions
+from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
-from rftune.models import (apply_lora, bf16_enabled, load_model, load_tokenizer, precision_summary,
-                           prepare_for_training_passes, resolve_model_path)
+from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, build_task
@@ -69,13 +70,16 @@ class GRPOTrainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
+        self.device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
+        self.bf16 = bf16_enabled(config.train.bf16, self.device)
+        self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
         self.reward_functions = self._build_rewards(reward_funcs)
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
-        self.bf16 = bf16_enabled(config.train.bf16)
-        self._say(precision_summary(config.train.bf16))
         self.model, self.ref_model = self._build_models(model)
-        self.rollout_fn = rollout_fn or self._default_rollout()
+        self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
+        self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom"))
+        self.rollout_fn, self.sync_weights = (rollout_fn, None) if rollout_fn else self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.output_dir = Path(config.train.output_dir)
         self.step_count = 0
@@ -117,23 +121,27 @@ class GRPOTrainer:
                     param.requires_grad = "lora_" in name
             else:
                 model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-        elif cfg.algorithm.beta > 0:
+        model.to(self.device)
+        if not cfg.lora.enabled and cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         for network in (model, ref_model):
-            if network is not None:
-                prepare_for_training_passes(network, self.bf16)
+            if network is not None and self.cpu_kernels:
+                enable_training_kernels(network, self.bf16)
         model.train()
         return model, ref_model
 
-    def _default_rollout(self) -> Callable:
-        """Environment episodes for multi-turn tasks; else sampling with the configured backend."""
+    def _default_rollout(self) -> tuple[Callable, Callable | None]:
+        """(rollout function, weight sync after each optimizer step or None): environment episodes for multi-turn
+        tasks, else sampling with the configured backend; a separate engine (vLLM) gets the new weights."""
         if self.task.make_env:
-            return functools.partial(env_rollout, make_env=self.task.make_env)
-        if self.config.generation.backend == "vllm":
+            return functools.partial(env_rollout, make_env=self.task.make_env), None
+        if self.backend == "vllm":
             from rftune.generation_vllm import VllmSampler  # imported only when selected: no vLLM on CPU machines
 
-            return VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype, self.model)
-        return sample_completions
+            sampler = VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype,
+                                  self.model)
+            return sampler, sampler.sync_weights
+        return sample_completions, None
 
     def _build_optimizer(self):
         cfg = self.config.train
@@ -189,8 +197,9 @@ class GRPOTrainer:
         advantages, adv_metrics = compute_advantages(scored.rewards, self.config.generation.num_generations,
                                                      alg.scale_rewards, alg.advantage_eps)  # [B]
         t0 = time.perf_counter()
-        train_metrics = self._update(scored.rollout, advantages)
-        rollout_metrics["time/train"] = time.perf_counter() - t0
+        train_metrics = self._update(scored.rollout, advantages.to(self.device))
+        rollout_metrics["time/train"] = time.perf_counter() - t0  # reference + update
+        train_metrics["time/update"] = rollout_metrics["time/train"] - train_metrics["time/reference"]
         metrics = {"step": self.step_count, **self._reward_metrics(scored), **adv_metrics, **rollout_metrics,
                    **train_metrics, "lr": self.scheduler.get_last_lr()[0]}
         metrics["time/step"] = time.perf_counter() - start
@@ -205,8 +214,9 @@ class GRPOTrainer:
         wanted = self.config.prompts_per_step
         timings = {"time/generation": 0.0, "time/reward": 0.0}
         scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted)], timings)
-        metrics = {"frac_zero_std": zero_std_groups(scored.rewards, g).float().mean().item()}
-        if self.config.algorithm.dynamic_sampling:
+        metrics = {}
+        if self.config.algorithm.dynamic_sampling:  # frac_zero_std (advantages) is that of the batch trained on
+            metrics["dynamic_sampling/frac_zero_std_sampled"] = zero_std_groups(scored.rewards, g).float().mean().item()
             scored, rounds = self._fill_informative(scored, stream, timings)
             metrics["dynamic_sampling/rounds"] = rounds
         metrics.update(timings)
@@ -215,7 +225,7 @@ class GRPOTrainer:
     def _sample_and_score(self, samples: list[Sample], timings: dict[str, float]) -> ScoredBatch:
         gen = self.config.generation
         params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                                bf16=self.bf16)
+                                bf16=self.bf16, backend=self.backend if self.backend != "vllm" else "auto")
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -265,7 +275,7 @@ class GRPOTrainer:
         accum = cfg.train.gradient_accumulation_steps
         chunks = torch.arange(rollout.size).chunk(accum)
         norms = BatchNorms(rows=rollout.size, tokens=int(mask.sum()), micro_batches=len(chunks),
-                           max_completion_length=cfg.generation.max_new_tokens)
+                           max_completion_length=rollout.completion_budget or cfg.generation.max_new_tokens)
         t0 = time.perf_counter()
         ref_logprobs = [self._reference_logprobs(rollout, rows) for rows in chunks] if alg.beta > 0 else None
         collected: list[dict[str, float]] = [{"time/reference": time.perf_counter() - t0}]
@@ -309,13 +319,12 @@ class GRPOTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        sync_weights = getattr(self.rollout_fn, "sync_weights", None)  # a separate inference engine (vLLM)
-        if sync_weights is not None:
-            sync_weights(self.model)
+        if self.sync_weights is not None:  # a separate inference engine (vLLM) samples the next batch
+            self.sync_weights(self.model)
         return float(norm)
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        return autocast(self.device, self.bf16)
 
     # ----------------------------------------------------------------------------------------------- record
     def _reward_metrics(self, scored: ScoredBatch) -> dict[str, float]:
@@ -335,8 +344,7 @@ class GRPOTrainer:
         for name, fn in self.task.completion_metrics.items():
             values = [fn(s.prompt, text, s.example) for s, text in zip(rollout.samples, rollout.completions)]
             metrics[f"task/{name}"] = sum(values) / len(values)
-        if "rftune.judges" in sys.modules:  # counters of judge calls made by reward functions this step
-            metrics.update(sys.modules["rftune.judges"].JUDGE_STATS.snapshot_and_reset())
+        metrics.update(JUDGE_STATS.snapshot_and_reset())  # judge calls made by reward functions this step
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:

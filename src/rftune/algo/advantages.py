@@ -16,10 +16,9 @@ A group whose rewards are all equal has zero advantages: it contributes no gradi
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-
-SCALINGS = ("group", "batch", "none")
-
 
 def group_view(values: torch.Tensor, num_generations: int) -> torch.Tensor:
     """[B] -> [P, G]; raises when B is not a multiple of G."""
@@ -34,20 +33,36 @@ def zero_std_groups(rewards: torch.Tensor, num_generations: int, tol: float = 1e
     return (groups.max(dim=1).values - groups.min(dim=1).values) <= tol  # [P]
 
 
+def scale_by_group(groups: torch.Tensor, eps: float) -> torch.Tensor:
+    """Population std of each group, plus eps. [P, G] -> [P, 1]"""
+    return groups.std(dim=1, keepdim=True, unbiased=False) + eps
+
+
+def scale_by_batch(groups: torch.Tensor, eps: float) -> torch.Tensor:
+    """Population std over the whole batch, plus eps. [P, G] -> []"""
+    return groups.std(unbiased=False) + eps
+
+
+def no_scale(groups: torch.Tensor, eps: float) -> torch.Tensor:
+    """Dr. GRPO: no division. [P, G] -> []"""
+    return torch.ones((), device=groups.device)
+
+
+SCALERS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "group": scale_by_group,
+    "batch": scale_by_batch,
+    "none": no_scale,
+}
+
+
 def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group",
                        eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, float]]:
     """Advantages [B] for rewards [B]; returns (advantages, metrics)."""
-    if scale_rewards not in SCALINGS:
-        raise ValueError(f"scale_rewards must be one of {SCALINGS}, got {scale_rewards!r}")
+    if scale_rewards not in SCALERS:
+        raise ValueError(f"scale_rewards must be one of {tuple(SCALERS)}, got {scale_rewards!r}")
     groups = group_view(rewards.float(), num_generations)  # [P, G]
     centered = groups - groups.mean(dim=1, keepdim=True)  # [P, G]
-    if scale_rewards == "group":
-        scale = groups.std(dim=1, keepdim=True, unbiased=False) + eps  # [P, 1]
-    elif scale_rewards == "batch":
-        scale = groups.std(unbiased=False) + eps  # []
-    else:
-        scale = torch.ones(())
-    advantages = (centered / scale).reshape(-1)  # [B]
+    advantages = (centered / SCALERS[scale_rewards](groups, eps)).reshape(-1)  # [B]
     metrics = {
         "advantage/abs_mean": advantages.abs().mean().item(),
         "advantage/std": advantages.std(unbiased=False).item(),

@@ -27,8 +27,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from rftune.evaluate import evaluate_models, report_table, write_report
-    from rftune.generation import SamplingParams
-    from rftune.models import bf16_enabled, precision_summary
+    from rftune.device import bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+    from rftune.generation import SamplingParams, in_process_backend
     from rftune.tasks.wordle import held_out_secrets
 
     config = load_config(args.config, args.overrides)
@@ -36,7 +36,9 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(config.train.threads)
-    print(precision_summary(config.train.bf16), flush=True)
+    device = resolve_device(config.train.device)
+    backend = in_process_backend(config.generation.backend, cpu_kernels_enabled(config.train.cpu_kernels, device))
+    print(run_summary(device, config.train.bf16, backend), flush=True)
     cfg, gen = config.eval, config.generation
     games = cfg.num_games if args.games is None else args.games
     seed = cfg.seed if args.seed is None else args.seed
@@ -45,9 +47,10 @@ def run(args) -> int:
     for name, adapter in _adapters(config, args.adapter).items():
         specs[name] = (config.model.name_or_path, adapter)
     params = SamplingParams(1, cfg.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                            bf16=bf16_enabled(config.train.bf16))
+                            bf16=bf16_enabled(config.train.bf16, device), backend=backend)
     report = evaluate_models(specs, secrets, max_new_tokens=cfg.max_new_tokens, sampled=args.sampled or cfg.sampled,
-                             params=params, batch_size=cfg.batch_size, seed=seed, dtype=config.model.dtype)
+                             params=params, batch_size=cfg.batch_size, seed=seed, dtype=config.model.dtype,
+                             device=device)
     print(report_table(report))
     path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")

@@ -12,10 +12,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
     parser.add_argument("--name", help="model name clients must send (default: the MODEL argument)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
 
 
 def run(args) -> int:
+    from rftune.device import model_device
+    from rftune.generation import resolve_backend
     from rftune.serve import load_service, make_server
 
     if not 0 <= args.port <= 65535:
@@ -28,6 +30,8 @@ def run(args) -> int:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
     host, port = server.server_address[:2]
     print(f"serving {service.served_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)
+    print(f"device: {model_device(service.model)}; dtype {args.dtype}; generation: "
+          f"{resolve_backend('auto', service.model)}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} without authentication", flush=True)
     with server:

@@ -5,7 +5,7 @@ Prompts are generated in batches of ``batch_size``, one batch at a time behind a
 A prompt longer than the model's context (less ``max_tokens``) gets ``None`` and is counted as a failure rather
 than being silently cut, since cutting would drop either the rubric or the text being judged.
 
-`generate_replies` is the batched chat generation shared with ``rftune serve``.
+`chat_replies` is the batched chat generation shared with ``rftune serve``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
-
+from rftune.device import resolve_device
 from rftune.errors import ConfigError
+from rftune.generation import SamplingParams, eos_token_ids, generate_replies
 from rftune.judges.base import JUDGE_STATS, Messages
 from rftune.models import DEFAULT_MODEL, load_model_and_tokenizer
 
@@ -47,37 +47,25 @@ def context_limit(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def generate_replies(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float = 0.0,
-                     top_p: float = 1.0, num_return_sequences: int = 1) -> list[list[Reply]]:
-    """Generate ``num_return_sequences`` replies for each tokenised prompt in one left-padded batch."""
-    device = next(model.parameters()).device
-    batch = tokenizer.pad({"input_ids": [list(ids) for ids in prompts]}, return_tensors="pt").to(device)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    with torch.no_grad():
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                                pad_token_id=tokenizer.pad_token_id, **sampling)  # [N*n, T_prompt + T_new]
-    new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
-    stops = _stop_ids(model, tokenizer)
+def chat_replies(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, num_return_sequences: int = 1) -> list[list[Reply]]:
+    """``num_return_sequences`` replies for each tokenised prompt, in one batch through rftune's one generation
+    interface and stop rule (`rftune.generation`); temperature 0 is greedy."""
+    params = SamplingParams(num_generations=num_return_sequences, max_new_tokens=max_new_tokens,
+                            temperature=temperature if temperature > 0 else 1.0, top_p=top_p)
+    generated = generate_replies(model, tokenizer, list(prompts), params, max_new_tokens, greedy=temperature <= 0)
+    stops = set(eos_token_ids(tokenizer, model))
     replies = [_reply(tokens, len(prompts[i // num_return_sequences]), stops, tokenizer)
-               for i, tokens in enumerate(new_tokens)]
+               for i, tokens in enumerate(generated)]
     return [replies[i:i + num_return_sequences] for i in range(0, len(replies), num_return_sequences)]
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 def _reply(tokens: list[int], prompt_tokens: int, stops: set[int], tokenizer) -> Reply:
-    end = next((i for i, token in enumerate(tokens) if token in stops), None)
-    kept = tokens if end is None else tokens[:end]
+    ended = bool(tokens) and tokens[-1] in stops
+    kept = tokens[:-1] if ended else tokens
     text = tokenizer.decode(kept, skip_special_tokens=True)
-    return Reply(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(kept) + (end is not None),
-                 finish_reason="length" if end is None else "stop")
+    return Reply(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(tokens),
+                 finish_reason="stop" if ended else "length")
 
 
 class LocalJudge:
@@ -90,8 +78,9 @@ class LocalJudge:
             raise ConfigError(f"local judge max_tokens and batch_size must be >= 1, got {max_tokens}, {batch_size}")
         self.model_name = model
         self.temperature, self.max_tokens, self.batch_size = float(temperature), int(max_tokens), int(batch_size)
+        self.device = resolve_device(device or "auto")  # before the model is loaded
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=dtype, adapter=adapter)
-        self.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
         self.cache_identity = (f"local:{model}|adapter={adapter}|temperature={self.temperature}"
                                f"|max_tokens={self.max_tokens}")
         self._lock = threading.Lock()
@@ -112,8 +101,8 @@ class LocalJudge:
         for start in range(0, len(fits), self.batch_size):
             chunk = fits[start:start + self.batch_size]
             with self._lock:
-                generated = generate_replies(self.model, self.tokenizer, [prompts[i] for i in chunk],
-                                             self.max_tokens, temperature=self.temperature)
+                generated = chat_replies(self.model, self.tokenizer, [prompts[i] for i in chunk], self.max_tokens,
+                                         temperature=self.temperature)
             for i, (reply,) in zip(chunk, generated):
                 replies[i] = reply.text
         return replies

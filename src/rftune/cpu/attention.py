@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from rftune.cpu.architectures import fits
+
 NAME = "rftune_matmul"
-SUPPORTED = {"llama", "mistral", "qwen2", "qwen3"}  # plain softmax attention (no soft-capping, no sinks)
 
 
 def matmul_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -52,10 +53,10 @@ def _register() -> None:
 
 def use_matmul_attention(model) -> bool:
     """Run the attention of `model` (a transformers model, or a PEFT model around one) through `matmul_attention`
-    when it is a Llama-family model on the CPU; returns whether it was switched."""
+    when its architecture has plain softmax attention (no soft-capping, no sinks) and it is on the CPU; returns
+    whether it was switched."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    model_type = getattr(getattr(inner, "config", None), "model_type", None)
-    if model_type not in SUPPORTED or next(inner.parameters()).device.type != "cpu":
+    if not fits(inner, "attention") or next(inner.parameters()).device.type != "cpu":
         return False
     _register()
     inner.set_attn_implementation(NAME)

@@ -6,7 +6,7 @@ where its feature is missing:
 
 - ``native_bf16`` (AVX512-BF16 or AMX): bfloat16 matmuls at about twice the float32 rate; elsewhere bf16 is
   emulated and slower than float32. ``train.bf16: auto`` turns bf16 on only here.
-- ``onednn_bf16_weights``: oneDNN can hold a bfloat16 weight in its blocked layout (`rftune.prepacked`); it needs
+- ``onednn_bf16_weights``: oneDNN can hold a bfloat16 weight in its blocked layout (`rftune.cpu.prepacked`); it needs
   AVX512 BW/VL/DQ or AVX-NE-CONVERT, and PyTorch raises on other CPUs. Asked of oneDNN itself, by packing a tiny
   weight once, so the answer is the library's own rule, not a copy of it.
 

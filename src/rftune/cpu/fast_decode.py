@@ -8,7 +8,7 @@ then softmax); only the execution differs:
   decoder is built. The trained model is never merged or unmerged in place, so nothing drifts. The copy is
   dropped with the decoder after sampling.
 - **Weights prepacked for the CPU matmul.** Each fused weight is reordered once into oneDNN's blocked layout
-  (`rftune.prepacked`): a plain weight costs oneDNN extra work in every call, a large share of the matmul at
+  (`rftune.cpu.prepacked`): a plain weight costs oneDNN extra work in every call, a large share of the matmul at
   the few dozen rows of a decode step.
 - **One prefill per prompt.** Each distinct prompt is run once; its KV cache is copied to its G rows.
 - **One prefill of the common prefix.** When all prompts begin with the same tokens (a system prompt), those
@@ -28,8 +28,8 @@ then softmax); only the execution differs:
   KV head into the query-length axis, which needs no copy of the cache.
 
 `build_decoder` returns None for architectures it does not know (then `rftune.generation` falls back to HF
-``generate``). Supported: ``llama``, ``mistral`` without sliding window, ``qwen2`` (biased q|k|v); LoRA adapters
-without DoRA.
+``generate``). Supported: the architectures `rftune.cpu.architectures` lists for ``decoder`` (``mistral`` without
+a sliding window); LoRA adapters without DoRA.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rftune.prepacked import linear, prepack
+from rftune.cpu.architectures import fits
+from rftune.cpu.prepacked import linear, prepack
 
-SUPPORTED = {"llama", "mistral", "qwen2"}
 COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
 MIN_SHARED_PREFIX = 16  # a common prefix of fewer tokens is not worth a separate pass
 
@@ -70,25 +70,29 @@ def _inner(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def decoder_supports(model) -> bool:
+    """Whether `build_decoder` can serve `model`: a listed architecture with SiLU MLPs, no sliding window, no MLP
+    bias, and plain linear layers (LoRA without DoRA)."""
+    inner = _inner(model)
+    config = getattr(inner, "config", None)  # None: not a transformers model (e.g. a scripted stand-in)
+    if not fits(inner, "decoder") or getattr(config, "hidden_act", None) != "silu":
+        return False
+    if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) \
+            or getattr(config, "mlp_bias", False):
+        return False
+    linears = [m for layer in inner.model.layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                                           layer.self_attn.v_proj, layer.self_attn.o_proj,
+                                                           layer.mlp.gate_proj, layer.mlp.up_proj,
+                                                           layer.mlp.down_proj)]
+    return all(_supported_layer(m) for m in linears + [inner.lm_head])
+
+
 def build_decoder(model, dtype: torch.dtype | None = None) -> "LeanDecoder | None":
-    """A `LeanDecoder` with the model's current effective weights, or None when the architecture is not supported.
+    """A `LeanDecoder` with the model's current effective weights, or None when `decoder_supports` says no.
 
     ``dtype``: the matmuls' dtype (weights and KV cache); None keeps the model's own.
     """
-    inner = _inner(model)
-    config = getattr(inner, "config", None)  # None: not a transformers model (e.g. a scripted stand-in)
-    if getattr(config, "model_type", None) not in SUPPORTED or getattr(config, "hidden_act", None) != "silu":
-        return None
-    if getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None) \
-            or getattr(config, "mlp_bias", False):
-        return None
-    layers = inner.model.layers
-    linears = [m for layer in layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
-                                               layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.gate_proj,
-                                               layer.mlp.up_proj, layer.mlp.down_proj)]
-    if not all(_supported_layer(m) for m in linears + [inner.lm_head]):
-        return None
-    return LeanDecoder(inner, dtype)
+    return LeanDecoder(_inner(model), dtype) if decoder_supports(model) else None
 
 
 class LeanDecoder:
@@ -114,7 +118,7 @@ class LeanDecoder:
             self.lm_bias = bias.detach().to(self.lm_head.dtype) if bias is not None else None
 
     def _fuse(self, layers) -> list[dict[str, torch.Tensor]]:
-        """Every layer's fused projection weights, each prepacked for the CPU matmul (`rftune.prepacked`).
+        """Every layer's fused projection weights, each prepacked for the CPU matmul (`rftune.cpu.prepacked`).
 
         A fused projection ``name`` holds its weights' rows stacked; in the model's own dtype each row is the merged
         W + scale * B @ A. In a lower dtype the adapters stay apart, as under autocast (a merged bf16 weight would

@@ -17,7 +17,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-SUPPORTED = {"llama", "mistral", "qwen2", "qwen3"}  # w * x / rms(x), with the weight as stored (no 1 + w)
+from rftune.cpu.architectures import fits
 
 
 def _fused_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -27,9 +27,10 @@ def _fused_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def use_fused_rms_norm(model) -> int:
-    """Give every RMS norm of `model` (transformers, or PEFT around it) the fused forward; returns how many."""
+    """Give every RMS norm of `model` (transformers, or PEFT around it) the fused forward; returns how many.
+    Only architectures whose norm is w * x / rms(x) with the weight as stored (no 1 + w) are switched."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(getattr(inner, "config", None), "model_type", None) not in SUPPORTED:
+    if not fits(inner, "rms_norm"):
         return 0
     count = 0
     for module in inner.modules():

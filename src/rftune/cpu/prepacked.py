@@ -7,7 +7,7 @@ into oneDNN's blocked layout; `linear` takes either kind of weight. Measured on 
 [32 x 576] @ [576 x 3104] ~0.45 -> ~0.3 ms, the [32 x 576] @ [576 x 49152] output projection ~9 -> ~6 ms. The
 values are the same products (bit-identical in bf16 without a bias; a bias is added before the rounding).
 Elsewhere (a GPU, a torch build without oneDNN, other dtypes, a bf16 weight on a CPU where oneDNN cannot hold
-one: AVX2 without AVX512 or AVX-NE-CONVERT, see `rftune.cpu_features`) `prepack` returns the weight as it is, and
+one: AVX2 without AVX512 or AVX-NE-CONVERT, see `rftune.cpu.features`) `prepack` returns the weight as it is, and
 `linear` is then plain F.linear.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rftune.cpu_features import cpu_features
+from rftune.cpu.features import cpu_features
 
 
 def prepack(weight: torch.Tensor) -> torch.Tensor:
