@@ -5,13 +5,14 @@ one, a wrong type names the key and the expected type, out-of-range values say t
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
-before GRPO) and ``eval`` (evaluation by playing).
+before GRPO), ``eval`` (evaluation by playing) and ``repository`` (registering finished runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from rftune.errors import ConfigError
+from rftune.repository.store import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RepositoryConfig:
+    """The model repository (`rftune models`): where finished runs are registered, and under which name."""
+
+    register: bool = True  # `rftune train` / `rftune sft` register each finished run as a version
+    name: str | None = None  # the versions' name; None = the run folder's name (last part of train.output_dir)
+    path: str | None = None  # repository folder (relative: from the config's folder); None = $RFTUNE_REPOSITORY,
+    # else <rftune cache>/repository
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -149,6 +161,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    repository: RepositoryConfig = field(default_factory=RepositoryConfig)
     base_dir: str = "."  # folder of the config file; relative paths inside it resolve from here
 
     @property
@@ -314,3 +327,7 @@ def validate(config: Config) -> None:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
     if config.task.name == "dataset" and not config.task.path:
         raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
+    name = config.repository.name
+    if name is not None and not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"repository.name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "
+                          "or digit (versions are referred to as NAME@VERSION)")
