@@ -107,10 +107,17 @@ def test_chained_train_registers_sft_then_grpo_with_everything_recorded(tiny_mod
     assert sft["metrics"] == json.loads((run / "sft" / "metrics.jsonl").read_text().splitlines()[-1])
     assert grpo["run_dir"] == str(run) and sft["run_dir"] == str(run / "sft")
     assert grpo["config"]["model"]["adapter"] == str(run / "sft" / "adapter")
+    assert sft["config"]["model"]["adapter"] is None
     assert grpo["config"]["train"]["max_steps"] == 1
     assert sft["started_at"] <= sft["finished_at"] <= grpo["finished_at"] <= grpo["created_at"]
     assert {rel: e["sha256"] for rel, e in grpo["files"].items()} == {
         rel: e["sha256"] for rel, e in manifest_of(run / "final").items()}
+
+    # `rftune eval` on the run's own adapters attaches each player's results to the version with those files
+    assert main(["eval", str(config), "--games", "1", "--no-base", "eval.max_new_tokens=2"]) == 0
+    out = capsys.readouterr().out
+    assert "results of sft attached to chain@1" in out and "results of sft+grpo attached to chain@2" in out
+    assert [e["summary"]["player"] for e in show("chain@2", capsys)["evals"]] == ["sft+grpo"]
 
     # a rerun reuses the finished SFT adapter: no new SFT version, the new GRPO version's parent is still chain@1,
     # and its unchanged files cost no space twice
@@ -329,3 +336,31 @@ def test_repository_config_switches_and_name_checks(tiny_model_dir, tmp_path, ca
     assert "registered mine@1" in capsys.readouterr().out
     assert [v.ref for v in Repository(tmp_path / "elsewhere").versions()] == ["mine@1"]
     assert open_repository().versions() == []
+
+
+def test_serve_a_reference_answers_like_the_adapter_it_names(adapter_dir, tiny_model_dir):
+    import urllib.request
+
+    from rftune.serve import load_service
+
+    repository = open_repository()
+    repository.register("arith", adapter_dir, kind="adapter", info={"base_model": {"name": tiny_model_dir}})
+    request = {"model": "arith@latest", "messages": [{"role": "user", "content": "count"}], "max_tokens": 8,
+               "temperature": 0}
+    process = subprocess.Popen([sys.executable, "-m", "rftune.cli", "serve", "arith@latest", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving 'arith@latest' on http://127.0.0.1:"), line
+        post = urllib.request.Request(line.split()[3] + "/chat/completions", data=json.dumps(request).encode(),
+                                      headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=60) as response:
+            served = json.loads(response.read())["choices"][0]["message"]["content"]
+    finally:
+        process.kill()
+        process.wait()
+    direct = load_service(tiny_model_dir, adapter=str(adapter_dir), device="cpu", served_name="arith@latest")
+    base = load_service(tiny_model_dir, device="cpu", served_name="arith@latest")
+    expected = direct.chat_completion(request)["choices"][0]["message"]["content"]
+    assert served == expected and expected != base.chat_completion(request)["choices"][0]["message"]["content"]

@@ -188,7 +188,8 @@ def _export(repository, args) -> int:
 
     version = repository.resolve(args.ref)
     folder = export_version(repository, version, args.dir, merged=args.merged)
-    print(f"exported {version.ref} to {folder}" + (" (adapter merged into full weights)" if args.merged else ""))
+    merged = args.merged and version.kind == "adapter"
+    print(f"exported {version.ref} to {folder}" + (" (adapter merged into full weights)" if merged else ""))
     return 0
 
 

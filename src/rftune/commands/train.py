@@ -30,7 +30,7 @@ def run(args) -> int:
         reused = finished_adapter(config) is not None
         config = with_sft_adapter(config)
         if config.repository.register:
-            parent = register_sft(start, config, finished_adapter(config), reuse=reused)
+            parent = register_sft(start, start.config, finished_adapter(config), reuse=reused)
             print(f"SFT stage: {parent.ref}")
     trainer = GRPOTrainer(config)
     trainer.train()

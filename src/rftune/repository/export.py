@@ -36,7 +36,7 @@ def export_version(repository: Repository, version: Version, target: str | Path,
     if merged and version.kind == "adapter":
         _save_merged(version, source, staging)
     else:
-        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(CARD))
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(CARD), copy_function=shutil.copyfile)
     lineage = repository.lineage(version)
     record = {"name": version.name, "version": version.version, "kind": "full" if merged else version.kind,
               "merged": merged and version.kind == "adapter", "lineage": [v.ref for v in lineage],
