@@ -114,7 +114,7 @@ def test_chained_train_registers_sft_then_grpo_with_everything_recorded(tiny_mod
         rel: e["sha256"] for rel, e in manifest_of(run / "final").items()}
 
     # `rftune eval` on the run's own adapters attaches each player's results to the version with those files
-    assert main(["eval", str(config), "--games", "1", "--no-base", "eval.max_new_tokens=2"]) == 0
+    assert main(["eval", str(config), "eval.max_new_tokens=2", "--games", "1", "--no-base"]) == 0
     out = capsys.readouterr().out
     assert "results of sft attached to chain@1" in out and "results of sft+grpo attached to chain@2" in out
     assert [e["summary"]["player"] for e in show("chain@2", capsys)["evals"]] == ["sft+grpo"]
