@@ -364,3 +364,18 @@ def test_serve_a_reference_answers_like_the_adapter_it_names(adapter_dir, tiny_m
     base = load_service(tiny_model_dir, device="cpu", served_name="arith@latest")
     expected = direct.chat_completion(request)["choices"][0]["message"]["content"]
     assert served == expected and expected != base.chat_completion(request)["choices"][0]["message"]["content"]
+
+
+def test_location_and_what_counts_as_a_reference(tmp_path, monkeypatch):
+    from rftune.repository import is_reference, repository_location
+
+    monkeypatch.delenv("RFTUNE_REPOSITORY")
+    monkeypatch.setenv("RFTUNE_CACHE", str(tmp_path / "cache"))
+    assert repository_location() == tmp_path / "cache" / "repository"
+    monkeypatch.setenv("RFTUNE_REPOSITORY", str(tmp_path / "moved"))
+    assert repository_location() == tmp_path / "moved" and repository_location("given") == Path("given")
+    assert is_reference("wordle@latest") and is_reference("arith@") and is_reference("a.b-c_1@best")
+    assert not any(is_reference(text) for text in ["runs/x@1", "HuggingFaceTB/SmolLM2-135M", "plain", "a@b@c"])
+    (tmp_path / "odd@1").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert not is_reference("odd@1")  # an existing folder of that name is a path

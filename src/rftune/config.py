@@ -146,8 +146,7 @@ class RepositoryConfig:
 
     register: bool = True  # `rftune train` / `rftune sft` register each finished run as a version
     name: str | None = None  # the versions' name; None = the run folder's name (last part of train.output_dir)
-    path: str | None = None  # repository folder (relative: from the config's folder); None = $RFTUNE_REPOSITORY,
-    # else <rftune cache>/repository
+    path: str | None = None  # folder (relative: from the config's); None = $RFTUNE_REPOSITORY, else the cache's
 
 
 @dataclass(frozen=True)
