@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random-init chat model saved once per test session.
+"""Shared fixtures: a tiny random-init chat model saved once per test session, and a model repository of each
+test's own (no test registers versions in the user's real repository).
 
 Tests run torch on one thread: the tiny model gains nothing from more, and on a 2-core machine extra OpenMP
 threads only fight with other processes. Slow tests that run the real model set their own thread count.
@@ -40,3 +41,11 @@ def cpu_kind(request, cpu_without):
     if request.param == "AVX2 only":
         cpu_without("avx512")
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def model_repository(tmp_path, monkeypatch):
+    """Every test (and the CLI subprocesses it starts) registers into ``<tmp_path>/repository``."""
+    path = tmp_path / "repository"
+    monkeypatch.setenv("RFTUNE_REPOSITORY", str(path))
+    return path

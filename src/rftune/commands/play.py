@@ -10,8 +10,9 @@ HELP = "Play Wordle: watch a model (with an optional adapter) play a game, or pl
 
 def add_arguments(parser) -> None:
     parser.add_argument("game", choices=["wordle"], help="the game to play")
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, folder or .gguf file")
-    parser.add_argument("--adapter", help="a LoRA adapter folder to apply")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="model name, folder, .gguf file or NAME@VERSION")
+    parser.add_argument("--adapter", help="a LoRA adapter folder (or NAME@VERSION) to apply")
     parser.add_argument("--secret", help="the secret word (default: a random answer)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the random secret (and for --sampled)")
     parser.add_argument("--human", action="store_true", help="you play, typing guesses")

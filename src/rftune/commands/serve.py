@@ -6,8 +6,8 @@ HELP = "Serve a model (with an optional adapter) on an OpenAI-compatible /v1/cha
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="model name, folder, .gguf file or 'smollm2-135m-instruct'")
-    parser.add_argument("--adapter", help="a LoRA adapter folder to apply")
+    parser.add_argument("model", help="model name, folder, .gguf file, 'smollm2-135m-instruct' or NAME@VERSION")
+    parser.add_argument("--adapter", help="a LoRA adapter folder (or NAME@VERSION) to apply")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
     parser.add_argument("--name", help="model name clients must send (default: the MODEL argument)")

@@ -1,4 +1,7 @@
-"""``rftune sft CONFIG [key=value ...]``: the supervised warm start (LoRA on chat JSONL or Wordle solver traces)."""
+"""``rftune sft CONFIG [key=value ...]``: the supervised warm start (LoRA on chat JSONL or Wordle solver traces).
+
+The finished adapter is registered in the model repository unless ``repository.register: false``.
+"""
 
 from rftune.config import load_config
 
@@ -11,8 +14,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rftune.repository.runs import begin_run, register_sft
     from rftune.sft import run_sft
 
-    adapter = run_sft(load_config(args.config, args.overrides))
+    start = begin_run(load_config(args.config, args.overrides))
+    adapter = run_sft(start.config)
     print(f"done: SFT adapter in {adapter}")
+    if start.config.repository.register:
+        print(f"registered {register_sft(start, start.config, adapter).ref}")
     return 0

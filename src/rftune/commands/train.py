@@ -1,7 +1,9 @@
 """``rftune train CONFIG [key=value ...] [--resume]``: GRPO fine-tuning from a YAML recipe.
 
 With ``sft.enabled: true`` the SFT stage runs first (or its finished adapter is reused) and GRPO trains on from that
-adapter.
+adapter. ``model.adapter`` (or ``model.name_or_path``) may be a repository reference (``NAME@V``) to continue a
+version. A finished run is registered in the model repository (the SFT stage too, as the GRPO version's parent)
+unless ``repository.register: false``.
 """
 
 from rftune.config import load_config
@@ -16,15 +18,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rftune.repository.runs import begin_run, register_grpo, register_sft
     from rftune.trainer import GRPOTrainer
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
-    config = load_config(args.config, overrides)
+    start = begin_run(load_config(args.config, overrides))
+    config, parent = start.config, start.parent
     if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
-        from rftune.sft import with_sft_adapter
+        from rftune.sft import finished_adapter, with_sft_adapter
 
+        reused = finished_adapter(config) is not None
         config = with_sft_adapter(config)
+        if config.repository.register:
+            parent = register_sft(start, start.config, finished_adapter(config), reuse=reused)
+            print(f"SFT stage: {parent.ref}")
     trainer = GRPOTrainer(config)
     trainer.train()
     print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")
+    if config.repository.register:
+        print(f"registered {register_grpo(start, config, trainer, parent).ref}")
     return 0
