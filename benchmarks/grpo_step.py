@@ -301,8 +301,8 @@ def spawn(framework: str, args) -> subprocess.Popen:
     command = [sys.executable, __file__, "--worker", worker, "--beta", str(args.beta), "--num-generations",
                str(args.num_generations), "--prompts", str(args.prompts), "--max-new-tokens",
                str(args.max_new_tokens), "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps",
-               "--device", args.device, "--model-path", args.model_path,
-               str(args.steps), "--trl-grad-accum", str(args.trl_grad_accum)] + (
+               str(args.steps), "--trl-grad-accum", str(args.trl_grad_accum), "--device", args.device,
+               "--model-path", args.model_path] + (
                   ["--fp32"] if framework.endswith("-fp32") else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")

@@ -62,8 +62,9 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, trainer_state: dict,
-                    keep: int) -> Path:
-    """Write a checkpoint atomically and keep only the `keep` newest."""
+                    keep: int, rng_per_rank: list[dict] | None = None) -> Path:
+    """Write a checkpoint atomically and keep only the `keep` newest. ``rng_per_rank``: every rank's
+    `rng_states` (None: this process's)."""
     root = checkpoint_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".tmp-*"):
@@ -71,8 +72,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     final = root / f"{PREFIX}{step:06d}"
     staging = root / f".tmp-{final.name}-{os.getpid()}"
     model.save_pretrained(staging / "model", safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()},
-               staging / "state.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_per_rank or [rng_states()]}, staging / "state.pt")
     (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
     replace_dir(staging, final)  # a checkpoint of this step from an earlier attempt is replaced
     for old in list_checkpoints(output_dir)[:-keep]:
@@ -80,14 +81,16 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool) -> dict:
-    """Restore model weights, optimizer, scheduler and RNG; return the trainer state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool, rank: int = 0, world_size: int = 1) -> dict:
+    """Restore model weights, optimizer, scheduler and this rank's RNG; return the trainer state. A checkpoint of
+    another world size restores rank 0's random state on every rank (sampling then differs, the rest continues)."""
     load_weights(model, path / "model", lora)
     state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")  # the optimizer moves its state
     # to the device of its parameters on load; RNG states live on the CPU
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    restore_rng_states(state["rng"])
+    per_rank = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    restore_rng_states(per_rank[rank] if len(per_rank) == world_size else per_rank[0])
     return json.loads((path / "trainer_state.json").read_text())
 
 

@@ -88,6 +88,7 @@ class TrainConfig:
     save_total_limit: int = 2  # keep this many latest checkpoints
     resume: bool = False  # continue from the latest checkpoint in output_dir
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    dist_timeout: int = 300  # seconds a collective waits for the other ranks (torchrun jobs) before failing
     log_completions: bool = True  # write completions.jsonl
 
 
@@ -178,7 +179,8 @@ RANGES = {
     "algorithm.max_resample_rounds": (0, None), "train.max_steps": (1, None), "train.batch_size": (1, None),
     "train.gradient_accumulation_steps": (1, None), "train.learning_rate": (0.0, None),
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
-    "train.save_total_limit": (1, None), "train.threads": (0, None), "lora.r": (1, None),
+    "train.save_total_limit": (1, None), "train.threads": (0, None), "train.dist_timeout": (1, None),
+    "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
     "sft.num_games": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),

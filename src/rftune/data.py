@@ -133,3 +133,20 @@ class PromptStream:
             indices.append(self._order(epoch)[offset])
             self.position += 1
         return indices
+
+
+class RankShard:
+    """One rank's share of a global `PromptStream`: each ``take(n)`` advances the global stream by n x world and
+    returns this rank's n of them (rank r gets the r-th block), so every rank agrees on the global position and the
+    union over ranks is what one process would have taken."""
+
+    def __init__(self, stream: PromptStream, rank: int, world_size: int):
+        self.stream, self.rank, self.world_size = stream, rank, world_size
+
+    @property
+    def position(self) -> int:
+        return self.stream.position
+
+    def take(self, count: int) -> list[int]:
+        indices = self.stream.take(count * self.world_size)
+        return indices[self.rank * count:(self.rank + 1) * count]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -31,16 +32,19 @@ from rftune import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.data import PromptStream, samples_from_rows
+from rftune.data import PromptStream, RankShard, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.cpu import enable_training_kernels
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
+                                process_device, sum_, sum_gradients)
 from rftune.generation import SamplingParams, resolve_backend, sample_completions
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
 from rftune.rollout_env import env_rollout
+from rftune.run_lock import RunLock, stale_note
 from rftune.tasks import Task, build_task
 from rftune.tracking import JsonlLog, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
@@ -70,7 +74,13 @@ class GRPOTrainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
-        self.device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
+        device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
+        self.world = init_world(device, config.train.dist_timeout)
+        self.device = process_device(device, self.world)
+        self._check_world()
+        self.output_dir = Path(config.train.output_dir)
+        self.lock = RunLock(self.output_dir) if self.world.is_main else None  # one run per folder
+        barrier(self.world)
         self.bf16 = bf16_enabled(config.train.bf16, self.device)
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
@@ -81,14 +91,25 @@ class GRPOTrainer:
         self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom"))
         self.rollout_fn, self.sync_weights = (rollout_fn, None) if rollout_fn else self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
-        self.output_dir = Path(config.train.output_dir)
         self.step_count = 0
         self.stream_position = 0
         resumed_from = self._maybe_resume()
-        self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
-        self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
-        if resumed_from is None:
-            (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
+        self.metrics_log = self.completions_log = None
+        if self.world.is_main:  # rank 0 writes the run's files; the others compute
+            stale = stale_note(self.lock.stale_holder)
+            if stale:
+                self._say(stale)
+            self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
+            self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
+            if resumed_from is None:
+                (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
+
+    def _check_world(self) -> None:
+        prompts, size = self.config.prompts_per_step, self.world.size
+        if prompts % size:
+            raise ConfigError(f"{prompts} prompts per step (train.batch_size={self.config.train.batch_size} / "
+                              f"generation.num_generations={self.config.generation.num_generations}) cannot be split "
+                              f"into whole groups over {size} processes; make the prompts per step a multiple of {size}")
 
     # ----------------------------------------------------------------------------------------------- setup
     def _build_task(self, dataset) -> Task:
@@ -164,38 +185,47 @@ class GRPOTrainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
         state = checkpoint.load_checkpoint(latest, self.model, self.optimizer, self.scheduler,
-                                           lora=self.config.lora.enabled)
+                                           lora=self.config.lora.enabled, rank=self.world.rank,
+                                           world_size=self.world.size)
         self.step_count, self.stream_position = state["step"], state["stream_position"]
         self._say(f"resumed from {latest} (step {self.step_count})")
+        if state.get("world_size", 1) != self.world.size:
+            self._say(f"the checkpoint was made by {state.get('world_size', 1)} process(es) and this run has "
+                      f"{self.world.size}: training continues from the same step and data position, but the sampled "
+                      "completions will differ from an uninterrupted run")
         return latest
 
     # -------------------------------------------------------------------------------------------- the loop
     def train(self) -> list[dict[str, Any]]:
         """Run until train.max_steps; returns the metrics of the steps run now."""
         cfg = self.config.train
-        stream = PromptStream(len(self.task.samples), cfg.seed, self.stream_position)
+        stream = RankShard(PromptStream(len(self.task.samples), cfg.seed, self.stream_position), self.world.rank,
+                           self.world.size)
         history = []
         try:
             while self.step_count < cfg.max_steps:
                 history.append(self.step(stream))
                 if self.step_count == cfg.max_steps or (cfg.save_steps and self.step_count % cfg.save_steps == 0):
                     self.save_checkpoint(stream)
-            self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
-            self.tokenizer.save_pretrained(self.output_dir / "final")
+            if self.world.is_main:
+                self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
+                self.tokenizer.save_pretrained(self.output_dir / "final")
+            barrier(self.world)
         finally:
-            self.metrics_log.close()
-            self.completions_log.close()
+            for log in (self.metrics_log, self.completions_log):
+                if log is not None:
+                    log.close()
+            if self.lock is not None:
+                self.lock.release()
         return history
 
     def step(self, stream) -> dict[str, Any]:
         """One GRPO step: rollout, rewards, advantages, reference, update, record."""
         start = time.perf_counter()
         self.step_count += 1
-        torch.manual_seed(self.config.train.seed * 100_003 + self.step_count)
+        torch.manual_seed(self.config.train.seed * 100_003 + self.step_count + 7_919 * self.world.rank)
         scored, rollout_metrics = self._collect(stream)
-        alg = self.config.algorithm
-        advantages, adv_metrics = compute_advantages(scored.rewards, self.config.generation.num_generations,
-                                                     alg.scale_rewards, alg.advantage_eps)  # [B]
+        advantages, adv_metrics = self._advantages(scored.rewards)  # [B] this rank's rows
         t0 = time.perf_counter()
         train_metrics = self._update(scored.rollout, advantages.to(self.device))
         rollout_metrics["time/train"] = time.perf_counter() - t0  # reference + update
@@ -203,15 +233,26 @@ class GRPOTrainer:
         metrics = {"step": self.step_count, **self._reward_metrics(scored), **adv_metrics, **rollout_metrics,
                    **train_metrics, "lr": self.scheduler.get_last_lr()[0]}
         metrics["time/step"] = time.perf_counter() - start
-        metrics["tokens_per_s"] = scored.rollout.completion_mask.sum().item() / metrics["time/step"]
+        tokens = sum_(scored.rollout.completion_mask.sum(), self.world).item()
+        metrics = combine_metrics(gather_objects(metrics, self.world))
+        metrics["tokens_per_s"] = tokens / metrics["time/step"]
         self._record(metrics, scored, advantages)
         return metrics
+
+    def _advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Group-relative advantages of this rank's rows, computed on the whole batch's rewards (in one process
+        its own), so batch-wide scaling sees every rank's groups."""
+        alg, size = self.config.algorithm, rewards.shape[0]
+        everyone = gather_rows(rewards, self.world)  # [B * world], rank blocks in order
+        advantages, metrics = compute_advantages(everyone, self.config.generation.num_generations,
+                                                 alg.scale_rewards, alg.advantage_eps)
+        return advantages[self.world.rank * size:(self.world.rank + 1) * size], metrics
 
     # ---------------------------------------------------------------------------------- rollout and scoring
     def _collect(self, stream) -> tuple[ScoredBatch, dict[str, float]]:
         """Sample and score P groups; under dynamic sampling replace equal-reward groups, within a cap."""
         g = self.config.generation.num_generations
-        wanted = self.config.prompts_per_step
+        wanted = self.prompts_per_rank
         timings = {"time/generation": 0.0, "time/reward": 0.0}
         scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted)], timings)
         metrics = {}
@@ -247,18 +288,21 @@ class GRPOTrainer:
         If the cap is reached first, the batch is topped up with equal-reward groups (zero advantage) so its size
         stays P * G.
         """
-        g, wanted = self.config.generation.num_generations, self.config.prompts_per_step
+        g, wanted = self.config.generation.num_generations, self.prompts_per_rank
         kept, spare, failures = [], [], [scored.failures]
         rounds = 0
-        while True:
+        while scored is not None:
             informative = ~zero_std_groups(scored.rewards, g)  # [P']
             for group, ok in enumerate(informative.tolist()):
                 (kept if ok else spare).append(_group(scored, group, g))
-            if len(kept) >= wanted or rounds >= self.config.algorithm.max_resample_rounds:
+            needed = max(0, wanted - len(kept))
+            most = max_int(needed, self.world)  # every rank takes as many from the stream: positions stay equal
+            if most == 0 or rounds >= self.config.algorithm.max_resample_rounds:
                 break
             rounds += 1
-            scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted - len(kept))], timings)
-            failures.append(scored.failures)
+            indices = stream.take(most)[:needed]
+            scored = self._sample_and_score([self.task.samples[i] for i in indices], timings) if indices else None
+            failures.append(scored.failures if scored is not None else {})
         chosen = (kept + spare)[:wanted]
         merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
                              torch.cat([c.rewards_per_func for c in chosen]), torch.cat([c.rewards for c in chosen]),
@@ -274,8 +318,11 @@ class GRPOTrainer:
             mask[rollout.truncated] = 0
         accum = cfg.train.gradient_accumulation_steps
         chunks = torch.arange(rollout.size).chunk(accum)
-        norms = BatchNorms(rows=rollout.size, tokens=int(mask.sum()), micro_batches=len(chunks),
-                           max_completion_length=rollout.completion_budget or cfg.generation.max_new_tokens)
+        world = self.world  # every normaliser spans the whole batch of all ranks, so the ranks' losses add up to it
+        micro_tokens = sum_(torch.stack([mask[rows].sum() for rows in chunks]), world).tolist()  # [accum] all ranks
+        norms = BatchNorms(rows=rollout.size * world.size, tokens=int(sum(micro_tokens)), micro_batches=len(chunks),
+                           max_completion_length=max_int(rollout.completion_budget or cfg.generation.max_new_tokens,
+                                                         world))
         t0 = time.perf_counter()
         ref_logprobs = [self._reference_logprobs(rollout, rows) for rows in chunks] if alg.beta > 0 else None
         collected: list[dict[str, float]] = [{"time/reference": time.perf_counter() - t0}]
@@ -290,7 +337,7 @@ class GRPOTrainer:
                     old_logprobs.append(logprobs.detach())
                 loss, metrics = policy_loss(
                     logprobs, old_logprobs[index], ref_logprobs[index] if ref_logprobs else None, advantages[rows],
-                    mask[rows], norms, loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
+                    mask[rows], dataclasses.replace(norms, micro_batch_tokens=int(micro_tokens[index])), loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
                     epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, beta=alg.beta,
                     kl_ratio_weighted=alg.kl_ratio_weighted)
                 loss.backward()
@@ -314,6 +361,7 @@ class GRPOTrainer:
 
     def _optimizer_step(self) -> float:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        sum_gradients(params, self.world)  # each rank's loss is its share of the batch loss: their gradients add up
         max_norm = self.config.train.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
         self.optimizer.step()
@@ -348,7 +396,8 @@ class GRPOTrainer:
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:
-        self.metrics_log.write([metrics])
+        """Rank 0 writes the step's metrics and every rank's completions (gathered in rank order)."""
+        rows = []
         if self.config.train.log_completions:
             names = [rf.name for rf in self.reward_functions]
             rows = [{"step": self.step_count, "prompt": sample.prompt, "completion": text,
@@ -357,17 +406,32 @@ class GRPOTrainer:
                     for sample, text, per_func, total, adv in zip(
                         scored.rollout.samples, scored.rollout.completions, scored.rewards_per_func,
                         scored.rewards.tolist(), advantages.tolist())]
+            rows = [row for part in gather_objects(rows, self.world) for row in part]
+        if not self.world.is_main:
+            return
+        self.metrics_log.write([metrics])
+        if rows:
             self.completions_log.write(rows)
         if self.progress:
             print_progress(metrics, self.config.train.max_steps)
 
     def save_checkpoint(self, stream) -> Path:
-        state = {"step": self.step_count, "stream_position": stream.position}
-        return checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer, self.scheduler,
-                                          state, self.config.train.save_total_limit)
+        """Rank 0 writes the checkpoint (with every rank's random state); the others wait for it."""
+        state = {"step": self.step_count, "stream_position": stream.position, "world_size": self.world.size}
+        rng = gather_objects(checkpoint.rng_states(), self.world)
+        path = checkpoint.checkpoint_root(self.output_dir) / f"{checkpoint.PREFIX}{self.step_count:06d}"
+        if self.world.is_main:
+            path = checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer,
+                                              self.scheduler, state, self.config.train.save_total_limit, rng)
+        barrier(self.world)
+        return path
+
+    @property
+    def prompts_per_rank(self) -> int:
+        return self.config.prompts_per_step // self.world.size
 
     def _say(self, text: str) -> None:
-        if self.progress:
+        if self.progress and self.world.is_main:
             print(text, flush=True)
 
 

@@ -15,7 +15,8 @@ episodes).
 Aggregation (``loss_type``) — each aggregator returns this micro-batch's share of the *whole* rollout batch's
 loss, so that summing gradients over micro-batches (gradient accumulation) gives exactly the formula:
     grpo     mean over sequences of (sum_t m*L / sum_t m)                     (DeepSeekMath)
-    bnpo     sum m*L / sum m within the micro-batch, averaged over micro-batches
+    bnpo     sum m*L / sum m within the micro-batch (under torchrun: the micro-batch of every rank together),
+             averaged over micro-batches
     dapo     sum m*L / (active tokens in the whole rollout batch)             (DAPO token mean)
     dr_grpo  sum m*L / (B * max_completion_length)                            (Dr. GRPO)
 With a single micro-batch bnpo and dapo coincide.
@@ -37,6 +38,7 @@ class BatchNorms:
     tokens: int  # active completion tokens in the rollout batch
     micro_batches: int  # number of micro-batches the batch is split into
     max_completion_length: int  # the configured max_new_tokens (dr_grpo's constant)
+    micro_batch_tokens: int | None = None  # active tokens of this micro-batch over all ranks (None: this one's)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -83,7 +85,9 @@ def aggregate_grpo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorm
 
 
 def aggregate_bnpo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
-    return masked_mean(per_token, mask) / norms.micro_batches
+    if norms.micro_batch_tokens is None:
+        return masked_mean(per_token, mask) / norms.micro_batches
+    return (per_token * mask).sum() / max(norms.micro_batch_tokens, 1) / norms.micro_batches
 
 
 def aggregate_dapo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
