@@ -6,12 +6,14 @@ final adapter weights as the run that was never interrupted.
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -78,5 +80,41 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     a = load_file(killed_dir / "final" / "adapter_model.safetensors")
     b = load_file(straight_dir / "final" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_killed_at_ten_random_moments_and_resumed_each_time(tiny_model_dir, tmp_path):
+    # Kills land in generation, scoring, the update and checkpoint writing (save_steps: 1 writes one every step).
+    rng = random.Random(1234)
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    straight = rftune("train", str(write_setup(tmp_path, tiny_model_dir, straight_dir)))
+    config = write_setup(tmp_path, tiny_model_dir, killed_dir)
+    kills = 0
+    while kills < 10:
+        run = rftune("train", str(config), "--resume")
+        metrics = killed_dir / "metrics.jsonl"
+        before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        deadline = time.time() + 120
+        while run.poll() is None and (len(metrics.read_text().splitlines()) if metrics.exists() else 0) <= before:
+            assert time.time() < deadline, "no step was made"
+            time.sleep(0.02)
+        if run.poll() is not None:  # finished before a kill could land: every step is done
+            break
+        time.sleep(rng.uniform(0.0, 0.4))  # somewhere in the next step
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        kills += 1
+    final = rftune("train", str(config), "--resume")
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out
+    out, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, out
+    assert kills >= 3, "the run was too fast to be killed"
+    assert state(killed_dir) == state(straight_dir)
+    assert [r["step"] for r in read_jsonl(killed_dir / "metrics.jsonl")] == list(range(1, 9))
+    a = load_file(killed_dir / "final" / "adapter_model.safetensors")
+    b = load_file(straight_dir / "final" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
