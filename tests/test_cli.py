@@ -55,7 +55,8 @@ def test_bf16_true_trains_on_a_cpu_without_native_bf16(tmp_path, tiny_model_dir)
     result = rftune("train", str(_tiny_config(tmp_path, tiny_model_dir)), "train.bf16=true",
                     f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path, env={"RFTUNE_CPU_FEATURES_OFF": "avx512"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "no native bf16); bf16 on (train.bf16=true on a CPU without native bf16: emulated" in result.stdout
+    assert "no native bf16); weights float32; bf16 on (train.bf16=true on a CPU without native bf16: emulated" \
+        in result.stdout
     assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
 
 

@@ -70,15 +70,17 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def run_summary(device: torch.device, bf16_setting: bool | str, backend: str | None = None) -> str:
-    """One line for the start of a run: device, bf16 and (for sampling) the generation backend."""
+def run_summary(device: torch.device, bf16_setting: bool | str, backend: str | None = None,
+                weights: str = "float32") -> str:
+    """One line for the start of a run: device, the weights' dtype, bf16 and (for sampling) the generation
+    backend."""
     device = torch.device(device)
     bf16 = bf16_enabled(bf16_setting, device)
     if device.type == "cuda":
         where = f"device: {device} ({torch.cuda.get_device_name(device)})"
     else:
         where = f"device: cpu, {cpu_features().describe()}"
-    line = f"{where}; bf16 {'on' if bf16 else 'off'}"
+    line = f"{where}; weights {weights}; bf16 {'on' if bf16 else 'off'}"
     if bf16_setting is True and device.type == "cpu" and not cpu_features().native_bf16:
         line += (" (train.bf16=true on a CPU without native bf16: emulated, slower than float32; "
                  "train.bf16=auto picks float32 here)")

@@ -285,7 +285,7 @@ def run_sft(config, progress: bool = True) -> Path:
     model.to(device)
     if progress:
         print(f"sft: {len(conversations)} conversations -> {sft_output_dir(config)}; "
-              f"{run_summary(device, config.train.bf16)}", file=sys.stderr, flush=True)
+              f"{run_summary(device, config.train.bf16, weights=config.model.dtype)}", file=sys.stderr, flush=True)
     return train_sft(model, tokenizer, conversations, sft_output_dir(config), epochs=cfg.epochs,
                      max_steps=cfg.max_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_length=cfg.max_length,

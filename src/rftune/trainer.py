@@ -88,7 +88,8 @@ class GRPOTrainer:
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
-        self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom"))
+        self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom",
+                              config.model.dtype))
         self.rollout_fn, self.sync_weights = (rollout_fn, None) if rollout_fn else self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0

@@ -41,7 +41,7 @@ def run(args) -> int:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
     backend = in_process_backend(config.generation.backend, cpu_kernels_enabled(config.train.cpu_kernels, device))
-    print(run_summary(device, config.train.bf16, backend), flush=True)
+    print(run_summary(device, config.train.bf16, backend, config.model.dtype), flush=True)
     cfg, gen = config.eval, config.generation
     games = cfg.num_games if args.games is None else args.games
     seed = cfg.seed if args.seed is None else args.seed
