@@ -63,6 +63,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class TestSuite:
+    __test__ = False  # not a pytest class
+
     cases: tuple[str, ...]
     setup: str = ""
     entry_point: str | None = None
@@ -204,7 +206,7 @@ def _as_suite(tests) -> TestSuite:
 
 def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str) -> dict:
     uids = None
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and (isolation.isolated or _reachable_by_others(_python())):
         program_uid = UID_BASE + 2 * random.SystemRandom().randrange(100_000)
         uids = [program_uid, program_uid + 1]
         if not isolation.isolated:
@@ -214,6 +216,15 @@ def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, stag
             "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
             "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
             "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": _own_process_count()}
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether another uid can execute `path` (every folder above it searchable by others): without namespaces the
+    program can only change uid when it can still start the interpreter."""
+    current = Path(path)
+    if not os.stat(current).st_mode & 0o001:
+        return False
+    return all(os.stat(folder).st_mode & 0o001 for folder in current.parents)
 
 
 def _own_process_count() -> int:
@@ -274,6 +285,8 @@ def _status(record: dict, kind: str, value, cases: tuple[bool, ...]) -> tuple[st
         return "timeout", "the program passed its CPU-time limit"
     if record["memory"]:
         return "memory", record["load_error"] or "the program hit its memory limit"
+    if record["protocol_error"]:
+        return "crashed", record["protocol_error"]
     if record["gone"]:
         how = f"killed by {signal.Signals(value).name}" if kind == "signal" else f"exited with status {value}"
         return "crashed", f"the program ended before the tests were done ({how})"

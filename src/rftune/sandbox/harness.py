@@ -187,7 +187,10 @@ class Channel:
             protocol.send(self.calls_write, message)
         except (BrokenPipeError, OSError):
             raise ProgramGone() from None
-        reply = protocol.receive(self.replies_read, self._wait)
+        try:
+            reply = protocol.receive(self.replies_read, self._wait)
+        except protocol.ProtocolError as exc:
+            raise ProgramGone(f"the program broke the call protocol: {exc}") from None
         if reply is None:
             raise ProgramGone()
         return reply
@@ -263,14 +266,16 @@ def run_harness(job, root, results_fd):
         os.chdir("/")
         set_limits({**job["limits"], "memory_mb": job["limits"]["memory_mb"] + 1024}, 1)
         _drop_to(job["uids"][1])
-    record = {"loaded": False, "load_error": "", "cases": [], "memory": False, "timeout": False, "gone": False}
+    record = {"loaded": False, "load_error": "", "cases": [], "memory": False, "timeout": False, "gone": False,
+              "protocol_error": ""}
     start = time.monotonic()
     try:
         run_cases(Channel(calls_write, replies_read, start + job["limits"]["timeout_s"]), job, record)
     except Deadline:
         record["timeout"] = True
-    except ProgramGone:
+    except ProgramGone as exc:
         record["gone"] = True
+        record["protocol_error"] = str(exc)
     record["seconds"] = time.monotonic() - start
     os.close(calls_write)
     record["exit"] = program_exit(pid, grace_s=0.5 if record["gone"] else 0.05)
