@@ -382,6 +382,7 @@ def configure(require_isolation: bool = False, workers: int = 4, cache_size: int
     if _default is None or _default.isolation != isolation:
         print(isolation.describe(), file=sys.stderr)
     _default = Sandbox(Limits(**limits), workers, cache_size, isolation)
+    SANDBOX_STATS.snapshot_and_reset()
     return _default
 
 
