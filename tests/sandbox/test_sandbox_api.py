@@ -18,6 +18,7 @@ METADATA = {"author": "x"}
 
 
 def check(candidate):
+    assert True, "a constant assert is not a case"
     assert candidate(1, 2) == 3
     import math
     value = math.floor(2.5)
@@ -32,7 +33,7 @@ def test_check_function_is_split_into_cases_with_their_setup_lines():
     suite = split_tests(HUMANEVAL_STYLE, entry_point="add")
     assert suite.entry_point == "add"
     assert suite.setup == "METADATA = {'author': 'x'}"
-    assert suite.cases == ("assert candidate(1, 2) == 3",
+    assert suite.cases == ("assert True, 'a constant assert is not a case'\nassert candidate(1, 2) == 3",
                            "import math\nvalue = math.floor(2.5)\nassert candidate(value, 1) == 3",
                            "for a in range(3):\n    assert candidate(a, 0) == a\nprint('done')")
 

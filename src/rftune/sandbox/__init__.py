@@ -97,7 +97,8 @@ class Result:
 # ------------------------------------------------------------------------------------------------ tests
 def tests_from_source(source: str, entry_point: str | None = None) -> TestSuite:
     """Split test code into cases: each top-level statement that contains an ``assert`` is one case, together with
-    the statements before it that do not (imports, assignments). A module that defines ``check(candidate)``
+    the statements before it that do not (imports, assignments). An assert of a constant (HumanEval's
+    ``assert True, "..."``) tests nothing and is not a case of its own. A module that defines ``check(candidate)``
     (HumanEval) is split inside that function, its other top-level code becoming the setup."""
     try:
         module = ast.parse(source)
@@ -123,7 +124,7 @@ def _split_cases(statements: list[ast.stmt]) -> tuple[str, ...]:
     cases, pending = [], []
     for node in statements:
         pending.append(node)
-        if any(isinstance(inner, ast.Assert) for inner in ast.walk(node)):
+        if any(isinstance(inner, ast.Assert) and not isinstance(inner.test, ast.Constant) for inner in ast.walk(node)):
             cases.append(_unparse(pending))
             pending = []
     if pending and cases:
