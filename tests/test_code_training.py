@@ -23,7 +23,7 @@ def test_code_task_step_logs_sandbox_outcomes(tiny_model_dir, tmp_path):
     assert sandbox.default_sandbox().limits == sandbox.Limits(timeout_s=5.0, cpu_s=2)
     (metrics,) = trainer.train()
     runs = metrics["sandbox/runs"]
-    assert runs + metrics["sandbox/cache_hits"] == 16  # 8 completions x 2 rewards; repeats come from the cache
+    assert runs + metrics["sandbox/cache_hits"] == 16  # 8 completions x 2 rewards; repeats are not run again
     assert sum(metrics[f"sandbox/{status}"] for status in sandbox.STATUSES) == runs
     assert 1 <= runs <= 8
     assert metrics["rewards/code_tests/mean"] >= metrics["rewards/code_passes/mean"] >= 0.0

@@ -75,7 +75,7 @@ def test_identical_jobs_run_once_and_repeats_come_from_the_cache():
                           (ADD, ["assert add(1, 1) == 3"])])
     assert [r.status for r in first] == ["passed", "passed", "failed"]
     assert sandbox.SANDBOX_STATS.snapshot_and_reset() == {
-        "sandbox/runs": 2, "sandbox/cache_hits": 0, "sandbox/passed": 1, "sandbox/failed": 1, "sandbox/error": 0,
+        "sandbox/runs": 2, "sandbox/cache_hits": 1, "sandbox/passed": 1, "sandbox/failed": 1, "sandbox/error": 0,
         "sandbox/timeout": 0, "sandbox/memory": 0, "sandbox/crashed": 0}
     again = box.run_many([(ADD, ["assert add(1, 1) == 3"])])
     assert again == [first[2]]

@@ -298,7 +298,8 @@ def _status(record: dict, kind: str, value, cases: tuple[bool, ...]) -> tuple[st
 
 # ------------------------------------------------------------------------------------------------ many runs
 class SandboxStats:
-    """Thread-safe per-step counters: fresh runs by status and cache hits; the trainer reads and clears them."""
+    """Thread-safe per-step counters: fresh runs by status, and requests served without a run (cached, or the same
+    job earlier in the batch); the trainer reads and clears them."""
 
     KEYS = ("sandbox/runs", "sandbox/cache_hits") + tuple(f"sandbox/{status}" for status in STATUSES)
 
@@ -336,8 +337,8 @@ class Sandbox:
         """Results in input order; identical jobs and cached ones run once."""
         keyed = [(self._key(code, suite), code, suite) for code, suite in ((c, _as_suite(t)) for c, t in jobs)]
         results = {key: hit for key in {k for k, _, _ in keyed} if (hit := self._cached(key)) is not None}
-        SANDBOX_STATS.add("sandbox/cache_hits", sum(key in results for key, _, _ in keyed))
         todo = {key: (code, suite) for key, code, suite in keyed if key not in results}
+        SANDBOX_STATS.add("sandbox/cache_hits", len(keyed) - len(todo))  # served without a run of their own
         if todo:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
                 fresh = dict(zip(todo, pool.map(lambda job: run(*job, self.limits, self.isolation), todo.values())))
