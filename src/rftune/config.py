@@ -5,7 +5,8 @@ one, a wrong type names the key and the expected type, out-of-range values say t
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
-before GRPO), ``eval`` (evaluation by playing) and ``repository`` (registering finished runs).
+before GRPO), ``eval`` (evaluation by playing), ``repository`` (registering finished runs) and ``sandbox``
+(limits for running generated code).
 """
 
 from __future__ import annotations
@@ -153,6 +154,22 @@ class RepositoryConfig:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    """How the code rewards run programs (`rftune.sandbox`)."""
+
+    require_isolation: bool = False  # refuse to run when namespaces (no network, no outside files) are unavailable
+    workers: int = 4  # programs run at once
+    cache_size: int = 4096  # results kept, by (code, tests, limits)
+    timeout_s: float = 10.0  # wall clock per program, tests included
+    cpu_s: int = 5  # CPU seconds per program
+    memory_mb: int = 512  # address space per program
+    max_processes: int = 16  # processes per program (its own included)
+    max_file_mb: int = 16  # size of any one file it writes
+    disk_mb: int = 32  # size of its directory (isolated mode)
+    max_open_files: int = 64
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -164,6 +181,7 @@ class Config:
     sft: SftConfig = field(default_factory=SftConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     repository: RepositoryConfig = field(default_factory=RepositoryConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     base_dir: str = "."  # folder of the config file; relative paths inside it resolve from here
 
     @property
@@ -187,6 +205,9 @@ RANGES = {
     "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
     "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),
     "eval.batch_size": (1, None),
+    "sandbox.workers": (1, None), "sandbox.cache_size": (0, None), "sandbox.timeout_s": (0.1, None),
+    "sandbox.cpu_s": (1, None), "sandbox.memory_mb": (64, None), "sandbox.max_processes": (1, None),
+    "sandbox.max_file_mb": (1, None), "sandbox.disk_mb": (1, None), "sandbox.max_open_files": (16, None),
 }
 
 

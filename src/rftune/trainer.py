@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune import checkpoint
+from rftune import checkpoint, sandbox
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
@@ -85,6 +85,9 @@ class GRPOTrainer:
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
         self.reward_functions = self._build_rewards(reward_funcs)
+        self.uses_sandbox = any(getattr(rf.fn, "uses_sandbox", False) for rf in self.reward_functions)
+        if self.uses_sandbox:  # code rewards: says once what the sandbox isolates here; may refuse to run
+            sandbox.configure(**dataclasses.asdict(config.sandbox))
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
@@ -393,6 +396,8 @@ class GRPOTrainer:
         for name, fn in self.task.completion_metrics.items():
             values = [fn(s.prompt, text, s.example) for s, text in zip(rollout.samples, rollout.completions)]
             metrics[f"task/{name}"] = sum(values) / len(values)
+        if self.uses_sandbox:  # programs run by the code rewards this step, by outcome, and cache hits
+            metrics.update(sandbox.SANDBOX_STATS.snapshot_and_reset())
         metrics.update(JUDGE_STATS.snapshot_and_reset())  # judge calls made by reward functions this step
         return metrics
 

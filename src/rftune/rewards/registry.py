@@ -24,6 +24,7 @@ _REGISTRY: dict[str, Callable] = {}
 # Modules whose import registers built-in rewards. Add a module here when it defines @register_reward functions.
 BUILTIN_MODULES = (
     "rftune.rewards.builtin",
+    "rftune.rewards.code",
     "rftune.rewards.judge",
     "rftune.rewards.text",
     "rftune.envs.wordle.rewards",

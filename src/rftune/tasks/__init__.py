@@ -30,6 +30,7 @@ class Task:
 # name -> "module:function" building the task; imported only when used.
 TASKS = {
     "arithmetic": "rftune.tasks.arithmetic:build",
+    "code": "rftune.tasks.code:build",
     "dataset": "rftune.tasks:build_dataset_task",
     "summarize": "rftune.tasks.summarize:build",
     "wordle": "rftune.tasks.wordle:build",

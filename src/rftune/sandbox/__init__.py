@@ -1,0 +1,393 @@
+"""Running untrusted code against tests: ``run(code, tests, limits) -> Result``, and a parallel, caching `Sandbox`.
+
+A program (model-written Python) runs in its own process, session and fresh directory, with a scrubbed environment,
+``HOME`` inside that directory and limits on CPU seconds, address space, processes, file size, open files and the
+directory's size; after ``timeout_s`` of wall-clock time the run ends and every process it started is killed.
+Where Linux namespaces work (as root) the program also has no network and sees no file of the machine except a
+read-only view of the system's and Python's libraries. See `rftune.sandbox.harness` for how, and for why the
+per-test-case record cannot be forged by the program.
+
+Tests are a `TestSuite`: ``cases`` (Python snippets, each passing when it runs without raising), optional
+``setup`` (test-side helpers) and ``entry_point`` (the program's function bound to ``candidate``). Test code runs
+in the harness, never in the program; every callable the program defines is reachable from the tests by name,
+called with plain data (see `protocol`). `tests_from_source` splits a test file or a HumanEval ``check(candidate)``
+function into cases.
+
+Outcome (`Result.status`): ``passed`` (every case passed), ``failed`` (some case failed), ``error`` (the program
+does not load: syntax error, exception at import), ``timeout`` (wall clock or CPU limit), ``memory`` (the address
+space limit was hit), ``crashed`` (the program's process ended or closed its pipe before the tests were done).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from rftune.errors import RftuneError
+
+HARNESS = Path(__file__).with_name("harness.py")
+PROTOCOL = Path(__file__).with_name("protocol.py")
+STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed")
+GRACE_S = 10.0  # extra wall-clock time before the parent kills a harness that did not finish on its own
+UID_BASE = 1_500_000  # programs and harnesses run as uids drawn from here (pairs; no account needed)
+
+
+class SandboxError(RftuneError):
+    """The sandbox cannot run as configured (e.g. isolation is required but not available here)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0  # wall clock for the whole run (loading the program and every test case)
+    cpu_s: int = 5  # CPU seconds of the program's process
+    memory_mb: int = 512  # address space of the program's process
+    max_processes: int = 16  # processes the program may have at once (its own included)
+    max_file_mb: int = 16  # size of any one file it writes
+    disk_mb: int = 32  # total size of its directory (isolated mode)
+    max_open_files: int = 64
+
+
+@dataclass(frozen=True)
+class TestSuite:
+    __test__ = False  # not a pytest class
+
+    cases: tuple[str, ...]
+    setup: str = ""
+    entry_point: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # one of STATUSES
+    cases: tuple[bool, ...] = ()  # per test case: passed?
+    error: str = ""  # why the program did not load, the first failing case's message, or why the run ended
+    seconds: float = 0.0
+    case_errors: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def passed(self) -> int:
+        return sum(self.cases)
+
+    @property
+    def total(self) -> int:
+        return len(self.cases)
+
+    @property
+    def fraction(self) -> float:
+        """Share of test cases passed (0.0 when the program did not load; 1.0 for a load-only run that loaded)."""
+        if not self.cases:
+            return float(self.status == "passed")
+        return self.passed / self.total
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def tests_from_source(source: str, entry_point: str | None = None) -> TestSuite:
+    """Split test code into cases: each top-level statement that contains an ``assert`` is one case, together with
+    the statements before it that do not (imports, assignments). An assert of a constant (HumanEval's
+    ``assert True, "..."``) tests nothing and is not a case of its own. A module that defines ``check(candidate)``
+    (HumanEval) is split inside that function, its other top-level code becoming the setup."""
+    try:
+        module = ast.parse(source)
+    except SyntaxError as exc:
+        raise SandboxError(f"test code does not parse: line {exc.lineno}: {exc.msg}") from exc
+    check = next((node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "check"), None)
+    if check is None:
+        return TestSuite(cases=_split_cases(module.body), entry_point=entry_point)
+    setup = [node for node in module.body if node is not check and not _is_check_call(node)]
+    parameter = check.args.args[0].arg if check.args.args else "candidate"
+    prefix = "" if parameter == "candidate" else f"{parameter} = candidate\n"
+    cases = _split_cases(check.body)
+    return TestSuite(cases=(prefix + cases[0],) + cases[1:] if cases else (), setup=_unparse(setup),
+                     entry_point=entry_point)
+
+
+def _is_check_call(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "check")
+
+
+def _split_cases(statements: list[ast.stmt]) -> tuple[str, ...]:
+    cases, pending = [], []
+    for node in statements:
+        pending.append(node)
+        if any(isinstance(inner, ast.Assert) and not isinstance(inner.test, ast.Constant) for inner in ast.walk(node)):
+            cases.append(_unparse(pending))
+            pending = []
+    if pending and cases:
+        cases[-1] += "\n" + _unparse(pending)
+    return tuple(cases)
+
+
+def _unparse(nodes: list[ast.stmt]) -> str:
+    return "\n".join(ast.unparse(node) for node in nodes)
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+@dataclass(frozen=True)
+class Isolation:
+    isolated: bool  # namespaces, jail and uid drop
+    reason: str  # what failed, when not isolated
+
+    def describe(self) -> str:
+        if self.isolated:
+            return ("rftune sandbox: isolated: own network, mount and PID namespaces, a read-only root of the system "
+                    "and Python libraries only, unprivileged uids, resource limits")
+        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits in their own "
+                "session and directory, but can use the network and read every file this user can; set "
+                "sandbox.require_isolation: true to refuse to run like this")
+
+
+_isolation: Isolation | None = None
+_isolation_lock = threading.Lock()
+
+
+def detect_isolation() -> Isolation:
+    """Whether the isolated mode works on this machine (checked once per process)."""
+    global _isolation
+    with _isolation_lock:
+        if _isolation is None:
+            _isolation = _probe()
+        return _isolation
+
+
+def _probe() -> Isolation:
+    if not sys.platform.startswith("linux"):
+        return Isolation(False, f"needs Linux, this is {sys.platform}")
+    if os.geteuid() != 0:
+        return Isolation(False, "needs root for namespaces, mounts and uid changes")
+    with tempfile.TemporaryDirectory(prefix="rftune-sandbox-probe-") as folder:
+        try:
+            done = subprocess.run([_python(), "-I", "-S", str(HARNESS), "--probe", folder], capture_output=True,
+                                  text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Isolation(False, f"probe failed: {exc}")
+    answer = done.stdout.strip() or done.stderr.strip()[-300:]
+    return Isolation(True, "") if answer == "ok" else Isolation(False, answer)
+
+
+def _python() -> str:
+    return os.path.realpath(sys.executable)
+
+
+# ------------------------------------------------------------------------------------------------ one run
+def run(code: str, tests: TestSuite | Sequence[str] | str = (), limits: Limits = Limits(),
+        isolation: Isolation | None = None) -> Result:
+    """Run `code` against `tests` (a suite, a list of case snippets, or test source to split) in a sandbox."""
+    suite = _as_suite(tests)
+    isolation = isolation or detect_isolation()
+    staging = tempfile.mkdtemp(prefix="rftune-sandbox-")
+    try:
+        job = _job(code, suite, limits, isolation, staging)
+        return _launch(job, limits)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _as_suite(tests) -> TestSuite:
+    if isinstance(tests, TestSuite):
+        return tests
+    if isinstance(tests, str):
+        return tests_from_source(tests)
+    return TestSuite(cases=tuple(tests))
+
+
+def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str) -> dict:
+    uids = None
+    if os.geteuid() == 0 and (isolation.isolated or _reachable_by_others(_python())):
+        program_uid = UID_BASE + 2 * random.SystemRandom().randrange(100_000)
+        uids = [program_uid, program_uid + 1]
+        if not isolation.isolated:
+            os.chown(staging, program_uid, program_uid)
+    os.chmod(staging, 0o700)
+    return {"code": code, "setup": suite.setup, "cases": list(suite.cases), "entry_point": suite.entry_point,
+            "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
+            "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
+            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count()}
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether another uid can execute `path` (every folder above it searchable by others): without namespaces the
+    program can only change uid when it can still start the interpreter."""
+    current = Path(path)
+    if not os.stat(current).st_mode & 0o001:
+        return False
+    return all(os.stat(folder).st_mode & 0o001 for folder in current.parents)
+
+
+def _own_process_count() -> int:
+    """Processes of this uid now (RLIMIT_NPROC counts them all when the program keeps our uid)."""
+    uid, count = os.getuid(), 0
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        try:
+            count += name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid
+        except OSError:
+            continue
+    return count
+
+
+def _launch(job: dict, limits: Limits) -> Result:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    process = subprocess.Popen([job["python"], "-I", "-S", str(HARNESS)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        output, _ = process.communicate(json.dumps(job).encode(), timeout=limits.timeout_s + GRACE_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return Result("timeout", tuple([False] * len(job["cases"])), "the harness did not finish in time",
+                      limits.timeout_s + GRACE_S)
+    finally:
+        _kill_group(process)
+    try:
+        record = json.loads(output)
+    except ValueError:
+        return Result("crashed", tuple([False] * len(job["cases"])),
+                      f"the harness wrote no record (exit status {process.returncode})")
+    return result_from_record(record, len(job["cases"]))
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def result_from_record(record: dict, num_cases: int) -> Result:
+    """The outcome of a run from the harness's record of it."""
+    outcomes = record["cases"] + [{"ok": False, "error": ""}] * (num_cases - len(record["cases"]))
+    cases = tuple(bool(o["ok"]) for o in outcomes)
+    errors = tuple(str(o["error"]) for o in outcomes)
+    kind, value = record["exit"]
+    status, error = _status(record, kind, value, cases)
+    if not error:
+        error = next((e for e in errors if e), "")
+    return Result(status, cases, error, float(record["seconds"]), errors)
+
+
+def _status(record: dict, kind: str, value, cases: tuple[bool, ...]) -> tuple[str, str]:
+    if record["timeout"]:
+        return "timeout", "the run passed its wall-clock limit"
+    if kind == "signal" and value in (signal.SIGXCPU, signal.SIGKILL):
+        return "timeout", "the program passed its CPU-time limit"
+    if record["memory"]:
+        return "memory", record["load_error"] or "the program hit its memory limit"
+    if record["protocol_error"]:
+        return "crashed", record["protocol_error"]
+    if record["gone"]:
+        how = f"killed by {signal.Signals(value).name}" if kind == "signal" else f"exited with status {value}"
+        return "crashed", f"the program ended before the tests were done ({how})"
+    if not record["loaded"]:
+        return "error", record["load_error"]
+    return ("passed" if all(cases) else "failed"), ""
+
+
+# ------------------------------------------------------------------------------------------------ many runs
+class SandboxStats:
+    """Thread-safe per-step counters: fresh runs by status, and requests served without a run (cached, or the same
+    job earlier in the batch); the trainer reads and clears them."""
+
+    KEYS = ("sandbox/runs", "sandbox/cache_hits") + tuple(f"sandbox/{status}" for status in STATUSES)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.KEYS, 0)
+
+    def add(self, key: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += amount
+
+    def snapshot_and_reset(self) -> dict[str, int]:
+        with self._lock:
+            counts, self._counts = self._counts, dict.fromkeys(self.KEYS, 0)
+            return counts
+
+
+SANDBOX_STATS = SandboxStats()
+
+
+class Sandbox:
+    """Runs many programs in parallel (at most `workers` at once), caching results by (code, tests, limits)."""
+
+    def __init__(self, limits: Limits = Limits(), workers: int = 4, cache_size: int = 4096,
+                 isolation: Isolation | None = None) -> None:
+        self.limits, self.workers, self.cache_size = limits, workers, cache_size
+        self.isolation = isolation or detect_isolation()
+        self._cache: OrderedDict[str, Result] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def run(self, code: str, tests: TestSuite | Sequence[str] | str = ()) -> Result:
+        return self.run_many([(code, tests)])[0]
+
+    def run_many(self, jobs: Sequence[tuple[str, TestSuite | Sequence[str] | str]]) -> list[Result]:
+        """Results in input order; identical jobs and cached ones run once."""
+        keyed = [(self._key(code, suite), code, suite) for code, suite in ((c, _as_suite(t)) for c, t in jobs)]
+        results = {key: hit for key in {k for k, _, _ in keyed} if (hit := self._cached(key)) is not None}
+        todo = {key: (code, suite) for key, code, suite in keyed if key not in results}
+        SANDBOX_STATS.add("sandbox/cache_hits", len(keyed) - len(todo))  # served without a run of their own
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
+                fresh = dict(zip(todo, pool.map(lambda job: run(*job, self.limits, self.isolation), todo.values())))
+            for key, result in fresh.items():
+                self._store(key, result)
+                SANDBOX_STATS.add("sandbox/runs")
+                SANDBOX_STATS.add(f"sandbox/{result.status}")
+            results.update(fresh)
+        return [results[key] for key, _, _ in keyed]
+
+    def _key(self, code: str, suite: TestSuite) -> str:
+        payload = json.dumps([code, suite.setup, list(suite.cases), suite.entry_point, asdict(self.limits)])
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _cached(self, key: str) -> Result | None:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            return None
+
+    def _store(self, key: str, result: Result) -> None:
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+
+_default: Sandbox | None = None
+
+
+def configure(require_isolation: bool = False, workers: int = 4, cache_size: int = 4096,
+              **limits) -> Sandbox:
+    """Set the process's shared sandbox (used by the code rewards); says once what it isolates here.
+
+    Raises `SandboxError` when ``require_isolation`` is set and the isolated mode does not work here.
+    """
+    global _default
+    isolation = detect_isolation()
+    if require_isolation and not isolation.isolated:
+        raise SandboxError(f"sandbox.require_isolation is true but this machine cannot isolate programs: "
+                           f"{isolation.reason}")
+    if _default is None or _default.isolation != isolation:
+        print(isolation.describe(), file=sys.stderr)
+    _default = Sandbox(Limits(**limits), workers, cache_size, isolation)
+    SANDBOX_STATS.snapshot_and_reset()
+    return _default
+
+
+def default_sandbox() -> Sandbox:
+    """The shared sandbox; configured with defaults on first use if `configure` was not called."""
+    return _default or configure()

@@ -1,0 +1,388 @@
+"""The sandbox's child side: builds the jail, starts the program in it, runs the tests, writes the only record.
+
+Run as ``python -I -S harness.py`` (standard library only) with a job on stdin; the record of the run goes to
+stdout as one JSON object. ``--probe`` checks whether the isolated mode works here and prints what failed.
+
+Isolated mode (Linux, as root):
+  launcher   unshares mount, network, PID, IPC and UTS namespaces, forks, waits; its stdout is the record pipe.
+  harness    PID 1 of the new PID namespace (so when it ends the kernel kills every process left in it, detached
+             ones too). It mounts a fresh root: read-only, nosuid binds of /usr and the Python installation, three
+             device nodes, and a size-limited tmpfs at /sandbox for the program; nothing else of the machine's
+             files is in it. It forks the program, then chroots itself and drops to its own unprivileged uid.
+  program    in its own session, chrooted, cwd and HOME /sandbox, a scrubbed environment, resource limits, no new
+             privileges, a second unprivileged uid; it holds only the two pipe ends of the call protocol.
+The network namespace has only a loopback interface that is down: no connection leaves it.
+
+Why the record cannot be forged: pass/fail is decided here, in the harness, by running each test case's source;
+the program never receives a test or an expected value — the tests' calls of its functions travel over a pipe as
+plain data (`protocol`), so frame inspection, patched builtins or ``SystemExit`` act only in the program's own
+process. The record goes out on a descriptor the program never inherits, owned by another uid, so it can neither
+write to it nor signal or trace the harness; exit codes and printed text are not read at all.
+
+Fallback mode (no namespaces): the same two processes, without the jail: the program runs in a fresh directory in
+its own session with the same resource limits; a child-subreaper harness kills every descendant at the end. The
+program can then use the network and reach every file its uid can.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protocol  # noqa: E402  (standard-library-only sibling, also the program side's source)
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
+    0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+PROGRAM_FDS = (3, 4)  # the program reads calls on 3 and writes replies on 4
+DEVICES = ("null", "zero", "urandom")
+MB = 1024 * 1024
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Deadline(BaseException):
+    """The run's wall-clock time is up (a BaseException, so test code's ``except Exception`` cannot hide it)."""
+
+
+class ProgramGone(BaseException):
+    """The program's process ended or closed its pipe before answering."""
+
+
+class RemoteError(Exception):
+    """The program's function raised; carries the exception's type name."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _check(result, what):
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source, target, fstype, flags, data=None):
+    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags,
+                       data and data.encode()), f"mount {target}")
+
+
+def _prctl(option, value):
+    _check(_libc.prctl(option, value, 0, 0, 0), f"prctl {option}")
+
+
+# ------------------------------------------------------------------------------------------------ the jail
+def _bind_read_only(source, target):
+    os.makedirs(target, exist_ok=True)
+    _mount(source, target, None, MS_BIND | MS_REC)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def build_root(root, python_prefix, disk_mb, program_uid):
+    """Mount the program's whole visible file system under `root` (in a private mount namespace)."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for top in ("/bin", "/lib", "/lib64", "/sbin"):
+        if os.path.islink(top):
+            os.symlink(os.readlink(top), root + top)
+        elif os.path.isdir(top):
+            _bind_read_only(top, root + top)
+    _bind_read_only("/usr", root + "/usr")
+    if not python_prefix.startswith("/usr/"):
+        _bind_read_only(python_prefix, root + python_prefix)
+    os.makedirs(root + "/dev")
+    for name in DEVICES:
+        open(f"{root}/dev/{name}", "w").close()
+        _mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
+    os.makedirs(root + "/sandbox")
+    _mount("tmpfs", root + "/sandbox", "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={disk_mb}m,mode=700,uid={program_uid},gid={program_uid}")
+
+
+def _drop_to(uid):
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def set_limits(limits, processes):
+    """Resource limits of the calling process (inherited by what it starts)."""
+    cpu = int(limits["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at the soft limit, SIGKILL one second later
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] * MB,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_mb"] * MB,) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits["max_open_files"],) * 2)
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes,) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+# ------------------------------------------------------------------------------------------------ the program
+def start_program(job, root, calls_read, replies_write):
+    """Fork the program: jail, limits and uid, then exec a bare interpreter running `protocol.serve`."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        os.dup2(calls_read, 100)
+        os.dup2(replies_write, 101)
+        for target, source in zip(PROGRAM_FDS, (100, 101)):
+            os.dup2(source, target)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(max(PROGRAM_FDS) + 1, 65536)
+        home = "/sandbox" if root else job["workdir"]
+        if root:
+            os.chroot(root)
+        os.chdir(home)
+        uid = job["uids"][0] if job["uids"] else None
+        set_limits(job["limits"], job["limits"]["max_processes"] + (0 if uid is not None else job["nproc_base"]))
+        if uid is not None:
+            _drop_to(uid)
+        else:
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        env = {"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        source = job["protocol"] + f"\nserve({PROGRAM_FDS[0]}, {PROGRAM_FDS[1]})\n"
+        os.execve(job["python"], [job["python"], "-I", "-S", "-c", source], env)
+    finally:
+        os._exit(127)
+
+
+def program_exit(pid, grace_s=0.5):
+    """How the program ended: ("exit", code) / ("signal", number), or ("running", None) after `grace_s`."""
+    end = time.monotonic() + grace_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.WIFSIGNALED(status):
+                return "signal", os.WTERMSIG(status)
+            return "exit", os.WEXITSTATUS(status)
+        if time.monotonic() > end:
+            return "running", None
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------------------ the tests
+class Channel:
+    """The harness's end of the call protocol, with the run's deadline on every read."""
+
+    def __init__(self, calls_write, replies_read, deadline):
+        self.calls_write, self.replies_read, self.deadline = calls_write, replies_read, deadline
+
+    def _wait(self, fd):
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise Deadline()
+
+    def request(self, message):
+        try:
+            protocol.send(self.calls_write, message)
+        except (BrokenPipeError, OSError):
+            raise ProgramGone() from None
+        try:
+            reply = protocol.receive(self.replies_read, self._wait)
+        except protocol.ProtocolError as exc:
+            raise ProgramGone(f"the program broke the call protocol: {exc}") from None
+        if reply is None:
+            raise ProgramGone()
+        return reply
+
+
+class Remote:
+    """A program function as the tests see it: arguments go over as plain data, the plain result comes back."""
+
+    def __init__(self, channel, name):
+        self.channel, self.name = channel, name
+
+    def __call__(self, *args, **kwargs):
+        reply = self.channel.request({"call": self.name, "args": protocol.encode(list(args)),
+                                      "kwargs": protocol.encode(kwargs)})
+        if reply.get("ok") is True:
+            return protocol.decode(reply.get("value"))
+        raise RemoteError(str(reply.get("type")), str(reply.get("error"))[:2000])
+
+    def __repr__(self):
+        return f"<program function {self.name}>"
+
+
+def _describe(exc):
+    if isinstance(exc, RemoteError):
+        return f"the program raised {exc}"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:2000]
+
+
+def run_cases(channel, job, record):
+    """Load the program, then run each case; fill `record` in place (so a deadline keeps what was done)."""
+    reply = channel.request({"code": job["code"]})
+    if reply.get("ok") is not True:
+        record["load_error"] = f"{reply.get('error')}"[:2000]
+        record["memory"] = reply.get("type") == "MemoryError"
+        return
+    record["loaded"] = True
+    names = reply.get("names") if isinstance(reply.get("names"), list) else []
+    namespace = {"__name__": "__tests__"}
+    namespace.update({name: Remote(channel, name) for name in names if isinstance(name, str)})
+    if job["entry_point"]:
+        namespace["candidate"] = Remote(channel, job["entry_point"])
+    try:
+        exec(compile(job["setup"], "<test setup>", "exec"), namespace)
+    except (Deadline, ProgramGone):
+        raise
+    except BaseException as exc:
+        record["setup_error"] = _describe(exc)
+    for index, case in enumerate(job["cases"]):
+        outcome = {"ok": False, "error": record.get("setup_error", "")}
+        record["cases"].append(outcome)
+        if "setup_error" in record:
+            continue
+        try:
+            exec(compile(case, f"<test case {index}>", "exec"), namespace)
+            outcome.update(ok=True, error="")
+        except (Deadline, ProgramGone):
+            raise
+        except BaseException as exc:  # a failing assert, a program exception, a SystemExit from the tests
+            outcome["error"] = _describe(exc)
+            record["memory"] |= isinstance(exc, MemoryError) or getattr(exc, "kind", "") == "MemoryError"
+
+
+def run_harness(job, root, results_fd):
+    """Start the program, run the tests against it, write the record; returns when the record is written."""
+    calls_read, calls_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    pid = start_program(job, root, calls_read, replies_write)
+    os.close(calls_read)
+    os.close(replies_write)
+    if root:
+        os.chroot(root)
+        os.chdir("/")
+        set_limits({**job["limits"], "memory_mb": job["limits"]["memory_mb"] + 1024}, 1)
+        _drop_to(job["uids"][1])
+    record = {"loaded": False, "load_error": "", "cases": [], "memory": False, "timeout": False, "gone": False,
+              "protocol_error": ""}
+    start = time.monotonic()
+    try:
+        run_cases(Channel(calls_write, replies_read, start + job["limits"]["timeout_s"]), job, record)
+    except Deadline:
+        record["timeout"] = True
+    except ProgramGone as exc:
+        record["gone"] = True
+        record["protocol_error"] = str(exc)
+    record["seconds"] = time.monotonic() - start
+    os.close(calls_write)
+    record["exit"] = program_exit(pid, grace_s=0.5 if record["gone"] else 0.05)
+    _write_all(results_fd, json.dumps(record).encode())
+    return pid
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# ------------------------------------------------------------------------------------------------ the two modes
+def _children_of(pid):
+    children = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(name))
+    return children
+
+
+def kill_descendants():
+    """Fallback mode: this process is a child subreaper, so every orphan lands here; kill until none is left."""
+    me = os.getpid()
+    for _ in range(1000):
+        children = _children_of(me)
+        if not children:
+            return
+        for child in children:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(child, signal.SIGKILL)
+                except OSError:
+                    pass
+        time.sleep(0.005)
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def isolated(job, results_fd):
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    pid = os.fork()
+    if pid == 0:  # PID 1 of the new namespace; dies with the launcher
+        try:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            build_root(job["root"], job["python_prefix"], job["limits"]["disk_mb"], job["uids"][0])
+            run_harness(job, job["root"], results_fd)
+        finally:
+            os._exit(0)
+    os.close(results_fd)
+    os.waitpid(pid, 0)  # returns once the namespace is empty: its PID 1 exits last
+
+
+def fallback(job, results_fd):
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        program = run_harness(job, None, results_fd)
+        try:
+            os.killpg(program, signal.SIGKILL)
+        except OSError:
+            pass
+    finally:
+        kill_descendants()
+
+
+def probe():
+    """Print "ok" when the isolated mode works here, else the first failure."""
+    try:
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _mount(None, "/", None, MS_REC | MS_PRIVATE)
+                _mount("tmpfs", sys.argv[2], "tmpfs", 0, "size=1m")
+                os.setgroups([])
+                code = 0
+            except OSError as exc:
+                print(exc, flush=True)
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.WEXITSTATUS(status) == 0:
+            print("ok")
+    except OSError as exc:
+        print(exc)
+
+
+def main():
+    if sys.argv[1:2] == ["--probe"]:
+        probe()
+        return
+    job = json.loads(sys.stdin.buffer.read())
+    results_fd = os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    (isolated if job["isolate"] else fallback)(job, results_fd)
+
+
+if __name__ == "__main__":
+    main()
