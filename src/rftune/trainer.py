@@ -39,9 +39,10 @@ from rftune.generation import SamplingParams, resolve_backend, sample_completion
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
-from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
+from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
+                            weighted_total)
 from rftune.rollout_env import env_rollout
-from rftune.tasks import Task, build_task
+from rftune.tasks import Task, task_from_config
 from rftune.tracking import JsonlLog, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
 
@@ -96,19 +97,17 @@ class GRPOTrainer:
         if dataset is not None:
             rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
             return Task(samples=samples_from_rows(rows, cfg.system_prompt))
-        return build_task(cfg.name, cfg.kwargs, cfg.system_prompt, cfg.path, self.config.base_dir)
+        return task_from_config(self.config)  # held-out rows are left out of training
 
     def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
         if reward_funcs is not None:
-            functions = [as_reward_function(f) for f in reward_funcs]
+            functions = unique_names([as_reward_function(f) for f in reward_funcs])
         else:
-            specs = self.config.rewards.functions or self.task.default_rewards
-            base = Path(self.config.base_dir)
-            functions = [as_reward_function(resolve_reward(s.name, base), name=s.name.rpartition(":")[2],
-                                            weight=s.weight, kwargs=s.kwargs) for s in specs]
+            functions = reward_functions(self.config.rewards.functions or self.task.default_rewards,
+                                         Path(self.config.base_dir))
         if not functions:
             raise ConfigError("no reward functions: set rewards.functions (this task has no default rewards)")
-        return _unique_names(functions)
+        return functions
 
     def _build_models(self, model):
         cfg = self.config
@@ -382,17 +381,6 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return 1.0
     return factor
-
-
-def _unique_names(functions: list[RewardFunction]) -> list[RewardFunction]:
-    seen: dict[str, int] = {}
-    unique = []
-    for rf in functions:
-        count = seen.get(rf.name, 0)
-        seen[rf.name] = count + 1
-        unique.append(rf if count == 0 else RewardFunction(f"{rf.name}_{count + 1}", rf.fn, rf.weight, rf.batched,
-                                                           rf.kwargs))
-    return unique
 
 
 def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:
