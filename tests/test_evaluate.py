@@ -142,3 +142,34 @@ def test_sft_data_has_no_wordle_default_outside_the_wordle_task():
     assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "wordle"
     with pytest.raises(ConfigError, match="task .arithmetic. has no generated SFT data; set sft.data"):
         sft_data(config_from_dict({"sft": {"enabled": True}}))
+
+
+def test_training_evaluates_the_held_out_subset_every_eval_steps(tiny_model_dir, tmp_path, capsys):
+    path = eval_config(tmp_path, tiny_model_dir, num_samples=2)
+    config = yaml.safe_load(path.read_text())
+    config["generation"].update(num_generations=2)
+    config["train"].update(max_steps=2, batch_size=2, save_steps=0, eval_steps=1, eval_before_train=True,
+                           learning_rate=0.05)
+    config["lora"] = {"r": 2, "alpha": 4}
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/reward" in r]
+    assert [r["step"] for r in records] == [0, 1, 1, 2, 2] and [r["step"] for r in evals] == [0, 1, 2]
+    assert set(evals[0]) == {"step", "eval/accuracy", "eval/pass@1", "eval/pass@2", "eval/mean@2", "eval/reward@2",
+                             "eval/reward", "eval/length", "eval/rewards/first_char_odd",
+                             "eval/rewards/format_regex"}
+    # the last record is what `rftune eval` measures for the final adapter on the same rows and seeds
+    assert main(["eval", str(path), "--no-base", "--adapter", str(tmp_path / "run" / "final")]) == 0
+    (player,) = json.loads((tmp_path / "run" / "eval.json").read_text())["players"]
+    for metric, value in player["metrics"].items():
+        assert evals[-1][f"eval/{metric}"] == pytest.approx(value["mean"], abs=1e-6), metric
+
+
+def test_eval_steps_without_held_out_rows_fails_at_start(tiny_model_dir, tmp_path):
+    from rftune.trainer import GRPOTrainer
+
+    config = config_from_dict({"model": {"name_or_path": tiny_model_dir}, "train": {
+        "output_dir": str(tmp_path / "run"), "eval_steps": 1, "batch_size": 8}})
+    with pytest.raises(ConfigError, match="train.eval_steps: task 'arithmetic' has no held-out rows here"):
+        GRPOTrainer(config, reward_funcs=[lambda prompt, completion, example: 1.0], dataset=[{"prompt": "Hi"}])

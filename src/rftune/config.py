@@ -89,6 +89,8 @@ class TrainConfig:
     resume: bool = False  # continue from the latest checkpoint in output_dir
     threads: int = 0  # torch CPU threads (0 = torch's default)
     log_completions: bool = True  # write completions.jsonl
+    eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
+    eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ RANGES = {
     "algorithm.max_resample_rounds": (0, None), "train.max_steps": (1, None), "train.batch_size": (1, None),
     "train.gradient_accumulation_steps": (1, None), "train.learning_rate": (0.0, None),
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
-    "train.save_total_limit": (1, None), "train.threads": (0, None), "lora.r": (1, None),
+    "train.save_total_limit": (1, None), "train.threads": (0, None), "train.eval_steps": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
     "sft.num_games": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),

@@ -7,6 +7,8 @@ Each step:
     4. reference   log-probs under the reference policy (adapters disabled / frozen copy), only if beta > 0
     5. update      num_iterations passes of clipped, KL-regularised policy-gradient updates, micro-batched
     6. record      metrics.jsonl, completions.jsonl, progress line, atomic checkpoint every save_steps
+    7. evaluate    every train.eval_steps (and before the first step with train.eval_before_train): the held-out
+                   subset scored, logged as eval/<metric> records (`GRPOTrainer.evaluate`)
 
 With num_iterations = 1 the old policy *is* the current one: its log-probs are the detached current ones (ratio
 exactly 1, no extra forward pass). With num_iterations > 1 the log-probs of the first pass (taken before any
@@ -21,7 +23,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -85,6 +87,9 @@ class GRPOTrainer:
         self.output_dir = Path(config.train.output_dir)
         self.step_count = 0
         self.stream_position = 0
+        self._eval_setup = None  # the held-out rows and rewards of `evaluate`, built at its first call
+        if config.train.eval_steps or config.train.eval_before_train:
+            self._check_eval_rows()
         resumed_from = self._maybe_resume()
         self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
         self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
@@ -151,6 +156,15 @@ class GRPOTrainer:
         schedule = _lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, total)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
+    def _check_eval_rows(self) -> None:
+        """Evaluation during training needs held-out rows and a known correctness reward: checked at start."""
+        if not self.task.eval_samples:
+            raise ConfigError(f"train.eval_steps: task {self.config.task.name!r} has no held-out rows here; set "
+                              "task.eval_path or eval.split (a dataset passed in has none)")
+        correct = self.config.eval.correct_reward
+        if correct is not None and correct not in [f.name for f in self.reward_functions]:
+            raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions")
+
     def _maybe_resume(self) -> Path | None:
         latest = checkpoint.latest_checkpoint(self.output_dir)
         if not self.config.train.resume:
@@ -175,8 +189,12 @@ class GRPOTrainer:
         stream = PromptStream(len(self.task.samples), cfg.seed, self.stream_position)
         history = []
         try:
+            if cfg.eval_before_train and self.step_count == 0:
+                self.evaluate()
             while self.step_count < cfg.max_steps:
                 history.append(self.step(stream))
+                if cfg.eval_steps and self.step_count % cfg.eval_steps == 0:
+                    self.evaluate()
                 if self.step_count == cfg.max_steps or (cfg.save_steps and self.step_count % cfg.save_steps == 0):
                     self.save_checkpoint(stream)
             self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
@@ -359,6 +377,32 @@ class GRPOTrainer:
             self.completions_log.write(rows)
         if self.progress:
             print_progress(metrics, self.config.train.max_steps)
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the fixed held-out subset with the current policy (greedy, plus ``eval.num_samples`` samples) and
+        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see `rftune.evaluate`)."""
+        from rftune.evaluate import Setup, held_out_rows, score_player, sampling_params
+
+        config = self.config
+        if self._eval_setup is None:
+            self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
+                                     config.eval.correct_reward or self.task.correct_reward)
+        params = replace(sampling_params(config, self.device), bf16=self.bf16,
+                         backend=self.backend if self.backend != "vllm" else "auto")
+        self.model.eval()
+        try:
+            scored = score_player(self.model, self.tokenizer, self._eval_setup, params, config.eval,
+                                  config.rewards.on_error, desc="eval", progress=False)
+        finally:
+            self.model.train()
+        record = {"step": self.step_count}
+        for metric, values in scored["metrics"].items():
+            applicable = [v for v in values if not math.isnan(v)]
+            if applicable:
+                record[f"eval/{metric}"] = sum(applicable) / len(applicable)
+        self.metrics_log.write([record])
+        self._say(" | ".join(f"{k} {v:.3f}" if k != "step" else f"eval at step {v}" for k, v in record.items()))
+        return record
 
     def save_checkpoint(self, stream) -> Path:
         state = {"step": self.step_count, "stream_position": stream.position}
