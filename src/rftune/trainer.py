@@ -45,7 +45,7 @@ from rftune.rewards import (RewardFunction, as_reward_function, reward_functions
                             weighted_total)
 from rftune.rollout_env import env_rollout
 from rftune.tasks import Task, task_from_config
-from rftune.tracking import JsonlLog, print_progress
+from rftune.tracking import JsonlLog, Trackers, check_trackers, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
 
 
@@ -74,6 +74,7 @@ class GRPOTrainer:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
         self.device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
+        check_trackers(config.train.report_to)  # so does a tracker that is not installed
         self.bf16 = bf16_enabled(config.train.bf16, self.device)
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
@@ -91,7 +92,8 @@ class GRPOTrainer:
         if config.train.eval_steps or config.train.eval_before_train:
             self._check_eval_rows()
         resumed_from = self._maybe_resume()
-        self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
+        self.metrics_log = Trackers(self.output_dir, config.train.report_to, to_dict(config),
+                                    keep_through_step=self.step_count)
         self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
         if resumed_from is None:
             (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
@@ -375,6 +377,7 @@ class GRPOTrainer:
                         scored.rollout.samples, scored.rollout.completions, scored.rewards_per_func,
                         scored.rewards.tolist(), advantages.tolist())]
             self.completions_log.write(rows)
+            self.metrics_log.log_completions(self.step_count, rows)
         if self.progress:
             print_progress(metrics, self.config.train.max_steps)
 
