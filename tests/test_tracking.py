@@ -1,5 +1,6 @@
 """Trackers: TensorBoard event files and W&B offline run files, read back with their own formats, hold exactly the
-keys, steps and values of metrics.jsonl; a tracker that is not installed stops the run before anything loads."""
+keys, steps and values of metrics.jsonl (and so does the run's report); a tracker that is not installed stops the
+run before anything loads."""
 
 import glob
 import json
@@ -89,6 +90,17 @@ def test_tensorboard_and_wandb_hold_what_metrics_jsonl_holds(tiny_model_dir, tmp
     for key, series in expected.items():
         assert history[key] == [(s, pytest.approx(v, rel=1e-9)) for s, v in series], key
 
+    # the report of this run draws these same numbers, and names the version the run registered
+    from test_report import page_data
+
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    charts = {c["title"]: c["lines"] for c in page_data(page)["charts"]}
+    assert charts["Reward (total)"] == {"run": [list(point) for point in expected["reward/mean"]]}
+    assert charts["Held-out evaluation during training"]["run: eval/reward"] == [
+        list(point) for point in expected["eval/reward"]]
+    assert "run@1" in page
+
 
 def test_a_tracker_that_is_not_installed_is_an_error_at_start(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: importing it raises ImportError
@@ -102,3 +114,4 @@ def test_a_tracker_that_is_not_installed_is_an_error_at_start(tiny_model_dir, tm
         GRPOTrainer(config, reward_funcs=[lambda prompt, completion, example: 1.0], dataset=[{"prompt": "Hi"}])
     with pytest.raises(ConfigError, match="train.report_to\\[0\\]: must be one of 'jsonl', 'tensorboard', 'wandb'"):
         config_from_dict({"train": {"report_to": ["mlflow"]}})
+
