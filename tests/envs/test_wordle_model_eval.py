@@ -43,6 +43,11 @@ def test_eval_table_and_report_with_tiny_model(tiny_model_dir, tmp_path):
     assert all([g["secret"] for g in games] == [s.upper() for s in secrets] for games in report["games"].values())
     table = report_table(report)
     assert "tiny" in table and "solver" in table and "0/3" in table
+    # solver 3/3 against tiny 0/3 on the same secrets: +1 on every game, an interval of no width
+    assert report["intervals"]["solver"] == {"solved": {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 3},
+                                             "difference": {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 3}}
+    assert report["intervals"]["tiny"]["difference"] is None
+    assert "solver: 1.000 [1.000, 1.000]  difference +1.000 [+1.000, +1.000]" in table
     path = write_report(report, tmp_path / "eval.json")
     assert json.loads(path.read_text())["secrets"] == [s.upper() for s in secrets]
 

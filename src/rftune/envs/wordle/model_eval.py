@@ -5,7 +5,8 @@ turn listing all feedback so far, as `rftune.envs.wordle.ModelPlayer` sends) is 
 turn, so N games take at most six batched calls. Decoding is greedy unless ``sampled`` (then the generation
 settings apply, seeded). The games' secrets are the held-out test secrets of `rftune.tasks.wordle`, which no
 training row uses. Each player gets a summary row (`rftune.envs.wordle.summarize_games`: solved, average guesses on
-solved games, invalid-guess and format-error rates, mean rewards per turn); the report holds rows, secrets and
+solved games, invalid-guess and format-error rates, mean rewards per turn) and the share solved with its 95%
+bootstrap interval and paired difference against the first player; the report holds rows, intervals, secrets and
 every game's turns.
 """
 
@@ -22,6 +23,7 @@ from rftune.envs.wordle.evaluate import TurnRecord
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
 from rftune.generation import SamplingParams, generate_replies
+from rftune.stats import estimate, paired_difference
 
 GenerateBatch = Callable[[list[list[dict]]], list[str]]
 
@@ -81,11 +83,12 @@ def model_generator(model, tokenizer, max_new_tokens: int, sampled: bool = False
 def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Sequence[str], *, max_new_tokens: int,
                     sampled: bool = False, params: SamplingParams | None = None, batch_size: int = 64,
                     seed: int = 0, dtype: str = "float32", reference_players: bool = True,
-                    progress: bool = True, device: torch.device | str = "cpu") -> dict:
+                    progress: bool = True, device: torch.device | str = "cpu", resamples: int = 1000) -> dict:
     """Play `secrets` with each model (name -> (model path, adapter or None), run on `device`) and the reference
     players.
 
-    Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]}}``.
+    Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]},
+    "intervals": {player: {"solved": ..., "difference": ...}}}`` (see `solved_intervals`).
     """
     from rftune.models import load_model_and_tokenizer
 
@@ -104,7 +107,18 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
         _add(report, "solver", [play_game(InfoGainSolver(), s) for s in secrets])
         random_player = RandomPlayer(seed=seed)
         _add(report, "random", [play_game(random_player, s) for s in secrets])
+    report["intervals"] = solved_intervals(report, resamples, seed)
     return report
+
+
+def solved_intervals(report: dict, resamples: int = 1000, seed: int = 0) -> dict:
+    """Per player: the share of games solved with its 95% bootstrap interval and, after the first player, the
+    paired difference against the first (the games are the same secrets in the same order)."""
+    wins = {name: [float(game["won"]) for game in games] for name, games in report["games"].items()}
+    first = report["rows"][0]["player"]
+    return {name: {"solved": estimate(won, resamples, seed),
+                   "difference": None if name == first else paired_difference(won, wins[first], resamples, seed)}
+            for name, won in wins.items()}
 
 
 def _add(report: dict, name: str, games: list[GameRecord]) -> None:
@@ -113,7 +127,16 @@ def _add(report: dict, name: str, games: list[GameRecord]) -> None:
 
 
 def report_table(report: dict) -> str:
-    return format_table(report["rows"])
+    """The game table, then each player's solved share with its interval and its difference to the first."""
+    lines = [format_table(report["rows"]), "", "solved share, 95% bootstrap interval (difference: paired, against "
+             f"{report['rows'][0]['player']}):"]
+    for name, figures in report.get("intervals", {}).items():
+        solved, difference = figures["solved"], figures["difference"]
+        line = f"  {name}: {solved['mean']:.3f} [{solved['low']:.3f}, {solved['high']:.3f}]"
+        if difference is not None:
+            line += f"  difference {difference['mean']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _say(progress: bool, text: str) -> None:
