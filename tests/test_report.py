@@ -74,3 +74,30 @@ def test_report_numbers_are_the_runs_files(tmp_path, capsys):
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run folder (no metrics.jsonl)" in capsys.readouterr().err
+
+
+def test_the_page_renders_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+    from PIL import Image
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    write_run(tmp_path / "a", 1.0, EVAL)
+    assert main(["report", str(tmp_path / "a"), "-o", str(tmp_path / "page.html")]) == 0
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+               "--window-size=1280,1800"]
+    result = subprocess.run([*command, f"--screenshot={tmp_path / 'shot.png'}", f"file://{tmp_path / 'page.html'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "CONSOLE" not in result.stderr  # no console message at all, let alone an error
+    dom = subprocess.run([*command, "--dump-dom", f"file://{tmp_path / 'page.html'}"], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert dom.count("<svg") == (tmp_path / "page.html").read_text().count("<svg") == 9  # 8 curves, 1 eval chart
+    image = Image.open(tmp_path / "shot.png").convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    blue = sum(count for count, (r, g, b) in colours if abs(r - 0x1f) < 8 and abs(g - 0x77) < 8 and abs(b - 0xb4) < 8)
+    assert blue > 500  # matplotlib's first line and bar colour is on screen: the charts were drawn

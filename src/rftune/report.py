@@ -172,12 +172,15 @@ def _pyplot():
 
 
 def _figure(chart: dict) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(5.2, 3.0))
     for label, points in chart["lines"].items():
         steps, values = zip(*points)
         axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
     axis.set_title(chart["title"])
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("step")
     axis.set_ylabel(chart["unit"])
     axis.grid(alpha=0.3)
@@ -288,6 +291,7 @@ h1 { font-size: 1.4em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; 
 figure.chart { margin: 0; } figure.chart svg { max-width: 100%; height: auto; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; vertical-align: top; }
+th.text { text-align: left; }
 td.text { text-align: left; white-space: pre-wrap; max-width: 40em; font-family: ui-monospace, monospace; }
 pre { background: #f6f6f6; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }
 """
