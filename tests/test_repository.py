@@ -59,11 +59,12 @@ def variant(adapter_dir, folder: Path, note: str) -> Path:
 def chain_config(tmp_path, tiny_model_dir, **extra) -> Path:
     (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": CONVERSATION}) + "\n")
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    (tmp_path / "held-out.jsonl").write_text(json.dumps({"prompt": "Hello"}) + "\n")
     config = {"model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},
               "generation": {"num_generations": 2, "max_new_tokens": 4},
               "train": {"output_dir": str(tmp_path / "runs" / "chain"), "max_steps": 1, "batch_size": 2,
                         "save_steps": 0},
-              "task": {"name": "dataset", "path": "prompts.jsonl"},
+              "task": {"name": "dataset", "path": "prompts.jsonl", "eval_path": "held-out.jsonl"},
               "rewards": {"functions": [{"name": "format_regex", "kwargs": {"pattern": ".*"}}]},
               "sft": {"enabled": True, "data": "chat.jsonl", "max_steps": 2, "batch_size": 1, "learning_rate": 0.05},
               **extra}
@@ -114,7 +115,7 @@ def test_chained_train_registers_sft_then_grpo_with_everything_recorded(tiny_mod
         rel: e["sha256"] for rel, e in manifest_of(run / "final").items()}
 
     # `rftune eval` on the run's own adapters attaches each player's results to the version with those files
-    assert main(["eval", str(config), "eval.max_new_tokens=2", "--games", "1", "--no-base"]) == 0
+    assert main(["eval", str(config), "eval.max_new_tokens=2", "--no-base"]) == 0
     out = capsys.readouterr().out
     assert "results of sft attached to chain@1" in out and "results of sft+grpo attached to chain@2" in out
     assert [e["summary"]["player"] for e in show("chain@2", capsys)["evals"]] == ["sft+grpo"]
@@ -132,12 +133,14 @@ def test_references_work_as_adapter_in_config_eval_and_play(tiny_model_dir, adap
     assert main(["models", "import", str(adapter_dir), "--name", "arith"]) == 0
     assert "registered arith@1" in capsys.readouterr().out
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    (tmp_path / "held-out.jsonl").write_text(json.dumps({"prompt": "Hello"}) + "\n")
     config = {"model": {"name_or_path": tiny_model_dir, "adapter": "arith@latest"},
               "generation": {"num_generations": 2, "max_new_tokens": 3},
               "train": {"output_dir": str(tmp_path / "arith-run"), "max_steps": 1, "batch_size": 2, "save_steps": 0},
-              "task": {"name": "dataset", "path": str(tmp_path / "prompts.jsonl")},
+              "task": {"name": "dataset", "path": str(tmp_path / "prompts.jsonl"),
+                       "eval_path": str(tmp_path / "held-out.jsonl")},
               "rewards": {"functions": [{"name": "format_regex", "kwargs": {"pattern": ".*"}}]},
-              "repository": {"name": "arith"}, "eval": {"num_games": 2, "max_new_tokens": 3}}
+              "repository": {"name": "arith"}, "eval": {"max_new_tokens": 3}}
     path = tmp_path / "arith.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["train", str(path)]) == 0
@@ -147,14 +150,16 @@ def test_references_work_as_adapter_in_config_eval_and_play(tiny_model_dir, adap
     assert trained["config"]["model"]["adapter"] == str(open_repository().checkout(open_repository().resolve(
         "arith@1")))
 
-    assert main(["eval", str(path), "--adapter", "arith@2", "--no-base", "--games", "2"]) == 0
+    assert main(["eval", str(path), "--adapter", "arith@2", "--no-base"]) == 0
     out = capsys.readouterr().out
     assert "results of arith@2 attached to arith@2" in out
     report = json.loads((tmp_path / "arith-run" / "eval.json").read_text())
     (evaluation,) = show("arith@2", capsys)["evals"]
-    assert evaluation["summary"] == report["rows"][0] and evaluation["seed"] == 0
+    (player,) = report["players"]
+    assert evaluation["summary"]["reward"] == player["metrics"]["reward"]["mean"] == 1.0  # format_regex '.*'
+    assert evaluation["kind"] == "task" and evaluation["seed"] == 0
     assert main(["models", "list"]) == 0
-    assert f"solved {report['rows'][0]['solved_of']}" in capsys.readouterr().out.splitlines()[2]
+    assert "reward 1" in capsys.readouterr().out.splitlines()[2]
 
     assert main(["play", "wordle", "--model", "arith@2", "--secret", "crane", "--max-new-tokens", "2",
                  "--no-color"]) == 0

@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "rftune.commands.eval",
     "play": "rftune.commands.play",
     "models": "rftune.commands.models",
+    "report": "rftune.commands.report",
 }
 
 

@@ -5,8 +5,8 @@ one, a wrong type names the key and the expected type, out-of-range values say t
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
-before GRPO), ``eval`` (evaluation by playing), ``repository`` (registering finished runs) and ``sandbox``
-(limits for running generated code).
+before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (registering finished runs) and
+``sandbox`` (limits for running generated code).
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     dist_timeout: int = 300  # seconds a collective waits for the other ranks (torchrun jobs) before failing
     log_completions: bool = True  # write completions.jsonl
+    eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
+    eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
+    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])  # trackers
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class RewardsConfig:
 class TaskConfig:
     name: str = "arithmetic"  # a built-in task, or "dataset" for a user file
     path: str | None = None  # JSONL / CSV / Parquet file with a `prompt` column (task "dataset")
+    eval_path: str | None = None  # held-out rows in a file like task.path (tasks "dataset", "summarize")
     system_prompt: str | None = None  # overrides the task's system prompt
     kwargs: dict[str, Any] = field(default_factory=dict)  # task options (e.g. size, seed, datasets)
 
@@ -119,7 +123,7 @@ class SftConfig:
     """Supervised warm start (LoRA from the ``lora`` section) on chat JSONL; loss on assistant tokens only."""
 
     enabled: bool = False  # `rftune train` runs SFT first (or reuses its finished adapter), then GRPO from it
-    data: str = "wordle"  # chat JSONL file of {"messages": [...]} rows, or "wordle" (generated solver traces)
+    data: str | None = None  # chat JSONL of {"messages": [...]} rows, or "wordle" (solver traces); None = the task's
     num_games: int = 100  # data=wordle: seeded solver games whose moves become traces (held-out secrets excluded)
     detour_share: float = 0.0  # data=wordle: chance a solver move is replaced by a mistake, to teach recovery
     output_dir: str | None = None  # where the adapter and metrics go; None = <train.output_dir>/sft
@@ -135,13 +139,19 @@ class SftConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation by playing Wordle games (`rftune eval`)."""
+    """Held-out evaluation (`rftune eval`, and during training every ``train.eval_steps``)."""
 
-    num_games: int = 50  # games per player, on held-out secrets (the same secrets for every player)
-    seed: int = 0  # which held-out secrets
-    max_new_tokens: int = 128  # per reply
-    sampled: bool = False  # sample with generation.temperature/top_p/top_k instead of greedy decoding
-    batch_size: int = 64  # games whose next replies are generated in one batch
+    num_rows: int = 200  # held-out rows per player (0 = all); the same rows for every player
+    seed: int = 0  # which held-out rows (Wordle: which secrets) and the seeds of sampled completions
+    max_new_tokens: int | None = None  # per completion; None = generation.max_new_tokens
+    num_samples: int = 0  # k sampled completions per row for pass@k / mean@k (0 = greedy only)
+    split: float | None = None  # share of rows held out by a seeded hash of their content; None = the task's
+    split_seed: int = 0  # seed of that hash (changing it changes the training rows too)
+    correct_reward: str | None = None  # verifiable tasks: reward whose value >= 1 is correct; None = the task's
+    bootstrap: int = 1000  # bootstrap resamples of the 95% intervals
+    batch_size: int = 64  # rows (Wordle: games) whose completions are generated in one batch
+    num_games: int = 50  # Wordle: games per player, on held-out secrets
+    sampled: bool = False  # Wordle: sample replies with the generation settings instead of greedy decoding
 
 
 @dataclass(frozen=True)
@@ -198,13 +208,14 @@ RANGES = {
     "train.gradient_accumulation_steps": (1, None), "train.learning_rate": (0.0, None),
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
     "train.save_total_limit": (1, None), "train.threads": (0, None), "train.dist_timeout": (1, None),
-    "lora.r": (1, None),
+    "train.eval_steps": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
     "sft.num_games": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),
     "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
     "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),
-    "eval.batch_size": (1, None),
+    "eval.batch_size": (1, None), "eval.num_rows": (0, None), "eval.num_samples": (0, None),
+    "eval.split": (0.0, 0.99), "eval.bootstrap": (1, None),
     "sandbox.workers": (1, None), "sandbox.cache_size": (0, None), "sandbox.timeout_s": (0.1, None),
     "sandbox.cpu_s": (1, None), "sandbox.memory_mb": (64, None), "sandbox.max_processes": (1, None),
     "sandbox.max_file_mb": (1, None), "sandbox.disk_mb": (1, None), "sandbox.max_open_files": (16, None),
@@ -343,6 +354,8 @@ def validate(config: Config) -> None:
     for key, (low, high) in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
         if value < low or (high is not None and value > high):
             bound = f">= {low}" if high is None else f"between {low} and {high}"
             raise ConfigError(f"{key}: must be {bound}, got {value}")

@@ -1,7 +1,8 @@
 """Supervised fine-tuning (the warm start before GRPO): LoRA on chat conversations, loss on assistant tokens only.
 
 Data is chat JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line, or generated Wordle solver traces
-(``data: wordle``, see `rftune.tasks.wordle.sft_training_rows`). Each conversation is rendered with the chat
+(``data: wordle``, see `rftune.tasks.wordle.sft_training_rows`; the default for the Wordle task, while other tasks
+need a file: `sft_data`). Each conversation is rendered with the chat
 template and cut into segments at the assistant turns: an assistant segment is the reply's content plus its
 end-of-turn token (what the model generates at inference), everything else (system, user, the generation prompt
 ``<|im_start|>assistant\\n`` and the newline after the end-of-turn token) is context with label -100. Segments are
@@ -242,19 +243,30 @@ def finished_adapter(config) -> Path | None:
     return adapter if (adapter / "adapter_config.json").is_file() else None
 
 
+def sft_data(config) -> str:
+    """``sft.data``, or when unset the task's own SFT data: ``wordle`` for the Wordle task; other tasks have none."""
+    if config.sft.data is not None:
+        return config.sft.data
+    if config.task.name == "wordle":
+        return "wordle"
+    raise ConfigError(f"sft.data: task {config.task.name!r} has no generated SFT data; set sft.data to a chat JSONL "
+                      'file of {"messages": [...]} rows')
+
+
 def sft_data_path(config) -> Path:
     """The SFT data file: ``sft.data`` (relative to the config's folder unless it exists as given), or the
     generated ``<sft output>/traces.jsonl`` for ``data: wordle``."""
-    if config.sft.data == "wordle":
+    data = sft_data(config)
+    if data == "wordle":
         return sft_output_dir(config) / "traces.jsonl"
-    path = Path(config.sft.data)
+    path = Path(data)
     return path if path.is_absolute() or path.exists() else Path(config.base_dir) / path
 
 
 def sft_conversations(config) -> list[list[dict]]:
     """The config's SFT data: a chat JSONL file, or Wordle solver traces (also written to traces.jsonl)."""
     cfg = config.sft
-    if cfg.data != "wordle":
+    if sft_data(config) != "wordle":
         return load_chat_jsonl(sft_data_path(config))
     from rftune.envs.wordle import write_jsonl
     from rftune.tasks.wordle import sft_training_rows

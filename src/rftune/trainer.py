@@ -7,6 +7,8 @@ Each step:
     4. reference   log-probs under the reference policy (adapters disabled / frozen copy), only if beta > 0
     5. update      num_iterations passes of clipped, KL-regularised policy-gradient updates, micro-batched
     6. record      metrics.jsonl, completions.jsonl, progress line, atomic checkpoint every save_steps
+    7. evaluate    every train.eval_steps (and before the first step with train.eval_before_train): the held-out
+                   subset scored, logged as eval/<metric> records (`GRPOTrainer.evaluate`)
 
 With num_iterations = 1 the old policy *is* the current one: its log-probs are the detached current ones (ratio
 exactly 1, no extra forward pass). With num_iterations > 1 the log-probs of the first pass (taken before any
@@ -22,7 +24,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,11 +44,12 @@ from rftune.generation import SamplingParams, resolve_backend, sample_completion
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
-from rftune.rewards import RewardFunction, as_reward_function, resolve_reward, score_completions, weighted_total
+from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
+                            weighted_total)
 from rftune.rollout_env import env_rollout
 from rftune.run_lock import RunLock, stale_note
-from rftune.tasks import Task, build_task
-from rftune.tracking import JsonlLog, print_progress
+from rftune.tasks import Task, task_from_config
+from rftune.tracking import JsonlLog, Trackers, check_trackers, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
 
 
@@ -81,6 +84,7 @@ class GRPOTrainer:
         self.output_dir = Path(config.train.output_dir)
         self.lock = RunLock(self.output_dir) if self.world.is_main else None  # one run per folder
         barrier(self.world)
+        check_trackers(config.train.report_to)  # so does a tracker that is not installed
         self.bf16 = bf16_enabled(config.train.bf16, self.device)
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
@@ -97,13 +101,17 @@ class GRPOTrainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0
         self.stream_position = 0
+        self._eval_setup = None  # the held-out rows and rewards of `evaluate`, built at its first call
+        if config.train.eval_steps or config.train.eval_before_train:
+            self._check_eval_rows()
         resumed_from = self._maybe_resume()
         self.metrics_log = self.completions_log = None
         if self.world.is_main:  # rank 0 writes the run's files; the others compute
             stale = stale_note(self.lock.stale_holder)
             if stale:
                 self._say(stale)
-            self.metrics_log = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step=self.step_count)
+            self.metrics_log = Trackers(self.output_dir, config.train.report_to, to_dict(config),
+                                        keep_through_step=self.step_count)
             self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
             if resumed_from is None:
                 (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
@@ -121,19 +129,17 @@ class GRPOTrainer:
         if dataset is not None:
             rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
             return Task(samples=samples_from_rows(rows, cfg.system_prompt))
-        return build_task(cfg.name, cfg.kwargs, cfg.system_prompt, cfg.path, self.config.base_dir)
+        return task_from_config(self.config)  # held-out rows are left out of training
 
     def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
         if reward_funcs is not None:
-            functions = [as_reward_function(f) for f in reward_funcs]
+            functions = unique_names([as_reward_function(f) for f in reward_funcs])
         else:
-            specs = self.config.rewards.functions or self.task.default_rewards
-            base = Path(self.config.base_dir)
-            functions = [as_reward_function(resolve_reward(s.name, base), name=s.name.rpartition(":")[2],
-                                            weight=s.weight, kwargs=s.kwargs) for s in specs]
+            functions = reward_functions(self.config.rewards.functions or self.task.default_rewards,
+                                         Path(self.config.base_dir))
         if not functions:
             raise ConfigError("no reward functions: set rewards.functions (this task has no default rewards)")
-        return _unique_names(functions)
+        return functions
 
     def _build_models(self, model):
         cfg = self.config
@@ -177,6 +183,15 @@ class GRPOTrainer:
         schedule = _lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, total)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
+    def _check_eval_rows(self) -> None:
+        """Evaluation during training needs held-out rows and a known correctness reward: checked at start."""
+        if not self.task.eval_samples:
+            raise ConfigError(f"train.eval_steps: task {self.config.task.name!r} has no held-out rows here; set "
+                              "task.eval_path or eval.split (a dataset passed in has none)")
+        correct = self.config.eval.correct_reward
+        if correct is not None and correct not in [f.name for f in self.reward_functions]:
+            raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions")
+
     def _maybe_resume(self) -> Path | None:
         latest = checkpoint.latest_checkpoint(self.output_dir)
         if not self.config.train.resume:
@@ -207,8 +222,12 @@ class GRPOTrainer:
                            self.world.size)
         history = []
         try:
+            if cfg.eval_before_train and self.step_count == 0:
+                self.evaluate()
             while self.step_count < cfg.max_steps:
                 history.append(self.step(stream))
+                if cfg.eval_steps and self.step_count % cfg.eval_steps == 0:
+                    self.evaluate()
                 if self.step_count == cfg.max_steps or (cfg.save_steps and self.step_count % cfg.save_steps == 0):
                     self.save_checkpoint(stream)
             if self.world.is_main:
@@ -418,8 +437,36 @@ class GRPOTrainer:
         self.metrics_log.write([metrics])
         if rows:
             self.completions_log.write(rows)
+            self.metrics_log.log_completions(self.step_count, rows)
         if self.progress:
             print_progress(metrics, self.config.train.max_steps)
+
+    def evaluate(self) -> dict[str, float]:
+        """Score the fixed held-out subset with the current policy (greedy, plus ``eval.num_samples`` samples) and
+        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see `rftune.evaluate`)."""
+        from rftune.evaluate import Setup, held_out_rows, score_player, sampling_params
+
+        config = self.config
+        if self._eval_setup is None:
+            self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
+                                     config.eval.correct_reward or self.task.correct_reward)
+        params = replace(sampling_params(config, self.device), bf16=self.bf16,
+                         backend=self.backend if self.backend != "vllm" else "auto")
+        self.model.eval()
+        try:
+            scored = score_player(self.model, self.tokenizer, self._eval_setup, params, config.eval,
+                                  config.rewards.on_error, desc="eval", progress=False)
+        finally:
+            self.model.train()
+        record = {"step": self.step_count}
+        for metric, values in scored["metrics"].items():
+            applicable = [v for v in values if not math.isnan(v)]
+            if applicable:
+                record[f"eval/{metric}"] = sum(applicable) / len(applicable)
+        if self.world.is_main:  # every rank scores the whole subset (no collective); rank 0 writes it
+            self.metrics_log.write([record])
+        self._say(" | ".join(f"{k} {v:.3f}" if k != "step" else f"eval at step {v}" for k, v in record.items()))
+        return record
 
     def save_checkpoint(self, stream) -> Path:
         """Rank 0 writes the checkpoint (with every rank's random state); the others wait for it."""
@@ -452,17 +499,6 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return 1.0
     return factor
-
-
-def _unique_names(functions: list[RewardFunction]) -> list[RewardFunction]:
-    seen: dict[str, int] = {}
-    unique = []
-    for rf in functions:
-        count = seen.get(rf.name, 0)
-        seen[rf.name] = count + 1
-        unique.append(rf if count == 0 else RewardFunction(f"{rf.name}_{count + 1}", rf.fn, rf.weight, rf.batched,
-                                                           rf.kwargs))
-    return unique
 
 
 def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:

@@ -1,8 +1,13 @@
-"""``rftune eval CONFIG [key=value ...]``: play held-out Wordle games with the base model, its adapters and baselines.
+"""``rftune eval CONFIG [--adapter A ...] [--model M ...] [--variant KEY=VALUE ...] [key=value ...]``: held-out
+evaluation of the config's task, every player on the same rows with the same seeds.
 
-Players: the base model; each ``--adapter`` (default: the config's finished SFT adapter and GRPO ``final`` adapter,
-when present); the information-gain solver and the random player. Every player gets the same secrets. The table
-is printed and the full report (rows, secrets, every game) written to ``<train.output_dir>/eval.json``.
+Players: the base model (``model.name_or_path``, unless ``--no-base``); each ``--model``; each ``--adapter`` on the
+base model (default: the config's finished SFT adapter and GRPO ``final`` adapter, when present); each
+``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``). The first player is
+the baseline of the paired differences. The table is printed and the report written to
+``<train.output_dir>/eval.json`` (see `rftune.evaluate`). For the Wordle task the players play held-out games,
+with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
+
 An ``--adapter`` may be a repository reference (``NAME@V``); each adapter's results are attached to its version in
 the model repository (the referenced one, or the version whose files equal the adapter folder's).
 """
@@ -12,29 +17,33 @@ from pathlib import Path
 from rftune.config import load_config
 from rftune.errors import ConfigError
 
-HELP = "Evaluate by playing Wordle: base model, adapters (SFT, GRPO), solver and random player on the same games."
+HELP = ("Evaluate on held-out data: base model, adapters, other models and prompt variants, with intervals and "
+        "paired differences (Wordle: by playing games).")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="YAML config file (see configs/wordle.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a field, e.g. eval.num_games=10")
+    parser.add_argument("config", help="YAML config file (e.g. configs/arithmetic.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a field, e.g. eval.num_rows=50")
     parser.add_argument("--adapter", action="append", metavar="A",
                         help="an adapter folder or NAME@VERSION to evaluate (repeatable; default: the config's SFT and "
                         "GRPO adapters)")
-    parser.add_argument("--games", type=int, help="number of games (default eval.num_games)")
-    parser.add_argument("--seed", type=int, help="which held-out secrets (default eval.seed)")
-    parser.add_argument("--sampled", action="store_true", help="sample replies instead of greedy decoding")
+    parser.add_argument("--model", action="append", metavar="M", help="another model to evaluate (repeatable)")
+    parser.add_argument("--variant", action="append", metavar="KEY=VALUE",
+                        help="the base model under this override, e.g. task.system_prompt='...' (repeatable)")
+    parser.add_argument("--seed", type=int, help="which held-out rows or secrets, and the sampling seeds "
+                        "(default eval.seed)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model")
     parser.add_argument("--output", help="report path (default <train.output_dir>/eval.json)")
+    parser.add_argument("--games", type=int, help="Wordle: number of games (default eval.num_games)")
+    parser.add_argument("--sampled", action="store_true", help="Wordle: sample replies instead of greedy decoding")
 
 
 def run(args) -> int:
-    from rftune.evaluate import evaluate_models, report_table, write_report
-    from rftune.device import bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
-    from rftune.generation import SamplingParams, in_process_backend
-    from rftune.tasks.wordle import held_out_secrets
+    from rftune.device import cpu_kernels_enabled, resolve_device, run_summary
+    from rftune.generation import in_process_backend
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
+    config = load_config(args.config, overrides)
     if config.train.threads:
         import torch
 
@@ -42,38 +51,70 @@ def run(args) -> int:
     device = resolve_device(config.train.device)
     backend = in_process_backend(config.generation.backend, cpu_kernels_enabled(config.train.cpu_kernels, device))
     print(run_summary(device, config.train.bf16, backend, config.model.dtype), flush=True)
-    cfg, gen = config.eval, config.generation
-    games = cfg.num_games if args.games is None else args.games
-    seed = cfg.seed if args.seed is None else args.seed
-    secrets = held_out_secrets(games, seed)
-    specs = {} if args.no_base else {"base": (config.model.name_or_path, None)}
-    for name, adapter in _adapters(config, args.adapter).items():
-        specs[name] = (config.model.name_or_path, adapter)
-    params = SamplingParams(1, cfg.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                            bf16=bf16_enabled(config.train.bf16, device), backend=backend)
-    report = evaluate_models(specs, secrets, max_new_tokens=cfg.max_new_tokens, sampled=args.sampled or cfg.sampled,
-                             params=params, batch_size=cfg.batch_size, seed=seed, dtype=config.model.dtype,
-                             device=device)
-    print(report_table(report))
+    adapters = _adapters(config, args.adapter)
+    if config.task.name == "wordle":
+        return _run_wordle(args, config, adapters, device)
+    if args.games is not None or args.sampled:
+        raise ConfigError("--games and --sampled are for the Wordle task; use eval.num_rows and eval.num_samples")
+    return _run_task(args, overrides, config, adapters, device)
+
+
+def _run_task(args, overrides: list[str], config, adapters: dict[str, str], device) -> int:
+    from rftune.evaluate import Player, evaluate, format_table, summary_row, write_report
+
+    base = config.model.name_or_path
+    players = [] if args.no_base else [Player("base", base, None, config)]
+    players += [Player(model, model, None, config) for model in args.model or []]
+    players += [Player(name, base, adapter, config) for name, adapter in adapters.items()]
+    players += [Player(variant, base, None, load_config(args.config, overrides + [variant]))
+                for variant in args.variant or []]
+    if not players:
+        raise ConfigError("nothing to evaluate: --no-base and no --model, --adapter, --variant or trained adapter")
+    report = evaluate(players, device)
+    print(format_table(report))
     path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")
-    _attach_to_versions(config, report, {name: adapter for name, (_, adapter) in specs.items() if adapter},
-                        path, seed, args.sampled or cfg.sampled)
+    rows = {name: summary_row(report, name) for name in adapters}
+    _attach_to_versions(config, rows, adapters, path, config.eval.seed, config.eval.num_samples > 0, "task")
     return 0
 
 
-def _attach_to_versions(config, report: dict, adapters: dict[str, str], path: Path, seed: int,
-                        sampled: bool) -> None:
+def _run_wordle(args, config, adapters: dict[str, str], device) -> int:
+    from rftune.envs.wordle.model_eval import evaluate_models, report_table
+    from rftune.evaluate import sampling_params, write_report
+    from rftune.tasks.wordle import held_out_secrets
+
+    if args.model or args.variant:
+        raise ConfigError("--model and --variant are not supported for the Wordle task; use --adapter")
+    cfg = config.eval
+    games = cfg.num_games if args.games is None else args.games
+    secrets = held_out_secrets(games, cfg.seed)
+    specs = {} if args.no_base else {"base": (config.model.name_or_path, None)}
+    specs.update({name: (config.model.name_or_path, adapter) for name, adapter in adapters.items()})
+    params = sampling_params(config, device)
+    sampled = args.sampled or cfg.sampled
+    report = evaluate_models(specs, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled, params=params,
+                             batch_size=cfg.batch_size, seed=cfg.seed, dtype=config.model.dtype, device=device,
+                             resamples=cfg.bootstrap)
+    print(report_table(report))
+    path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
+    print(f"report written to {path}")
+    rows = {row["player"]: row for row in report["rows"]}
+    _attach_to_versions(config, {name: rows[name] for name in adapters}, adapters, path, cfg.seed, sampled, "wordle")
+    return 0
+
+
+def _attach_to_versions(config, rows: dict[str, dict], adapters: dict[str, str], path: Path, seed: int,
+                        sampled: bool, kind: str) -> None:
     """Attach each adapter's summary row to its repository version (a reference, or a registered folder)."""
     from rftune.repository import is_reference
     from rftune.repository.runs import attach_eval, repository_for, version_of_folder
 
     repository = repository_for(config)
-    rows = {row["player"]: row for row in report["rows"]}
     for name, adapter in adapters.items():
         version = repository.resolve(name) if is_reference(name) else version_of_folder(repository, adapter)
         if version is not None:
-            attach_eval(repository, version, rows[name], report=path, seed=seed, sampled=sampled)
+            attach_eval(repository, version, rows[name], report=path, seed=seed, sampled=sampled, kind=kind)
             print(f"results of {name} attached to {version.ref}")
 
 

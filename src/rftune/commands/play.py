@@ -50,7 +50,7 @@ def watch_model(args, secret: str) -> None:
 
     from rftune.envs.wordle import GameRecord, render_board, wordle_messages
     from rftune.envs.wordle.game import WordleGame
-    from rftune.evaluate import model_generator, play_turn
+    from rftune.envs.wordle.model_eval import model_generator, play_turn
     from rftune.generation import SamplingParams
     from rftune.models import load_model_and_tokenizer
 

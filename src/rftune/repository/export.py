@@ -157,6 +157,9 @@ def eval_figure(result: dict[str, Any]) -> str:
     summary = result.get("summary", {})
     if "solved_of" in summary:
         return f"solved {summary['solved_of']}"
+    for key in ("accuracy", "reward"):
+        if key in summary:
+            return f"{key} {_number(summary[key])}"
     return ", ".join(f"{k} {_number(v)}" for k, v in summary.items() if isinstance(v, (int, float))) or "-"
 
 

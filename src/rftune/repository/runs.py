@@ -174,9 +174,9 @@ def last_metrics(path: Path) -> dict[str, Any]:
 
 
 def attach_eval(repository: Repository, version: Version, row: dict[str, Any], *, report: str | Path,
-                seed: int, sampled: bool) -> None:
-    """Attach one player's `rftune eval` summary row to `version`."""
-    repository.attach_eval(version, {"kind": "wordle", "summary": row, "report": str(Path(report).resolve()),
+                seed: int, sampled: bool, kind: str = "wordle") -> None:
+    """Attach one player's `rftune eval` summary row to `version` (`kind`: ``wordle`` games or ``task`` rows)."""
+    repository.attach_eval(version, {"kind": kind, "summary": row, "report": str(Path(report).resolve()),
                                      "seed": seed, "sampled": sampled})
 
 

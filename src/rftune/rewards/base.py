@@ -52,6 +52,18 @@ def as_reward_function(fn: Callable, name: str | None = None, weight: float = 1.
                           batched=batched, kwargs=dict(kwargs or {}))
 
 
+def unique_names(functions: Sequence[RewardFunction]) -> list[RewardFunction]:
+    """The functions, a repeated name numbered from its second use (``exact_answer``, ``exact_answer_2``)."""
+    seen: dict[str, int] = {}
+    unique = []
+    for rf in functions:
+        count = seen.get(rf.name, 0)
+        seen[rf.name] = count + 1
+        unique.append(rf if count == 0 else RewardFunction(f"{rf.name}_{count + 1}", rf.fn, rf.weight, rf.batched,
+                                                           rf.kwargs))
+    return unique
+
+
 def score_completions(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any],
                       completions: Sequence[str], examples: Sequence[dict],
                       on_error: str = "raise") -> tuple[torch.Tensor, dict[str, int]]:

@@ -87,3 +87,11 @@ def _load_file(path_text: str, base_dir: Path | None):
     except Exception as exc:  # the user's file failed to import: say which file and why
         raise ConfigError(f"reward file {path} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
+
+
+def reward_functions(specs, base_dir: Path | None = None) -> list:
+    """`RewardFunction`s for config reward specs (``name``, ``weight``, ``kwargs``), with unique names."""
+    from rftune.rewards.base import as_reward_function, unique_names
+
+    return unique_names([as_reward_function(resolve_reward(s.name, base_dir), name=s.name.rpartition(":")[2],
+                                            weight=s.weight, kwargs=s.kwargs) for s in specs])

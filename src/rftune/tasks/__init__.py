@@ -2,10 +2,18 @@
 
 A task builder takes the ``task`` section of the config (options, system prompt, folder of the config) and returns
 a `Task`. ``dataset`` is the generic task for a user's JSONL/CSV/Parquet file.
+
+Held-out rows (`task_from_config`): evaluation uses rows training never sees, decided by content, not by position
+or seed. A task may bring its own (arithmetic draws problems with another seed and drops those whose expression
+occurs in training); otherwise they come from ``task.eval_path`` (a file read like the training file), or a
+share ``eval.split`` of the rows picked by a seeded hash of each row's content (`rftune.heldout`), so a row stays
+on its side when rows are added. Either way every training row whose content equals a held-out row's is dropped
+from training, and held-out rows with equal content are kept once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from dataclasses import dataclass, field
@@ -15,6 +23,7 @@ from typing import Any, Callable
 from rftune.config import RewardSpec
 from rftune.data import load_dataset_file
 from rftune.errors import ConfigError
+from rftune.heldout import prompt_key, split_by_content, without_keys
 from rftune.types import Sample
 
 
@@ -25,6 +34,10 @@ class Task:
     make_env: Callable[[dict], Any] | None = None  # example -> Env, for multi-turn tasks
     # name -> f(prompt, completion, example) -> float, averaged into metrics as task/<name> every step
     completion_metrics: dict[str, Callable[[Any, str, dict], float]] = field(default_factory=dict)
+    eval_samples: list[Sample] = field(default_factory=list)  # held-out rows (see `task_from_config`)
+    content_key: Callable[[dict], str] = prompt_key  # row -> what makes two rows the same problem
+    default_split: float = 0.0  # share held out when neither task.eval_path nor eval.split is set
+    correct_reward: str | None = None  # verifiable tasks: the reward whose value >= 1 marks a correct completion
 
 
 # name -> "module:function" building the task; imported only when used.
@@ -57,3 +70,30 @@ def build_task(name: str, options: dict, system_prompt: str | None = None, path:
     module_name, _, function = TASKS[name].partition(":")
     builder = getattr(importlib.import_module(module_name), function)
     return builder(dict(options), system_prompt, path, base_dir)
+
+
+EVAL_PATH_TASKS = ("dataset", "summarize")
+
+
+def task_from_config(config) -> Task:
+    """The config's task with its held-out rows: training samples never share content with `eval_samples`."""
+    cfg = config.task
+    task = build_task(cfg.name, cfg.kwargs, cfg.system_prompt, cfg.path, config.base_dir)
+    if cfg.eval_path:
+        if cfg.name not in EVAL_PATH_TASKS:
+            raise ConfigError(f"task.eval_path is for the tasks {', '.join(EVAL_PATH_TASKS)}; task {cfg.name!r} "
+                              "holds out its own evaluation rows")
+        held_out = build_task(cfg.name, cfg.kwargs, cfg.system_prompt, cfg.eval_path, config.base_dir).samples
+        training = without_keys(task.samples, {task.content_key(s.example) for s in held_out}, task.content_key)
+    elif task.eval_samples:
+        return task
+    else:
+        share = task.default_split if config.eval.split is None else config.eval.split
+        if not share:
+            return task
+        training, held_out = split_by_content(task.samples, share, config.eval.split_seed, task.content_key)
+    if not training:
+        raise ConfigError(f"task {cfg.name!r}: every training row is also a held-out row; lower eval.split or use "
+                          "a task.eval_path with other rows")
+    return dataclasses.replace(task, samples=training,
+                               eval_samples=without_keys(held_out, set(), task.content_key, keep_once=True))

@@ -8,6 +8,9 @@ document answered correctly from the summary alone) plus ``length_penalty``; cop
 
 Options (``task.kwargs``): ``max_document_chars`` cuts long documents for small CPU runs (0 = keep whole);
 ``length_target`` (characters) for the default length penalty.
+
+Held-out documents: by default a fifth of the documents, chosen by a seeded hash of the document text
+(``eval.split``, ``eval.split_seed``), or the documents of ``task.eval_path``; training never sees them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SYSTEM_PROMPT = "You write faithful, concise summaries."
 PROMPT = ("Summarize the following document as 3 to 6 short bullet points covering its main facts and decisions. "
           "Use your own words.\n\n<document>\n{document}\n</document>")
 KNOWN_OPTIONS = {"max_document_chars", "length_target"}
+HELD_OUT_SHARE = 0.2  # documents held out for evaluation unless eval.split says otherwise
 
 
 def demo_path() -> Path:
@@ -43,7 +47,12 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     rewards = [RewardSpec(name="quiz", weight=1.0),
                RewardSpec(name="length_penalty", weight=1.0, kwargs={"target": target, "floor": -10.0})]
     return Task(samples=samples_from_rows(rows, system_prompt or SYSTEM_PROMPT), default_rewards=rewards,
-                completion_metrics={"copy_fraction": _copy_metric})
+                completion_metrics={"copy_fraction": _copy_metric}, content_key=_document_key,
+                default_split=HELD_OUT_SHARE)
+
+
+def _document_key(example: dict) -> str:
+    return example["document"]
 
 
 def _copy_metric(prompt, completion: str, example: dict) -> float:
