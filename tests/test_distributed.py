@@ -16,12 +16,13 @@ from rftune.errors import ConfigError
 from rftune.run_lock import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+def env() -> dict[str, str]:  # read at call time: the test's own model repository (conftest) is in os.environ
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def torchrun(nproc: int, *args, timeout=600, cwd=ROOT):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,11 @@ def test_a_two_process_cli_run_leaves_the_files_of_one_run(tmp_path, tiny_model_
     assert (out / "final" / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     assert result.stderr.count("step 3/3 | reward") == 1  # one progress line per step: rank 0's
+    assert result.stdout.count("done: 3 steps") == 1 and result.stdout.count("registered ") == 1  # one version
     # The checkpoint resumes in one process, which says that sampling will differ.
     resumed = subprocess.run([sys.executable, "-m", "rftune", "train", str(config), f"train.output_dir={out}",
                               "train.max_steps=4", "--resume"], capture_output=True, text=True, cwd=tmp_path,
-                             env=ENV, timeout=600)
+                             env=env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "made by 2 process(es) and this run has 1" in resumed.stdout
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
@@ -149,7 +151,7 @@ def test_a_killed_rank_stops_the_job_and_resume_ends_where_an_uninterrupted_run_
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "rftune",
                "train", str(config), f"train.output_dir={out}", "train.dist_timeout=60", *steps]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                           env=ENV)
+                           env=env())
     deadline = time.monotonic() + 300
     while not ((out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
         assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"

@@ -7,6 +7,7 @@ unless ``repository.register: false``.
 """
 
 from rftune.config import load_config
+from rftune.errors import ConfigError
 
 HELP = "Fine-tune a model with GRPO from a YAML config (key=value arguments override any field)."
 
@@ -18,23 +19,29 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rftune.distributed import launched_world
     from rftune.repository.runs import begin_run, register_grpo, register_sft
     from rftune.trainer import GRPOTrainer
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     start = begin_run(load_config(args.config, overrides))
     config, parent = start.config, start.parent
+    world = launched_world()
     if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
         from rftune.sft import finished_adapter, with_sft_adapter
 
         reused = finished_adapter(config) is not None
+        if world.distributed and not reused:
+            raise ConfigError("the SFT stage runs in one process: run `rftune sft CONFIG` first, then start this "
+                              "torchrun job (it reuses the finished SFT adapter)")
         config = with_sft_adapter(config)
-        if config.repository.register:
+        if config.repository.register and world.is_main:
             parent = register_sft(start, start.config, finished_adapter(config), reuse=reused)
             print(f"SFT stage: {parent.ref}")
     trainer = GRPOTrainer(config)
     trainer.train()
-    print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")
-    if config.repository.register:
-        print(f"registered {register_grpo(start, config, trainer, parent).ref}")
+    if world.is_main:  # under torchrun, rank 0 reports and registers the run once
+        print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")
+        if config.repository.register:
+            print(f"registered {register_grpo(start, config, trainer, parent).ref}")
     return 0
