@@ -84,7 +84,7 @@ class GRPOTrainer:
         self.output_dir = Path(config.train.output_dir)
         self.lock = RunLock(self.output_dir) if self.world.is_main else None  # one run per folder
         barrier(self.world)
-        check_trackers(config.train.report_to)  # so does a tracker that is not installed
+        check_trackers(config.train.report_to)  # a tracker that is not installed fails fast too
         self.bf16 = bf16_enabled(config.train.bf16, self.device)
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
         self.task = self._build_task(dataset)
