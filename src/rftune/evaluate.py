@@ -26,7 +26,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -240,23 +240,30 @@ def metric_order(names) -> list[str]:
 def format_table(report: dict) -> str:
     """Metrics x players as ``mean [low, high]``, each later player followed by its paired difference against the
     first (``name - base``)."""
-    players = report["players"]
-    metrics = metric_order({m for p in players for m in p["metrics"]})
-    header = ["metric"]
-    for p in players:
-        header += [p["player"]] + ([f"{p['player']} - {report['baseline']}"] if "difference" in p else [])
-    body = []
-    for metric in metrics:
-        row = [metric]
-        for p in players:
-            row.append(_cell(p["metrics"].get(metric)))
-            if "difference" in p:
-                row.append(_cell(p["difference"].get(metric), signed=True))
-        body.append(row)
+    header, body = comparison_table(report, format_interval)
     return (f"{report['task']}: {report['rows']} held-out rows, 95% bootstrap intervals\n" + _table(header, body))
 
 
-def _cell(value: dict | None, signed: bool = False) -> str:
+def comparison_table(report: dict, cell: Callable[..., str], minus: str = "-") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of metrics x players, each later player followed by its paired difference against the first;
+    ``cell(figure)`` and ``cell(difference, signed=True)`` render the figures (text here, HTML in the report)."""
+    players = report["players"]
+    header = ["metric"]
+    for p in players:
+        header += [p["player"]] + ([f"{p['player']} {minus} {report['baseline']}"] if "difference" in p else [])
+    body = []
+    for metric in metric_order({m for p in players for m in p["metrics"]}):
+        row = [metric]
+        for p in players:
+            row.append(cell(p["metrics"].get(metric)))
+            if "difference" in p:
+                row.append(cell(p["difference"].get(metric), signed=True))
+        body.append(row)
+    return header, body
+
+
+def format_interval(value: dict | None, signed: bool = False) -> str:
+    """``mean [low, high]`` of a figure with its interval (``-`` when there is none)."""
     if value is None:
         return "-"
     fmt = "+.3f" if signed else ".3f"

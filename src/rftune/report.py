@@ -195,20 +195,11 @@ def _eval_section(run: dict) -> str:
     if "players" not in report:
         return f"<h3>{html.escape(run['name'])} (Wordle games)</h3>" + _table(
             list(report["rows"][0]), [[_fmt(v) for v in row.values()] for row in report["rows"]])
-    from rftune.evaluate import metric_order
+    from rftune.evaluate import comparison_table, format_interval, metric_order
 
     players = report["players"]
     metrics = metric_order({m for p in players for m in p["metrics"]})
-    header = ["metric"] + [h for p in players for h in
-                           [p["player"]] + ([f"{p['player']} − {report['baseline']}"] if "difference" in p else [])]
-    rows = []
-    for metric in metrics:
-        row = [metric]
-        for p in players:
-            row.append(_interval(p["metrics"].get(metric)))
-            if "difference" in p:
-                row.append(_interval(p["difference"].get(metric), signed=True))
-        rows.append(row)
+    header, rows = comparison_table(report, format_interval, minus="−")
     return (f"<h3>{html.escape(run['name'])}: {report['rows']} held-out rows of task {html.escape(report['task'])}"
             "</h3>" + _eval_figure(players, metrics) + _table(header, rows))
 
@@ -261,13 +252,6 @@ def _prompt_text(prompt) -> str:
     if isinstance(prompt, list):
         return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
     return str(prompt)
-
-
-def _interval(value: dict | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    fmt = "+.3f" if signed else ".3f"
-    return f"{value['mean']:{fmt}} [{value['low']:{fmt}}, {value['high']:{fmt}}]"
 
 
 def _fmt(value) -> str:
