@@ -159,11 +159,5 @@ def combine_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def close(world: World) -> None:
-    """Leave the process group (at the end of a run)."""
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
