@@ -89,11 +89,12 @@ def test_killed_at_ten_random_moments_and_resumed_each_time(tiny_model_dir, tmp_
     # Kills land in generation, scoring, the update and checkpoint writing (save_steps: 1 writes one every step).
     rng = random.Random(1234)
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
-    straight = rftune("train", str(write_setup(tmp_path, tiny_model_dir, straight_dir)))
+    steps = "train.max_steps=40"  # long enough for ten kills on a fast machine
+    straight = rftune("train", str(write_setup(tmp_path, tiny_model_dir, straight_dir)), steps)
     config = write_setup(tmp_path, tiny_model_dir, killed_dir)
     kills = 0
     while kills < 10:
-        run = rftune("train", str(config), "--resume")
+        run = rftune("train", str(config), steps, "--resume")
         metrics = killed_dir / "metrics.jsonl"
         before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
         deadline = time.time() + 120
@@ -106,14 +107,14 @@ def test_killed_at_ten_random_moments_and_resumed_each_time(tiny_model_dir, tmp_
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
         kills += 1
-    final = rftune("train", str(config), "--resume")
+    final = rftune("train", str(config), steps, "--resume")
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out
     out, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, out
     assert kills >= 3, "the run was too fast to be killed"
     assert state(killed_dir) == state(straight_dir)
-    assert [r["step"] for r in read_jsonl(killed_dir / "metrics.jsonl")] == list(range(1, 9))
+    assert [r["step"] for r in read_jsonl(killed_dir / "metrics.jsonl")] == list(range(1, 41))
     a = load_file(killed_dir / "final" / "adapter_model.safetensors")
     b = load_file(straight_dir / "final" / "adapter_model.safetensors")
     for key in a:
