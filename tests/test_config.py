@@ -21,6 +21,16 @@ def test_defaults_and_overrides(tmp_path):
     assert config.base_dir == str(tmp_path.resolve())
 
 
+def test_override_text_with_colons_stays_text():
+    prompt = "Example: Calculate 2 + 3. 2 + 3 = 5. <answer>5</answer>"
+    config = load_config(None, [f"task.system_prompt={prompt}", "task.kwargs={size: 10}"])
+    assert config.task.system_prompt == prompt
+    assert config.task.kwargs == {"size": 10}  # written in braces: a mapping
+    assert load_config(None, ["task.system_prompt=Note: a: b"]).task.system_prompt == "Note: a: b"  # YAML error
+    with pytest.raises(ConfigError, match=r"override 'task.kwargs=\{size: \[1\}': cannot parse value"):
+        load_config(None, ["task.kwargs={size: [1}"])
+
+
 def test_unknown_key_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'; did you mean 'train.max_steps'"):
         load_config(None, ["train.max_step=3"])

@@ -263,10 +263,23 @@ def apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = _override_value(item, value)
+
+
+def _override_value(item: str, text: str) -> Any:
+    """An override's value read as YAML (0.5, true, null, [a, b], {k: v}); text that YAML would read as a mapping
+    or a block without being written in brackets stays the text, so ``task.system_prompt=Example: 2 + 2`` is a
+    string, not a mapping (nor an error)."""
+    if not text.strip():
+        return ""
+    bracketed = text.lstrip()[:1] in ("[", "{")
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+        if bracketed:
+            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+        return text
+    return text if isinstance(value, (dict, list)) and not bracketed else value
 
 
 def to_dict(config: Config) -> dict[str, Any]:
