@@ -37,15 +37,19 @@ def updates(tiny_model_dir, tmp_path_factory):
     return found
 
 
-@pytest.mark.parametrize("setting", ["grpo", "grpo-batch", "dapo", "dapo-batch", "dr_grpo", "bnpo"])
+@pytest.mark.parametrize("setting", ["grpo", "grpo-batch", "dapo", "dapo-batch", "dr_grpo", "bnpo", "fsdp-grpo",
+                                     "fsdp-dapo"])
 def test_two_ranks_make_the_one_process_update(updates, setting):
     one, two = updates[1][setting], updates[2][setting]
     assert one["grads"].keys() == two["grads"].keys() and one["grads"]
     assert any(g.abs().max() > 1e-4 for g in one["grads"].values())  # a real gradient, not zeros
     for name, grad in one["grads"].items():  # the summed gradients are the one-process gradients
         torch.testing.assert_close(two["grads"][name], grad, atol=1e-7, rtol=1e-5, msg=name)
+    # Full fine-tuning moves every weight by AdamW's first step, lr * g / (|g| + eps): where |g| is near eps
+    # (1e-8), a gradient rounding difference of 1e-11 moves the weight by up to lr * 1e-3 = 1e-5.
+    atol = 1e-5 if setting.startswith("fsdp") else 1e-6
     for name, weight in one["weights"].items():
-        torch.testing.assert_close(two["weights"][name], weight, atol=1e-6, rtol=0, msg=name)
+        torch.testing.assert_close(two["weights"][name], weight, atol=atol, rtol=0, msg=name)
     assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert one["position"] == two["position"] == 4  # the same global data position
 
@@ -74,6 +78,14 @@ def test_a_two_process_cli_run_leaves_the_files_of_one_run(tmp_path, tiny_model_
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     assert result.stderr.count("step 3/3 | reward") == 1  # one progress line per step: rank 0's
     assert result.stdout.count("done: 3 steps") == 1 and result.stdout.count("registered ") == 1  # one version
+    # Each group is seeded by its place in the prompt stream: one process samples the same completions.
+    alone = subprocess.run([sys.executable, "-m", "rftune", "train", str(config), f"train.output_dir={out}-1",
+                            "repository.register=false"], capture_output=True, text=True, cwd=tmp_path, env=env(),
+                           timeout=600)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    rows = {name: [(r["step"], r["prompt"][-1]["content"], r["completion"]) for r in map(
+        json.loads, (tmp_path / name / "completions.jsonl").read_text().splitlines())] for name in ("run", "run-1")}
+    assert rows["run"] == rows["run-1"] and len(set(rows["run"])) > 6
     # The checkpoint resumes in one process, which says that sampling will differ.
     resumed = subprocess.run([sys.executable, "-m", "rftune", "train", str(config), f"train.output_dir={out}",
                               "train.max_steps=4", "--resume"], capture_output=True, text=True, cwd=tmp_path,
@@ -81,6 +93,40 @@ def test_a_two_process_cli_run_leaves_the_files_of_one_run(tmp_path, tiny_model_
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "made by 2 process(es) and this run has 1" in resumed.stdout
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_sharded_full_fine_tuning_run_checkpoints_full_weights_and_resumes_sharded(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    config, out = _write_config(tmp_path, tiny_model_dir), tmp_path / "run"
+    sharded = ["lora.enabled=false", "train.fsdp=true", "train.max_steps=2", "algorithm.beta=0.1",
+               "rewards.functions=[{name: length_penalty, kwargs: {target: 1}}]"]  # rewards that differ
+    result = torchrun(2, "-m", "rftune", "train", str(config), f"train.output_dir={out}", *sharded, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "train.fsdp: weights, gradients and optimizer state sharded over 2 processes" in result.stdout
+    assert "generation: hf" in result.stdout  # the one backend that generates from a sharded model
+    base = load_file(Path(tiny_model_dir) / "model.safetensors")
+    final = load_file(out / "final" / "model.safetensors")  # whole weights, named as in the unsharded model
+    assert set(base) - set(final) <= {"lm_head.weight"} and set(final) <= set(base)
+    assert final["model.layers.0.mlp.up_proj.weight"].shape == base["model.layers.0.mlp.up_proj.weight"].shape
+    assert not torch.equal(final["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    # A sharded checkpoint resumes sharded, and only so.
+    unsharded = subprocess.run([sys.executable, "-m", "rftune", "train", str(config), f"train.output_dir={out}",
+                                "lora.enabled=false", "train.max_steps=3", "--resume"], capture_output=True,
+                               text=True, cwd=tmp_path, env=env(), timeout=600)
+    assert unsharded.returncode == 2
+    assert "step-000002 was saved with sharding (train.fsdp under torchrun); resume it with sharding too" in \
+        unsharded.stderr
+    resumed = torchrun(2, "-m", "rftune", "train", str(config), f"train.output_dir={out}", *sharded,
+                       "train.max_steps=3", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stdout
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_sharding_a_lora_adapter_is_a_config_error(tmp_path, tiny_model_dir):
+    with pytest.raises(ConfigError, match=r"train.fsdp shards full fine-tuning: set lora.enabled: false"):
+        config_from_dict({"model": {"name_or_path": tiny_model_dir}, "train": {"fsdp": True}})
 
 
 def test_prompts_that_do_not_split_over_the_processes_are_a_config_error(tmp_path, tiny_model_dir):

@@ -203,6 +203,32 @@ def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model):
         assert torch.equal(batch.prompt_ids, slow.prompt_ids)
 
 
+@pytest.mark.parametrize("backend", ["cpu-fast", "hf"])
+def test_a_seeded_group_samples_the_same_whatever_else_is_in_the_batch(lora_model, backend):
+    model, tokenizer = lora_model
+    samples = [Sample(prompt=p, example={}, index=i) for i, p in enumerate(PROMPTS)]
+    params = SamplingParams(num_generations=3, max_new_tokens=10, backend=backend)
+    torch.manual_seed(0)
+    both = sample_completions(model, tokenizer, samples, dataclasses.replace(params, seeds=(11, 22)))
+    torch.manual_seed(1)  # torch's global generator plays no part
+    alone = sample_completions(model, tokenizer, samples[1:], dataclasses.replace(params, seeds=(22,)))
+    assert both.completions[3:] == alone.completions  # the second prompt's group, alone or beside the first
+    other = sample_completions(model, tokenizer, samples[1:], dataclasses.replace(params, seeds=(23,)))
+    assert other.completions != alone.completions
+    with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
+        sample_completions(model, tokenizer, samples[1:], dataclasses.replace(params, seeds=(1, 2)))
+
+
+def test_seeded_sampling_draws_the_same_tokens_on_both_backends(lora_model):
+    model, tokenizer = lora_model
+    samples = [Sample(prompt=p, example={}, index=i) for i, p in enumerate(PROMPTS)]
+    params = SamplingParams(num_generations=3, max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.95,
+                            seeds=(5, 6))
+    fast = sample_completions(model, tokenizer, samples, params)
+    slow = sample_completions(model, tokenizer, samples, dataclasses.replace(params, backend="hf"))
+    assert fast.completions == slow.completions and len(set(fast.completions)) > 1
+
+
 def test_unknown_architectures_fall_back(tiny_model_dir):
     model, _ = load_model_and_tokenizer(tiny_model_dir)
     model.config.model_type = "not-a-llama"

@@ -65,6 +65,9 @@ class _Stream:
     def take(self, count):
         return list(range(count))
 
+    def next_positions(self, count):
+        return list(range(count))
+
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo"])
 def test_gradient_accumulation_one_and_two_give_the_same_gradient(tiny_model_dir, tmp_path, loss_type):

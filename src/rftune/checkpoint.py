@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rftune.atomic_io import replace_dir
+from rftune.sharding import is_sharded, load_model_state, load_optimizer_state
 
 PREFIX = "step-"
 
@@ -62,17 +63,21 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, trainer_state: dict,
-                    keep: int, rng_per_rank: list[dict] | None = None) -> Path:
+                    keep: int, rng_per_rank: list[dict] | None = None, model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
     """Write a checkpoint atomically and keep only the `keep` newest. ``rng_per_rank``: every rank's
-    `rng_states` (None: this process's)."""
+    `rng_states` (None: this process's). ``model_state`` / ``optimizer_state``: the gathered full states of a
+    sharded model (`rftune.sharding`), written instead of the model's and optimizer's own."""
     root = checkpoint_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     final = root / f"{PREFIX}{step:06d}"
     staging = root / f".tmp-{final.name}-{os.getpid()}"
-    model.save_pretrained(staging / "model", safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    gathered = {} if model_state is None else {"state_dict": model_state}
+    model.save_pretrained(staging / "model", safe_serialization=True, **gathered)
+    optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "rng": rng_per_rank or [rng_states()]}, staging / "state.pt")
     (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
     replace_dir(staging, final)  # a checkpoint of this step from an earlier attempt is replaced
@@ -87,10 +92,18 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool, rank: i
     load_weights(model, path / "model", lora)
     state = torch.load(path / "state.pt", weights_only=False, map_location="cpu")  # the optimizer moves its state
     # to the device of its parameters on load; RNG states live on the CPU
-    optimizer.load_state_dict(state["optimizer"])
+    if is_sharded(model):
+        load_optimizer_state(model, optimizer, state["optimizer"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     per_rank = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
     restore_rng_states(per_rank[rank] if len(per_rank) == world_size else per_rank[0])
+    return read_trainer_state(path)
+
+
+def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's trainer state (step, data position, world size, sharding)."""
     return json.loads((path / "trainer_state.json").read_text())
 
 
@@ -106,7 +119,8 @@ def load_weights(model, folder: Path, lora: bool) -> None:
     weights = {}
     for shard in sorted(folder.glob("*.safetensors")):
         weights.update(load_file(shard))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    loaded = load_model_state(model, weights) if is_sharded(model) else model.load_state_dict(weights, strict=False)
+    missing, unexpected = loaded
     tied = {name for name in missing if "lm_head" in name}
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}")

@@ -90,6 +90,7 @@ class TrainConfig:
     resume: bool = False  # continue from the latest checkpoint in output_dir
     threads: int = 0  # torch CPU threads (0 = torch's default)
     dist_timeout: int = 300  # seconds a collective waits for the other ranks (torchrun jobs) before failing
+    fsdp: bool = False  # full fine-tuning under torchrun: weights, gradients and optimizer state sharded (FSDP2)
     log_completions: bool = True  # write completions.jsonl
     eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
     eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
@@ -383,10 +384,23 @@ def validate(config: Config) -> None:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
     if config.task.name == "dataset" and not config.task.path:
         raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
+    _check_fsdp(config)
     name = config.repository.name
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(f"repository.name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "
                           "or digit (versions are referred to as NAME@VERSION)")
+
+
+def _check_fsdp(config: Config) -> None:
+    """train.fsdp shards a fully fine-tuned model; a LoRA adapter is small and is data-parallel without it."""
+    if not config.train.fsdp:
+        return
+    if config.lora.enabled:
+        raise ConfigError("train.fsdp shards full fine-tuning: set lora.enabled: false (LoRA runs data-parallel "
+                          "under torchrun without train.fsdp)")
+    if config.generation.backend in ("cpu-fast", "vllm"):
+        raise ConfigError(f"generation.backend={config.generation.backend} cannot generate from a sharded model; "
+                          "use generation.backend=auto (transformers generate) with train.fsdp")
 
 
 def _check_registered(algorithm: AlgorithmConfig) -> None:

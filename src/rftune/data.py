@@ -150,3 +150,8 @@ class RankShard:
     def take(self, count: int) -> list[int]:
         indices = self.stream.take(count * self.world_size)
         return indices[self.rank * count:(self.rank + 1) * count]
+
+    def next_positions(self, count: int) -> list[int]:
+        """The global stream positions of the indices the next ``take(count)`` returns here."""
+        first = self.stream.position + self.rank * count
+        return list(range(first, first + count))

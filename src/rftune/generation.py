@@ -4,11 +4,17 @@
 evaluation, serving, local judges) goes through `generate_ids` / `generate_replies` and the one stop rule:
     cpu-fast  `rftune.cpu.fast_decode`, the lean decoder (merged LoRA weights in a separate copy, one prefill per
               prompt and of the prompts' common prefix, finished rows dropped); CPU only, Llama-family models
-    hf        transformers ``generate`` on any device
+    hf        transformers ``generate`` on any device (the one backend for an FSDP-sharded model, whose ranks then
+              step in lockstep: ``synced_gpus``)
     vllm      `rftune.generation_vllm`, an in-process vLLM engine (GPU), weights synced after each optimizer step
     auto      cpu-fast on a CPU for the architectures it serves (unless ``train.cpu_kernels: off``), else hf
 A backend that cannot serve the model or its device says so in one ``ConfigError`` at start (`resolve_backend`).
 Both in-process backends sample from the same distribution: temperature, then top-k (0 = off), then top-p.
+
+Seeds: with ``SamplingParams.seeds`` (one per prompt) each group's draws come from its own generator, through the
+same sampler on both backends (`rftune.cpu.fast_decode.sample_tokens`; on hf as a logits processor), so a group's
+completions do not depend on the other prompts of the batch, as far as the batch's arithmetic allows (training
+seeds each group by its global position in the prompt stream: any number of processes samples the same groups).
 
 The stop rule: a completion ends at its first token in `eos_token_ids` (the tokenizer's EOS and the model's
 generation-config EOS ids), which is kept and masked in; a completion with no EOS within ``max_new_tokens`` is
@@ -19,14 +25,16 @@ the uninterrupted run would have.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from rftune.cpu.architectures import model_type, supported_for
-from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
+from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate, group_uniforms, sample_tokens
 from rftune.device import autocast, model_device
 from rftune.errors import ConfigError
+from rftune.sharding import is_sharded
 from rftune.types import RolloutBatch, Sample
 
 BACKENDS = ("auto", "cpu-fast", "hf", "vllm")
@@ -41,6 +49,7 @@ class SamplingParams:
     top_k: int = 0
     bf16: bool = False  # matmuls in bfloat16 (float32 residual stream and logits), as under autocast
     backend: str = "auto"  # cpu-fast | hf | auto (resolved per call from the model; see `resolve_backend`)
+    seeds: tuple[int, ...] | None = None  # one per prompt: its group's own sampling generator; None = torch's global
 
 
 def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
@@ -48,6 +57,11 @@ def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
     if setting not in BACKENDS:
         raise ConfigError(f"generation.backend: must be one of {', '.join(BACKENDS)}, got {setting!r}")
     device = model_device(model)
+    if is_sharded(model) and setting in ("auto", "hf"):
+        return "hf"
+    if is_sharded(model):
+        raise ConfigError(f"generation.backend={setting} cannot generate from a sharded model (train.fsdp); use "
+                          "generation.backend=auto")
     if setting == "auto":
         return "cpu-fast" if cpu_kernels and device.type == "cpu" and decoder_supports(model) else "hf"
     if setting == "cpu-fast":
@@ -119,10 +133,12 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     g = params.num_generations
     backend = resolve_backend(params.backend, model)
+    generators = _group_generators(params.seeds, prompt_ids.shape[0]) if not greedy else None
     if backend == "cpu-fast":
         decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
         completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
-                                  tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy)
+                                  tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy,
+                                  generators)
         del decoder  # frees the merged weights before training needs the memory
         return completion_ids
     if backend != "hf":
@@ -130,12 +146,39 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
                           "judges generate with cpu-fast or hf (generation.backend=auto)")
     sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
         "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
+    if generators is not None:  # our sampler picks the token; generate then keeps the one it left possible
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                    "logits_processor": _seeded_sampler(generators, params)}
     with torch.no_grad(), autocast(device, params.bf16):
         output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
                                 attention_mask=prompt_mask.repeat_interleave(g, dim=0),
                                 max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-                                pad_token_id=tokenizer.pad_token_id, **sampling)  # [B, Tp+Tc]
+                                pad_token_id=tokenizer.pad_token_id, synced_gpus=is_sharded(model),
+                                **sampling)  # [B, Tp+Tc]
     return output[:, prompt_ids.shape[1]:]  # [B, Tc]
+
+
+def _group_generators(seeds: tuple[int, ...] | None, prompts: int) -> list[torch.Generator] | None:
+    if seeds is None:
+        return None
+    if len(seeds) != prompts:
+        raise ValueError(f"SamplingParams.seeds: {len(seeds)} seeds for {prompts} prompts (one per prompt)")
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+def _seeded_sampler(generators: list[torch.Generator], params: SamplingParams):
+    """A transformers logits processor that samples each row's token with `sample_tokens` from its group's
+    generator and leaves only that token possible (-inf elsewhere), for ``generate`` without its own sampling."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class SeededSampler(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            uniform = group_uniforms(generators, params.num_generations)
+            tokens = sample_tokens(scores.float(), params.temperature, params.top_k, params.top_p,
+                                   uniform.to(scores.device))  # [B]
+            return torch.full_like(scores, -math.inf).scatter_(1, tokens[:, None], 0.0)
+
+    return LogitsProcessorList([SeededSampler()])
 
 
 def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,

@@ -13,8 +13,8 @@ What the forward pass skips — each skip leaves the values unchanged, up to flo
 - **Padding after short completions.** The completions then run in groups of similar length (`length_groups`),
   each group cut to its own longest completion, instead of every row running to the batch's longest.
 - **Vocabulary projection of padding.** For Llama-family models the output projection is applied only at real
-  completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models use their
-  own forward with ``logits_to_keep``.
+  completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models, and sharded
+  ones (`rftune.sharding`), use their own forward with ``logits_to_keep``.
 - **Whole-vocabulary float32 passes.** The log-softmax at each target and the entropy are computed from the
   projection's own (bf16 under autocast) logits a block of rows at a time (`token_logprobs`, gradient written
   out), so no [tokens, V] float32 tensor goes through memory.
@@ -23,6 +23,8 @@ What the forward pass skips — each skip leaves the values unchanged, up to flo
 from __future__ import annotations
 
 import torch
+
+from rftune.sharding import is_sharded
 
 PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
 TOKENS_PER_CHUNK = 1024  # rows of logits alive at once in the vocabulary projection
@@ -157,7 +159,9 @@ def _inner(model):
 
 
 def _plain_head(model) -> bool:
-    return getattr(_inner(model).config, "model_type", None) in PLAIN_HEAD
+    """Whether the decoder body and the output projection may be run apart (not for a sharded model, whose
+    outer weights are gathered only by its own forward)."""
+    return getattr(_inner(model).config, "model_type", None) in PLAIN_HEAD and not is_sharded(model)
 
 
 def _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask) -> torch.Tensor:

@@ -63,7 +63,7 @@ def env_rollout(model, tokenizer, samples: list[Sample], params: SamplingParams,
     episodes = [_start(make_env(sample.example), sample, tokenizer)
                 for sample in samples for _ in range(params.num_generations)]
     eos_ids = eos_token_ids(tokenizer, model)
-    one_each = dataclasses.replace(params, num_generations=1)
+    one_each = dataclasses.replace(params, num_generations=1, seeds=None)  # episodes draw from torch's generator
     for _ in range(max(e.env.max_turns for e in episodes)):
         active = [e for e in episodes if not e.done]
         if not active:

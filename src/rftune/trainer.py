@@ -48,6 +48,7 @@ from rftune.rewards import (RewardFunction, as_reward_function, reward_functions
                             weighted_total)
 from rftune.rollout_env import env_rollout
 from rftune.run_lock import RunLock, stale_note
+from rftune.sharding import full_tensor, model_state, optimizer_state, shard
 from rftune.tasks import Task, task_from_config
 from rftune.tracking import JsonlLog, Trackers, check_trackers, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
@@ -86,7 +87,8 @@ class GRPOTrainer:
         barrier(self.world)
         check_trackers(config.train.report_to)  # a tracker that is not installed fails fast too
         self.bf16 = bf16_enabled(config.train.bf16, self.device)
-        self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device)
+        self.fsdp = config.train.fsdp and self.world.distributed  # one process has nothing to shard
+        self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device) and not self.fsdp
         self.task = self._build_task(dataset)
         self.reward_functions = self._build_rewards(reward_funcs)
         self.uses_sandbox = any(getattr(rf.fn, "uses_sandbox", False) for rf in self.reward_functions)
@@ -97,6 +99,8 @@ class GRPOTrainer:
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
         self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom",
                               config.model.dtype))
+        if self.fsdp:
+            self._say(f"train.fsdp: weights, gradients and optimizer state sharded over {self.world.size} processes")
         self.rollout_fn, self.sync_weights = (rollout_fn, None) if rollout_fn else self._default_rollout()
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0
@@ -156,6 +160,8 @@ class GRPOTrainer:
         if not cfg.lora.enabled and cfg.algorithm.beta > 0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         for network in (model, ref_model):
+            if network is not None and self.fsdp:
+                shard(network, self.world)
             if network is not None and self.cpu_kernels:
                 enable_training_kernels(network, self.bf16)
         model.train()
@@ -165,6 +171,9 @@ class GRPOTrainer:
         """(rollout function, weight sync after each optimizer step or None): environment episodes for multi-turn
         tasks, else sampling with the configured backend; a separate engine (vLLM) gets the new weights."""
         if self.task.make_env:
+            if self.fsdp:
+                raise ConfigError("train.fsdp: multi-turn tasks are not supported (the ranks of a sharded model "
+                                  "generate in lockstep, and their episodes take different numbers of turns)")
             return functools.partial(env_rollout, make_env=self.task.make_env), None
         if self.backend == "vllm":
             from rftune.generation_vllm import VllmSampler  # imported only when selected: no vLLM on CPU machines
@@ -203,6 +212,10 @@ class GRPOTrainer:
         if latest is None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
+        saved_fsdp = checkpoint.read_trainer_state(latest).get("fsdp", False)
+        if saved_fsdp != self.fsdp:
+            raise ConfigError(f"{latest} was saved {'with' if saved_fsdp else 'without'} sharding (train.fsdp under "
+                              f"torchrun); resume it {'with' if saved_fsdp else 'without'} sharding too")
         state = checkpoint.load_checkpoint(latest, self.model, self.optimizer, self.scheduler,
                                            lora=self.config.lora.enabled, rank=self.world.rank,
                                            world_size=self.world.size)
@@ -230,8 +243,9 @@ class GRPOTrainer:
                     self.evaluate()
                 if self.step_count == cfg.max_steps or (cfg.save_steps and self.step_count % cfg.save_steps == 0):
                     self.save_checkpoint(stream)
+            weights = model_state(self.model) if self.fsdp else None  # gathered by every rank
             if self.world.is_main:
-                self.model.save_pretrained(self.output_dir / "final", safe_serialization=True)
+                self.model.save_pretrained(self.output_dir / "final", safe_serialization=True, state_dict=weights)
                 self.tokenizer.save_pretrained(self.output_dir / "final")
             barrier(self.world)
         finally:
@@ -277,7 +291,8 @@ class GRPOTrainer:
         g = self.config.generation.num_generations
         wanted = self.prompts_per_rank
         timings = {"time/generation": 0.0, "time/reward": 0.0}
-        scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted)], timings)
+        positions = stream.next_positions(wanted)
+        scored = self._sample_and_score([self.task.samples[i] for i in stream.take(wanted)], positions, timings)
         metrics = {}
         if self.config.algorithm.dynamic_sampling:  # frac_zero_std (advantages) is that of the batch trained on
             metrics["dynamic_sampling/frac_zero_std_sampled"] = zero_std_groups(scored.rewards, g).float().mean().item()
@@ -286,10 +301,15 @@ class GRPOTrainer:
         metrics.update(timings)
         return scored, metrics
 
-    def _sample_and_score(self, samples: list[Sample], timings: dict[str, float]) -> ScoredBatch:
+    def _sample_and_score(self, samples: list[Sample], positions: list[int],
+                          timings: dict[str, float]) -> ScoredBatch:
+        """Sample each prompt's group, seeded by its global stream position (so by neither rank nor batch), and
+        score it."""
         gen = self.config.generation
+        seeds = tuple(self.config.train.seed * 1_000_003 + position for position in positions)
         params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                                bf16=self.bf16, backend=self.backend if self.backend != "vllm" else "auto")
+                                bf16=self.bf16, backend=self.backend if self.backend != "vllm" else "auto",
+                                seeds=seeds)
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -323,8 +343,12 @@ class GRPOTrainer:
             if most == 0 or rounds >= self.config.algorithm.max_resample_rounds:
                 break
             rounds += 1
-            indices = stream.take(most)[:needed]
-            scored = self._sample_and_score([self.task.samples[i] for i in indices], timings) if indices else None
+            # ranks of a sharded model generate in lockstep: every rank samples `most` groups
+            count = most if self.fsdp else needed
+            positions = stream.next_positions(most)[:count]
+            indices = stream.take(most)[:count]
+            scored = self._sample_and_score([self.task.samples[i] for i in indices], positions,
+                                            timings) if indices else None
             failures.append(scored.failures if scored is not None else {})
         chosen = (kept + spare)[:wanted]
         merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
@@ -384,9 +408,10 @@ class GRPOTrainer:
 
     def _optimizer_step(self) -> float:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        sum_gradients(params, self.world)  # each rank's loss is its share of the batch loss: their gradients add up
+        if not self.fsdp:  # (FSDP sums the sharded gradients itself)
+            sum_gradients(params, self.world)  # each rank's loss is its share of the batch loss: gradients add up
         max_norm = self.config.train.max_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -470,12 +495,15 @@ class GRPOTrainer:
 
     def save_checkpoint(self, stream) -> Path:
         """Rank 0 writes the checkpoint (with every rank's random state); the others wait for it."""
-        state = {"step": self.step_count, "stream_position": stream.position, "world_size": self.world.size}
+        state = {"step": self.step_count, "stream_position": stream.position, "world_size": self.world.size,
+                 "fsdp": self.fsdp}
         rng = gather_objects(checkpoint.rng_states(), self.world)
+        gathered = (model_state(self.model), optimizer_state(self.model, self.optimizer)) if self.fsdp else (None, None)
         path = checkpoint.checkpoint_root(self.output_dir) / f"{checkpoint.PREFIX}{self.step_count:06d}"
         if self.world.is_main:
             path = checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer,
-                                              self.scheduler, state, self.config.train.save_total_limit, rng)
+                                              self.scheduler, state, self.config.train.save_total_limit, rng,
+                                              *gathered)
         barrier(self.world)
         return path
 

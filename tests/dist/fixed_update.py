@@ -4,7 +4,9 @@
 
 Every rank builds the same model (same seed) and the same global rollout (the same seeded sampling of every
 prompt); each rank then trains on its own groups. Rank 0 saves, per setting, the summed gradients the optimizer
-saw, the LoRA weights after the step and the loss, for test_distributed.py to compare across world sizes.
+saw, the trained weights after the step (gathered whole for the FSDP settings) and the loss, for
+test_distributed.py to compare across world sizes. The ``fsdp-*`` settings fully fine-tune with ``train.fsdp``:
+sharded over 2 ranks, unsharded in 1 process.
 """
 
 import sys
@@ -14,6 +16,7 @@ import torch
 from rftune import GRPOTrainer, config_from_dict
 from rftune.data import PromptStream, RankShard
 from rftune.generation import SamplingParams, sample_completions
+from rftune.sharding import full_tensor
 from rftune.types import Sample
 
 SETTINGS = [  # (name, algorithm overrides, gradient accumulation)
@@ -23,7 +26,10 @@ SETTINGS = [  # (name, algorithm overrides, gradient accumulation)
     ("dapo-batch", {"loss_type": "dapo", "scale_rewards": "batch"}, 1),
     ("dr_grpo", {"loss_type": "dr_grpo", "scale_rewards": "none"}, 2),
     ("bnpo", {"loss_type": "bnpo"}, 1),
+    ("fsdp-grpo", {"loss_type": "grpo"}, 1),
+    ("fsdp-dapo", {"loss_type": "dapo", "scale_rewards": "batch"}, 2),
 ]
+FULL = {"lora": {"enabled": False}, "generation": {"backend": "hf"}, "train": {"fsdp": True, "max_grad_norm": 0.05}}
 PROMPTS = [{"prompt": f"Say {word}", "word": word} for word in ["cat", "dog", "owl", "bee"]]
 
 
@@ -35,13 +41,14 @@ def main(model_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     results = {}
     for name, algorithm, accum in SETTINGS:
+        full = FULL if name.startswith("fsdp") else {"lora": {}, "generation": {}, "train": {}}
         config = config_from_dict({
-            "model": {"name_or_path": model_dir}, "lora": {"r": 4, "alpha": 8},
-            "generation": {"num_generations": 4, "max_new_tokens": 8},
+            "model": {"name_or_path": model_dir}, "lora": {"r": 4, "alpha": 8, **full["lora"]},
+            "generation": {"num_generations": 4, "max_new_tokens": 8, **full["generation"]},
             "algorithm": {"beta": 0.1, **algorithm},
             "train": {"output_dir": f"{out}.runs/{name}", "max_steps": 1, "batch_size": 16, "device": "cpu",
                       "gradient_accumulation_steps": accum, "learning_rate": 1e-2, "save_steps": 0,
-                      "log_completions": False}})
+                      "log_completions": False, **full["train"]}})
         fixed = {}
 
         def rollout(model, tokenizer, samples, params: SamplingParams):
@@ -60,13 +67,15 @@ def main(model_dir: str, out: str) -> None:
         step = trainer.optimizer.step
 
         def recording_step(*args, **kwargs):
-            seen.update({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+            seen.update({n: full_tensor(p.grad).clone() for n, p in trainer.model.named_parameters()
+                         if p.grad is not None})
             return step(*args, **kwargs)
 
         trainer.optimizer.step = recording_step
         stream = RankShard(PromptStream(len(PROMPTS), 0), trainer.world.rank, trainer.world.size)
         metrics = trainer.step(stream)
-        weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+        weights = {n: full_tensor(p.detach()).clone() for n, p in trainer.model.named_parameters()
+                   if p.requires_grad}
         results[name] = {"grads": seen, "weights": weights, "loss": metrics["loss"], "position": stream.position}
     if trainer.world.is_main:
         torch.save(results, out)

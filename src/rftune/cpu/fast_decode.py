@@ -303,17 +303,21 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     return scores
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                  uniform: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row from the warped distribution, by inverse-CDF sampling. [b, V] -> [b]
 
     One uniform draw per row against the running sum of the probabilities: the token is the first whose running
     sum exceeds u * total, which has the probability of that token. (``torch.multinomial`` draws one exponential
     per vocabulary entry instead: ~7x slower at b = 32, V = 49152.) Tokens removed by the warpers have
-    probability 0 and are never chosen: their running sum equals their predecessor's.
+    probability 0 and are never chosen: their running sum equals their predecessor's. ``uniform`` [b]: the draws
+    (`group_uniforms`); None = from torch's global generator.
     """
     probs = warp_logits(logits, temperature, top_k, top_p).softmax(dim=-1)  # [b, V]
     running = probs.cumsum(dim=-1)  # [b, V]
-    threshold = torch.rand(probs.shape[0], 1, dtype=running.dtype) * running[:, -1:]  # [b, 1] in [0, total)
+    if uniform is None:
+        uniform = torch.rand(probs.shape[0], dtype=running.dtype)
+    threshold = uniform.to(running)[:, None] * running[:, -1:]  # [b, 1] in [0, total)
     tokens = torch.searchsorted(running, threshold, right=True).squeeze(1).clamp(max=probs.shape[1] - 1)  # [b]
     unlikely = probs.gather(1, tokens[:, None]).squeeze(1) == 0  # only if rounding put the threshold at the total
     if unlikely.any():
@@ -322,14 +326,22 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return tokens
 
 
+def group_uniforms(generators: list[torch.Generator], per_group: int) -> torch.Tensor:
+    """One sampling step's uniform draws [len(generators) * per_group]: each group's from its own generator, so a
+    group samples the same tokens whatever else is in the batch."""
+    return torch.cat([torch.rand(per_group, generator=generator) for generator in generators])
+
+
 @torch.no_grad()
 def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int,
              max_new_tokens: int, eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, greedy: bool = False) -> torch.Tensor:
+             top_p: float = 1.0, greedy: bool = False,
+             generators: list[torch.Generator] | None = None) -> torch.Tensor:
     """Sample G completions per left-padded prompt [P, Tp]; returns completion ids [P*G, Tc] (pad after EOS).
 
     Tc is the longest completion (at most max_new_tokens); rows are grouped by prompt (p*G .. p*G+G-1).
     ``greedy`` takes the most likely token instead of sampling (the warpers then do not matter).
+    ``generators``: one per prompt, the source of its group's draws (None = torch's global generator).
     """
     p = prompt_ids.shape[0]
     total = p * num_generations
@@ -356,7 +368,8 @@ def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.
     done = torch.zeros(total, dtype=torch.bool)  # [b] the row has sampled an EOS
     length = 0
     for step in range(max_new_tokens):
-        tokens = logits.argmax(-1) if greedy else sample_tokens(logits, temperature, top_k, top_p)  # [b]
+        uniform = None if generators is None or greedy else group_uniforms(generators, num_generations)[rows]
+        tokens = logits.argmax(-1) if greedy else sample_tokens(logits, temperature, top_k, top_p, uniform)  # [b]
         out[rows, step] = tokens  # a finished row's extra tokens fall after its EOS and are masked below
         done |= torch.isin(tokens, eos)
         length = step + 1
