@@ -13,6 +13,7 @@ from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_d
 from rftune.errors import ConfigError
 from rftune.generation import in_process_backend, resolve_backend
 from rftune.models import load_model_and_tokenizer
+from rftune.testing import FirstRowsStream
 from rftune.types import RolloutBatch
 
 PROMPTS = [{"prompt": f"Say {word}", "word": word} for word in ["cat", "dog", "owl", "bee"]]
@@ -115,7 +116,7 @@ def test_one_grpo_step_is_the_same_with_the_cpu_layer_on_and_off(tiny_model_dir,
             return 0.0
 
         trainer._optimizer_step = capture
-        metrics = trainer.step(_Stream())
+        metrics = trainer.step(FirstRowsStream())
         results[kernels] = (metrics, grads)
     (on, grads_on), (off, grads_off) = results["auto"], results["off"]
     assert grads_on and grads_on.keys() == grads_off.keys() and all("lora_" in n for n in grads_on)
@@ -125,10 +126,3 @@ def test_one_grpo_step_is_the_same_with_the_cpu_layer_on_and_off(tiny_model_dir,
     for key in ("loss", "kl", "entropy"):
         assert on[key] == pytest.approx(off[key], abs=1e-6), key
     assert on["time/update"] >= 0 and on["time/reference"] >= 0
-
-
-class _Stream:
-    position = 0
-
-    def take(self, count):
-        return list(range(count))

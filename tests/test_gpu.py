@@ -10,6 +10,7 @@ import torch
 from rftune import GRPOTrainer, config_from_dict
 from rftune.generation import SamplingParams, encode_prompts, generate_ids, sample_completions
 from rftune.models import load_model_and_tokenizer
+from rftune.testing import FirstRowsStream
 from rftune.types import Sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (no GPU on this machine)")
@@ -51,7 +52,7 @@ def test_a_grpo_step_on_cuda_equals_the_cpu_step(tiny_model_dir, tmp_path):
             return 0.0
 
         trainer._optimizer_step = capture
-        losses[device] = trainer.step(_Stream())["loss"]
+        losses[device] = trainer.step(FirstRowsStream())["loss"]
     assert losses["cuda"] == pytest.approx(losses["cpu"], abs=1e-5)
     for name, grad in grads["cpu"].items():
         torch.testing.assert_close(grads["cuda"][name], grad, atol=1e-5, rtol=1e-3, msg=name)
@@ -84,10 +85,3 @@ def _moved(batch, model):
     tensors = {f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)
                if isinstance(getattr(batch, f.name), torch.Tensor)}
     return dataclasses.replace(batch, **tensors)
-
-
-class _Stream:
-    position = 0
-
-    def take(self, count):
-        return list(range(count))

@@ -10,6 +10,7 @@ import torch
 
 from rftune import GRPOTrainer, config_from_dict
 from rftune.generation import sample_completions
+from rftune.testing import FirstRowsStream
 from rftune.trainer import _lr_lambda
 
 PROMPTS = [{"prompt": f"Say {word}", "word": word, "flat": i % 2 == 0}
@@ -55,18 +56,10 @@ def _grads_of_one_step(config, rollout, reward=length_unless_flat):
         return 0.0
 
     trainer._optimizer_step = capture
-    metrics = trainer.step(_Stream())
+    metrics = trainer.step(FirstRowsStream())
     return grads, metrics
 
 
-class _Stream:
-    position = 0
-
-    def take(self, count):
-        return list(range(count))
-
-    def next_positions(self, count):
-        return list(range(count))
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo", "bnpo"])

@@ -72,3 +72,16 @@ def tiny_lora_model(folder: str | Path, seed: int, scale: float, r: int = 4):
             if "lora_B" in name:
                 param.normal_(0, scale)
     return model, tokenizer
+
+
+class FirstRowsStream:
+    """A stand-in for the trainer's prompt stream that hands out rows 0 .. count-1 at every step (at stream
+    positions 0 .. count-1), so a step trains on known rows."""
+
+    position = 0
+
+    def take(self, count: int) -> list[int]:
+        return list(range(count))
+
+    def next_positions(self, count: int) -> list[int]:
+        return list(range(count))
