@@ -93,9 +93,11 @@ def test_eval_report_figures_are_the_rows_values(tiny_model_dir, tmp_path, capsy
     path = eval_config(tmp_path, tiny_model_dir)
     assert main(["eval", str(path), "--variant", "task.system_prompt=Be brief.", "--model", tiny_model_dir]) == 0
     out = capsys.readouterr().out
-    assert "dataset: 5 held-out rows" in out and "task.system_prompt=Be brief. - base" in out
+    assert "dataset: 5 held-out rows" in out and "variant1 - base" in out
+    assert "variant1: the base model with task.system_prompt=Be brief.\n" in out
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert [p["player"] for p in report["players"]] == ["base", tiny_model_dir, "task.system_prompt=Be brief."]
+    assert [p["player"] for p in report["players"]] == ["base", tiny_model_dir, "variant1"]
+    assert report["players"][2]["variant"] == "task.system_prompt=Be brief." and report["players"][0]["variant"] is None
     assert report["rows"] == 5 and len(report["row_keys"]) == 5
     base, same, variant = (report["per_row"][p["player"]]["metrics"] for p in report["players"])
     assert base == same  # the same model on the same rows with the same seeds gives the same values

@@ -49,6 +49,7 @@ class Player:
     model: str
     adapter: str | None
     config: Config
+    variant: str | None = None  # the override this player runs under (``--variant``), if any
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def build_report(players: Sequence[Player], per_row: dict[str, dict], row_keys: 
     summaries = []
     for index, player in enumerate(players):
         values = per_row[player.name]["metrics"]
-        entry = {"player": player.name, "model": player.model, "adapter": player.adapter,
+        entry = {"player": player.name, "model": player.model, "adapter": player.adapter, "variant": player.variant,
                  "metrics": {m: estimate(v, cfg.bootstrap, cfg.seed) for m, v in values.items()}}
         if index:
             base = per_row[first]["metrics"]

@@ -3,7 +3,8 @@ evaluation of the config's task, every player on the same rows with the same see
 
 Players: the base model (``model.name_or_path``, unless ``--no-base``); each ``--model``; each ``--adapter`` on the
 base model (default: the config's finished SFT adapter and GRPO ``final`` adapter, when present); each
-``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``). The first player is
+``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``; named variant1,
+variant2, ... in the table, each listed above it with its override). The first player is
 the baseline of the paired differences. The table is printed and the report written to
 ``<train.output_dir>/eval.json`` (see `rftune.evaluate`). For the Wordle task the players play held-out games,
 with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
@@ -66,11 +67,14 @@ def _run_task(args, overrides: list[str], config, adapters: dict[str, str], devi
     players = [] if args.no_base else [Player("base", base, None, config)]
     players += [Player(model, model, None, config) for model in args.model or []]
     players += [Player(name, base, adapter, config) for name, adapter in adapters.items()]
-    players += [Player(variant, base, None, load_config(args.config, overrides + [variant]))
-                for variant in args.variant or []]
+    variants = {f"variant{number}": variant for number, variant in enumerate(args.variant or [], 1)}
+    players += [Player(name, base, None, load_config(args.config, overrides + [variant]), variant)
+                for name, variant in variants.items()]
     if not players:
         raise ConfigError("nothing to evaluate: --no-base and no --model, --adapter, --variant or trained adapter")
     report = evaluate(players, device)
+    for name, variant in variants.items():  # a short column name in the table, the whole override here
+        print(f"{name}: the base model with {variant}")
     print(format_table(report))
     path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")
