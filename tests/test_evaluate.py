@@ -142,8 +142,10 @@ def test_sft_data_has_no_wordle_default_outside_the_wordle_task():
     from rftune.sft import sft_data
 
     assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "wordle"
+    assert sft_data(config_from_dict({"sft": {"enabled": True}})) == "task"  # arithmetic's worked examples
+    word_problems = {"name": "arithmetic", "kwargs": {"dataset": "gsm_symbolic", "size": 10, "eval_size": 10}}
     with pytest.raises(ConfigError, match="task .arithmetic. has no generated SFT data; set sft.data"):
-        sft_data(config_from_dict({"sft": {"enabled": True}}))
+        sft_data(config_from_dict({"sft": {"enabled": True}, "task": word_problems}))
 
 
 def test_training_evaluates_the_held_out_subset_every_eval_steps(tiny_model_dir, tmp_path, capsys):

@@ -124,8 +124,10 @@ class SftConfig:
     """Supervised warm start (LoRA from the ``lora`` section) on chat JSONL; loss on assistant tokens only."""
 
     enabled: bool = False  # `rftune train` runs SFT first (or reuses its finished adapter), then GRPO from it
-    data: str | None = None  # chat JSONL of {"messages": [...]} rows, or "wordle" (solver traces); None = the task's
+    data: str | None = None  # chat JSONL of {"messages": [...]} rows, "wordle" (solver traces) or "task" (the task's
+    # worked examples); None = the task's own (wordle for Wordle, task where the task has worked examples)
     num_games: int = 100  # data=wordle: seeded solver games whose moves become traces (held-out secrets excluded)
+    num_examples: int = 256  # data=task: worked examples of training rows written by the task (e.g. arithmetic)
     detour_share: float = 0.0  # data=wordle: chance a solver move is replaced by a mistake, to teach recovery
     output_dir: str | None = None  # where the adapter and metrics go; None = <train.output_dir>/sft
     epochs: int = 1  # passes over the data
@@ -211,7 +213,7 @@ RANGES = {
     "train.save_total_limit": (1, None), "train.threads": (0, None), "train.dist_timeout": (1, None),
     "train.eval_steps": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
-    "sft.num_games": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
+    "sft.num_games": (1, None), "sft.num_examples": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),
     "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
     "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),

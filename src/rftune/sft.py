@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from rftune.atomic_io import replace_dir
+from rftune.atomic_io import replace_dir, write_text_atomic
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
@@ -243,36 +243,56 @@ def finished_adapter(config) -> Path | None:
     return adapter if (adapter / "adapter_config.json").is_file() else None
 
 
+GENERATED = ("wordle", "task")  # sft.data values that are generated (into <sft output>/traces.jsonl), not files
+
+
 def sft_data(config) -> str:
-    """``sft.data``, or when unset the task's own SFT data: ``wordle`` for the Wordle task; other tasks have none."""
+    """``sft.data``, or when unset the task's own SFT data: ``wordle`` (solver traces) for the Wordle task, ``task``
+    for a task with worked examples (`rftune.tasks.Task.worked_examples`, e.g. arithmetic)."""
     if config.sft.data is not None:
         return config.sft.data
     if config.task.name == "wordle":
         return "wordle"
+    if _task(config).worked_examples is not None:
+        return "task"
     raise ConfigError(f"sft.data: task {config.task.name!r} has no generated SFT data; set sft.data to a chat JSONL "
                       'file of {"messages": [...]} rows')
+
+
+def _task(config):
+    from rftune.tasks import task_from_config
+
+    return task_from_config(config)
 
 
 def sft_data_path(config) -> Path:
     """The SFT data file: ``sft.data`` (relative to the config's folder unless it exists as given), or the
     generated ``<sft output>/traces.jsonl`` for ``data: wordle``."""
     data = sft_data(config)
-    if data == "wordle":
+    if data in GENERATED:
         return sft_output_dir(config) / "traces.jsonl"
     path = Path(data)
     return path if path.is_absolute() or path.exists() else Path(config.base_dir) / path
 
 
 def sft_conversations(config) -> list[list[dict]]:
-    """The config's SFT data: a chat JSONL file, or Wordle solver traces (also written to traces.jsonl)."""
+    """The config's SFT data: a chat JSONL file, Wordle solver traces or the task's worked examples (the generated
+    ones are also written to traces.jsonl)."""
     cfg = config.sft
-    if sft_data(config) != "wordle":
+    data = sft_data(config)
+    if data not in GENERATED:
         return load_chat_jsonl(sft_data_path(config))
-    from rftune.envs.wordle import write_jsonl
-    from rftune.tasks.wordle import sft_training_rows
+    if data == "wordle":
+        from rftune.tasks.wordle import sft_training_rows
 
-    rows = sft_training_rows(cfg.num_games, cfg.seed, detour_share=cfg.detour_share)
-    write_jsonl(rows, sft_data_path(config))
+        rows = sft_training_rows(cfg.num_games, cfg.seed, detour_share=cfg.detour_share)
+    else:
+        task = _task(config)
+        if task.worked_examples is None:
+            raise ConfigError(f"sft.data=task: task {config.task.name!r} has no worked examples; set sft.data to a "
+                              "chat JSONL file")
+        rows = [{"messages": messages} for messages in task.worked_examples(cfg.num_examples, cfg.seed)]
+    write_text_atomic(sft_data_path(config), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return [row["messages"] for row in rows]
 
 

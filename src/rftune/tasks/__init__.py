@@ -38,6 +38,8 @@ class Task:
     content_key: Callable[[dict], str] = prompt_key  # row -> what makes two rows the same problem
     default_split: float = 0.0  # share held out when neither task.eval_path nor eval.split is set
     correct_reward: str | None = None  # verifiable tasks: the reward whose value >= 1 marks a correct completion
+    # (count, seed) -> chat conversations answering training rows step by step: the task's SFT warm-start data
+    worked_examples: Callable[[int, int], list[list[dict]]] | None = None
 
 
 # name -> "module:function" building the task; imported only when used.

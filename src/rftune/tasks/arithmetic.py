@@ -8,6 +8,12 @@ the last number when there is no tag — a small model rarely uses tags at first
 teaches nothing) plus a small reward for ending with a tagged answer. ``reasoning_gym_answer`` (reasoning-gym's own
 checker) is available for other reasoning-gym datasets.
 
+Worked examples (the SFT warm start, ``sft.data: task``): for two-term additions and subtractions, a training row
+answered place by place — ``Tens: 50 + 20 = 70. Ones: 7 + 9 = 16. Total: 70 + 16 = 86.`` then the tagged answer.
+Each step is a one-digit fact or a sum of round numbers, which a 135M model can learn to write from a few hundred
+examples; it cannot reliably add two-digit numbers in one token. Only training rows are used, so no held-out
+problem is ever shown.
+
 Held-out rows: ``eval_size`` (default 500) problems drawn with another seed, without those whose expression (or,
 for datasets without one, question) occurs in the training rows, each expression once. Drawing with another seed
 alone does not hold anything out: 112 of 200 such two-term problems repeat one of 2,000 training expressions.
@@ -15,6 +21,9 @@ A completion is correct when ``exact_answer`` gives it 1.
 """
 
 from __future__ import annotations
+
+import functools
+import random
 
 from rftune.config import RewardSpec
 from rftune.data import samples_from_rows
@@ -50,14 +59,38 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
                           "use a harder task.kwargs.config or a smaller task.kwargs.size")
     rewards = [RewardSpec(name="exact_answer", weight=1.0, kwargs={"require_tag": False}),
                RewardSpec(name="format_regex", weight=0.2, kwargs={"pattern": ANSWER_AT_END})]
+    examples = None
+    if name == "basic_arithmetic" and config.get("min_terms") == config.get("max_terms") == 2 and not (
+            config.get("allow_negation") or config.get("allow_parentheses")):  # what `worked_answer` can write
+        examples = functools.partial(_worked_examples, training)
     return Task(samples=training, default_rewards=rewards, eval_samples=held_out, content_key=problem_key,
-                correct_reward="exact_answer")
+                correct_reward="exact_answer", worked_examples=examples)
 
 
 def problem_key(example: dict) -> str:
     """What makes two problems the same: the expression without spaces, else the question."""
     expression = (example.get("metadata") or {}).get("expression")
     return "".join(str(expression).split()) if expression is not None else str(example.get("question"))
+
+
+def worked_answer(expression: str) -> str:
+    """A two-term expression answered place by place, then tagged: '57 + 29' -> 'Tens: 50 + 20 = 70. Ones: 7 + 9 =
+    16. Total: 70 + 16 = 86.' and '<answer>86</answer>' on the next line."""
+    left, operator, right = expression.split()
+    a, b = int(left), int(right)
+    sign = 1 if operator == "+" else -1
+    tens, ones = a // 10 * 10 + sign * (b // 10 * 10), a % 10 + sign * (b % 10)
+    total = tens + ones
+    ones_term = f"- {-ones}" if ones < 0 else f"+ {ones}"
+    return (f"Tens: {a // 10 * 10} {operator} {b // 10 * 10} = {tens}. Ones: {a % 10} {operator} {b % 10} = {ones}. "
+            f"Total: {tens} {ones_term} = {total}.\n<answer>{total}</answer>")
+
+
+def _worked_examples(training: list, count: int, seed: int) -> list[list[dict]]:
+    """`count` training rows (a seeded choice) with `worked_answer` as the assistant's reply."""
+    chosen = random.Random(seed).sample(training, min(count, len(training)))
+    return [sample.prompt + [{"role": "assistant", "content": worked_answer(sample.example["metadata"]["expression"])}]
+            for sample in chosen]
 
 
 def _samples(name: str, config: dict, size: int, seed: int, system_prompt: str | None):
