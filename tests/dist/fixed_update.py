@@ -9,6 +9,7 @@ test_distributed.py to compare across world sizes. The ``fsdp-*`` settings fully
 sharded over 2 ranks, unsharded in 1 process.
 """
 
+import dataclasses
 import sys
 
 import torch
@@ -55,7 +56,7 @@ def main(model_dir: str, out: str) -> None:
             if not fixed:  # the whole batch, sampled the same way on every rank
                 torch.manual_seed(0)
                 every = [Sample(prompt=s.prompt, example=s.example, index=s.index) for s in trainer.task.samples]
-                batch = sample_completions(model, tokenizer, every, params)
+                batch = sample_completions(model, tokenizer, every, dataclasses.replace(params, seeds=None))
                 fixed.update({s.index: batch.select(list(range(i * 4, i * 4 + 4))) for i, s in enumerate(every)})
             from rftune.types import concat_batches
 

@@ -30,6 +30,7 @@ def run(args) -> int:
     if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
         from rftune.sft import finished_adapter, with_sft_adapter
 
+        _check_grpo_stage(config)
         reused = finished_adapter(config) is not None
         if world.distributed and not reused:
             raise ConfigError("the SFT stage runs in one process: run `rftune sft CONFIG` first, then start this "
@@ -45,3 +46,16 @@ def run(args) -> int:
         if config.repository.register:
             print(f"registered {register_grpo(start, config, trainer, parent).ref}")
     return 0
+
+
+def _check_grpo_stage(config) -> None:
+    """What the GRPO stage would refuse (device, task, reward functions), checked before SFT spends its minutes."""
+    from pathlib import Path
+
+    from rftune.device import resolve_device
+    from rftune.rewards import reward_functions
+    from rftune.tasks import task_from_config
+
+    resolve_device(config.train.device)
+    task = task_from_config(config)
+    reward_functions(config.rewards.functions or task.default_rewards, Path(config.base_dir))
