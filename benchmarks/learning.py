@@ -14,7 +14,9 @@ where rftune's ``train.bf16`` resolves to bf16 on this machine.
 Afterwards `rftune.evaluate` scores the start and each framework's adapter on the config's held-out rows (the same
 rows and sampling seeds for every player) and prints the table with paired differences against the start, then
 each framework's gain and the paired difference between the two tuned players. Wall-clock training minutes are
-printed for each framework. Results go to ``<out>/learning.json``.
+printed for each framework. Results go to ``<out>/learning.json``. ``--rftune-adapter`` evaluates an rftune run of
+the same recipe instead of training one (seeded runs repeat: the recipe's GRPO run and this script's rftune run
+had the same per-step rewards).
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="GRPO steps of each framework (default train.max_steps)")
     parser.add_argument("--frameworks", default="rftune,trl", help="comma-separated: rftune, trl")
     parser.add_argument("--out", default="runs/learning", help="folder for both runs and learning.json")
+    parser.add_argument("--rftune-adapter", help="evaluate this rftune adapter instead of training one: a run of the "
+                        "same recipe from the same start (e.g. the recipe's <output_dir>/final); runs are seeded, so "
+                        "it is the adapter this script would train")
     args = parser.parse_args()
     frameworks = args.frameworks.split(",")
     out = Path(args.out)
@@ -140,6 +145,9 @@ def main() -> int:
     adapters: dict[str, str | None] = {"start": start}
     minutes = {}
     for framework in frameworks:
+        if framework == "rftune" and args.rftune_adapter:
+            adapters[framework] = args.rftune_adapter
+            continue
         config = grpo_config(args, start, out / framework)
         began = time.perf_counter()
         adapters[framework] = run_rftune(config) if framework == "rftune" else run_trl(config, start, out / framework)
