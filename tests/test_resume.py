@@ -73,8 +73,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     out, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, out
 
-    assert state(killed_dir) == state(straight_dir) == {"step": 8, "stream_position": 16, "world_size": 1,
-                                                               "fsdp": False}
+    expected = {"step": 8, "stream_position": 16, "world_size": 1, "fsdp": False}
+    assert state(killed_dir) == state(straight_dir) == expected
     assert [r["step"] for r in read_jsonl(killed_dir / "metrics.jsonl")] == list(range(1, 9))
     completion_steps = [r["step"] for r in read_jsonl(killed_dir / "completions.jsonl")]
     assert completion_steps == [s for s in range(1, 9) for _ in range(4)]
