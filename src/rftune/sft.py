@@ -267,7 +267,7 @@ def _task(config):
 
 def sft_data_path(config) -> Path:
     """The SFT data file: ``sft.data`` (relative to the config's folder unless it exists as given), or the
-    generated ``<sft output>/traces.jsonl`` for ``data: wordle``."""
+    generated ``<sft output>/traces.jsonl`` for ``data: wordle`` and ``data: task``."""
     data = sft_data(config)
     if data in GENERATED:
         return sft_output_dir(config) / "traces.jsonl"
