@@ -192,6 +192,9 @@ class _SequentialStream:
         self.position += count
         return self.last
 
+    def next_positions(self, count: int) -> list[int]:
+        return list(range(self.position, self.position + count))
+
 
 def _rftune_prompt_tokens(trainer, stream, args) -> dict[str, int]:
     """Prompt tokens of the workload (every row's) and those rftune computes in generation and in training."""
