@@ -1,12 +1,14 @@
 """The arithmetic task's worked examples (its SFT warm-start data): right by hand, right for every training row,
-never a held-out problem, and what `rftune sft` trains on when sft.data is unset."""
+never a held-out problem, and what `rftune sft` trains on when sft.data is unset; for word problems
+(gsm_symbolic) the rows' own solutions with the tagged answer."""
 
 import json
 
 from rftune.cli import main
 from rftune.config import config_from_dict
 from rftune.tasks import task_from_config
-from rftune.tasks.arithmetic import problem_key, worked_answer
+from rftune.rewards.builtin import exact_answer
+from rftune.tasks.arithmetic import chain_of_thought_answer, problem_key, worked_answer
 
 
 def test_worked_answers_by_hand():
@@ -24,6 +26,28 @@ def test_every_worked_example_answers_a_training_row_correctly():
     for messages in examples:
         example = by_question[messages[-2]["content"]]  # the user turn is a training row's question
         assert messages[-1]["content"].endswith(f"<answer>{example['answer']}</answer>")
+        assert problem_key(example) not in held_out
+
+
+def test_chain_of_thought_answer_by_hand():
+    example = {"answer": "44", "metadata": {"answer_cot": "He had 72*0.5=36 pebbles.\nThen 36+17=53.\n"
+                                                          "He kept 53-9=44 pebbles.\n#### 44"}}
+    assert chain_of_thought_answer(example) == ("He had 72*0.5=36 pebbles.\nThen 36+17=53.\nHe kept 53-9=44 pebbles.\n"
+                                                "<answer>44</answer>")
+
+
+def test_word_problem_worked_examples_are_training_solutions_the_reward_marks_correct():
+    task = task_from_config(config_from_dict({"task": {"name": "arithmetic",
+                                                       "kwargs": {"dataset": "gsm_symbolic", "size": 120}}}))
+    examples = task.worked_examples(120, 0)
+    by_question = {s.example["question"]: s.example for s in task.samples}
+    held_out = {problem_key(s.example) for s in task.eval_samples}
+    assert len(examples) == 120 and len(held_out) > 400
+    for messages in examples:
+        example = by_question[messages[-2]["content"]]
+        reply = messages[-1]["content"]
+        assert "####" not in reply and reply.endswith(f"\n<answer>{example['answer']}</answer>")
+        assert exact_answer(messages[:-1], reply, example, require_tag=True) == 1.0
         assert problem_key(example) not in held_out
 
 

@@ -12,7 +12,8 @@ Worked examples (the SFT warm start, ``sft.data: task``): for two-term additions
 answered place by place — ``Tens: 50 + 20 = 70. Ones: 7 + 9 = 16. Total: 70 + 16 = 86.`` then the tagged answer.
 Each step is a one-digit fact or a sum of round numbers, which a 135M model can learn to write from a few hundred
 examples; it cannot reliably add two-digit numbers in one token. Only training rows are used, so no held-out
-problem is ever shown.
+problem is ever shown. For datasets whose rows carry their own solution (``gsm_symbolic``: ``answer_cot``), the
+worked answer is that solution with its ``#### 44`` line replaced by ``<answer>44</answer>``.
 
 Held-out rows: ``eval_size`` (default 500) problems drawn with another seed, without those whose expression (or,
 for datasets without one, question) occurs in the training rows, each expression once. Drawing with another seed
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 
 from rftune.config import RewardSpec
 from rftune.data import samples_from_rows
@@ -59,12 +61,8 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
                           "use a harder task.kwargs.config or a smaller task.kwargs.size")
     rewards = [RewardSpec(name="exact_answer", weight=1.0, kwargs={"require_tag": False}),
                RewardSpec(name="format_regex", weight=0.2, kwargs={"pattern": ANSWER_AT_END})]
-    examples = None
-    if name == "basic_arithmetic" and config.get("min_terms") == config.get("max_terms") == 2 and not (
-            config.get("allow_negation") or config.get("allow_parentheses")):  # what `worked_answer` can write
-        examples = functools.partial(_worked_examples, training)
     return Task(samples=training, default_rewards=rewards, eval_samples=held_out, content_key=problem_key,
-                correct_reward="exact_answer", worked_examples=examples)
+                correct_reward="exact_answer", worked_examples=_worked_writer(name, config, training))
 
 
 def problem_key(example: dict) -> str:
@@ -86,11 +84,29 @@ def worked_answer(expression: str) -> str:
             f"Total: {tens} {ones_term} = {total}.\n<answer>{total}</answer>")
 
 
-def _worked_examples(training: list, count: int, seed: int) -> list[list[dict]]:
-    """`count` training rows (a seeded choice) with `worked_answer` as the assistant's reply."""
+def chain_of_thought_answer(example: dict) -> str:
+    """A reasoning-gym solution (``metadata.answer_cot``, GSM8K style, ending in ``#### 44``) with its last line
+    replaced by the tagged answer: '... 53-9=44 pebbles.' and '<answer>44</answer>' on the next line."""
+    steps = re.sub(r"\n?####[^\n]*\s*$", "", str(example["metadata"]["answer_cot"]).strip())
+    return f"{steps}\n<answer>{example['answer']}</answer>"
+
+
+def _worked_writer(name: str, config: dict, training: list):
+    """The task's SFT warm-start data, where it can write one: place-by-place answers for two-term
+    additions/subtractions, the dataset's own chain of thought where every training row carries one."""
+    if name == "basic_arithmetic" and config.get("min_terms") == config.get("max_terms") == 2 and not (
+            config.get("allow_negation") or config.get("allow_parentheses")):
+        return functools.partial(_worked_examples, training,
+                                 lambda example: worked_answer(example["metadata"]["expression"]))
+    if training and all((s.example.get("metadata") or {}).get("answer_cot") for s in training):
+        return functools.partial(_worked_examples, training, chain_of_thought_answer)
+    return None
+
+
+def _worked_examples(training: list, answer, count: int, seed: int) -> list[list[dict]]:
+    """`count` training rows (a seeded choice), each with ``answer(row)`` as the assistant's reply."""
     chosen = random.Random(seed).sample(training, min(count, len(training)))
-    return [sample.prompt + [{"role": "assistant", "content": worked_answer(sample.example["metadata"]["expression"])}]
-            for sample in chosen]
+    return [sample.prompt + [{"role": "assistant", "content": answer(sample.example)}] for sample in chosen]
 
 
 def _samples(name: str, config: dict, size: int, seed: int, system_prompt: str | None):
