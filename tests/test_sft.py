@@ -81,7 +81,7 @@ def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenize
 SYSTEM = {"role": "system", "content": "You are a terse assistant; answer in one word."}  # > 16 shared tokens
 
 
-def test_shared_system_prompt_runs_once_with_the_same_loss_and_gradients(tiny_model_dir, tokenizer, monkeypatch):
+def test_sft_loss_equals_the_models_own_cross_entropy_with_and_without_the_shared_prompt(tiny_model_dir, tokenizer, monkeypatch):
     torch.manual_seed(0)
     model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     for name, param in model.named_parameters():
@@ -94,21 +94,29 @@ def test_shared_system_prompt_runs_once_with_the_same_loss_and_gradients(tiny_mo
 
     def loss_and_grads():
         model.zero_grad()
-        loss = sft_loss(model, batch)
+        loss = sft_module.sft_loss(model, batch)
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
+    def plain_loss(model, batch):  # the model's own forward and cross-entropy over every labelled position
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE)
+
     calls = []
-    real = sft_module._logits_after_shared_prefix
-    monkeypatch.setattr(sft_module, "_logits_after_shared_prefix", lambda *a: calls.append(a[2]) or real(*a))
+    real = sft_module._states_after_shared_prefix
+    monkeypatch.setattr(sft_module, "_states_after_shared_prefix", lambda *a: calls.append(a[2]) or real(*a))
     shared_loss, shared_grads = loss_and_grads()
     monkeypatch.setattr(sft_module, "MIN_SHARED_PREFIX", 10_000)  # every row runs in full
     full_loss, full_grads = loss_and_grads()
+    monkeypatch.setattr(sft_module, "sft_loss", plain_loss)
+    plain, plain_grads = loss_and_grads()
     system_tokens = len(chars(tokenizer, tokenizer.apply_chat_template([SYSTEM], tokenize=False)))
     assert len(calls) == 1 and calls[0] >= system_tokens  # the shared path ran, over the whole system turn
-    torch.testing.assert_close(shared_loss, full_loss, rtol=1e-5, atol=1e-6)
-    for name, grad in full_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    for loss, grads in ((shared_loss, shared_grads), (full_loss, full_grads)):
+        torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-6)
+        for name, grad in plain_grads.items():
+            torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_chain_grpo_starts_from_the_sft_adapter(tiny_model_dir, tmp_path, capsys):

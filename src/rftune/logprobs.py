@@ -168,7 +168,7 @@ def _full_hidden(model, prompt_ids, prompt_mask, completion_ids, attention_mask)
     """Every row runs prompt + completion; returns the states [R, Tc', *] predicting tokens 0..Tc'-1."""
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # [R, Tp+Tc-1]
     full_mask = torch.cat([prompt_mask, attention_mask[:, :-1]], dim=1)  # [R, Tp+Tc-1]
-    return _run(model, input_ids, full_mask, position_ids_from_mask(full_mask), None, completion_ids.shape[1])
+    return final_states(model, input_ids, full_mask, position_ids_from_mask(full_mask), None, completion_ids.shape[1])
 
 
 def _fill_shared_prefix(model, unique_ids, unique_mask, inverse, completion_ids, prompt_mask, attention_mask,
@@ -178,7 +178,8 @@ def _fill_shared_prefix(model, unique_ids, unique_mask, inverse, completion_ids,
 
     config = _inner(model).config
     cache = DynamicCache(config=config)
-    first = _run(model, unique_ids, unique_mask, position_ids_from_mask(unique_mask), cache, 1)[inverse]  # [R,1,*]
+    positions = position_ids_from_mask(unique_mask)
+    first = final_states(model, unique_ids, unique_mask, positions, cache, 1)[inverse]  # [R, 1, *]
     mask = attention_mask.bool()
     _fill_positions(model, first, completion_ids[:, :1], mask[:, :1], out, offset=0)
     prefix = [(layer.keys, layer.values) for layer in cache.layers]  # [U, nkv, Tp, d] each
@@ -191,12 +192,12 @@ def _fill_shared_prefix(model, unique_ids, unique_mask, inverse, completion_ids,
         group_cache = DynamicCache([(k[inverse[rows]], v[inverse[rows]]) for k, v in prefix], config=config)
         full_mask = torch.cat([prompt_mask[rows], attention_mask[rows, :width - 1]], dim=1)  # [r, Tp+w-1]
         positions = position_ids_from_mask(full_mask)[:, prompt_mask.shape[1]:]  # [r, w-1]
-        states = _run(model, completion_ids[rows, :width - 1], full_mask, positions, group_cache, width - 1)
+        states = final_states(model, completion_ids[rows, :width - 1], full_mask, positions, group_cache, width - 1)
         _fill_positions(model, states, completion_ids[rows, 1:width], mask[rows, 1:width], out, offset=1,
                         rows=rows)
 
 
-def _run(model, input_ids, attention_mask, position_ids, cache, keep: int) -> torch.Tensor:
+def final_states(model, input_ids, attention_mask, position_ids, cache, keep: int) -> torch.Tensor:
     """The last `keep` positions' final hidden states [R, keep, H] (plain-head models) or logits [R, keep, V]."""
     if _plain_head(model):
         body = _inner(model).get_decoder()
@@ -216,20 +217,27 @@ def _fill_positions(model, states, ids, mask, out, offset: int, rows: torch.Tens
     """
     temperature, logprobs, entropy = out
     where = mask.nonzero()  # [N, 2]
-    selected, targets = states[mask], ids[mask]  # [N, *], [N]
-    head = _inner(model).get_output_embeddings() if _plain_head(model) else None
-    values, entropies = [], []
-    for start in range(0, selected.shape[0], TOKENS_PER_CHUNK):
-        chunk = selected[start:start + TOKENS_PER_CHUNK]
-        logits = head(chunk) if head is not None else chunk  # [n, V], in the matmul's dtype
-        value, chunk_entropy = token_logprobs(logits, targets[start:start + TOKENS_PER_CHUNK], temperature,
-                                              with_entropy=entropy is not None)
-        values.append(value)
-        entropies.append(chunk_entropy)
-    if not values:
+    if not where.numel():
         return
+    values, entropies = selected_logprobs(model, states[mask], ids[mask], temperature, entropy is not None)
     target_rows = where[:, 0] if rows is None else rows[where[:, 0]]
     cols = where[:, 1] + offset
-    logprobs.index_put_((target_rows, cols), torch.cat(values))
+    logprobs.index_put_((target_rows, cols), values)
     if entropy is not None:
-        entropy.index_put_((target_rows, cols), torch.cat(entropies))
+        entropy.index_put_((target_rows, cols), entropies)
+
+
+def selected_logprobs(model, states: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(target) [N] (and entropy [N] or None) of N selected positions, from their `final_states` [N, *]:
+    hidden states are projected to the vocabulary a chunk at a time, logits are used as they are."""
+    head = _inner(model).get_output_embeddings() if _plain_head(model) else None
+    values, entropies = [], []
+    for start in range(0, states.shape[0], TOKENS_PER_CHUNK):
+        chunk = states[start:start + TOKENS_PER_CHUNK]
+        logits = head(chunk) if head is not None else chunk  # [n, V], in the matmul's dtype
+        value, chunk_entropy = token_logprobs(logits, targets[start:start + TOKENS_PER_CHUNK], temperature,
+                                              with_entropy=with_entropy)
+        values.append(value)
+        entropies.append(chunk_entropy)
+    return torch.cat(values), torch.cat(entropies) if with_entropy else None

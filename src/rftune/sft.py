@@ -34,6 +34,7 @@ from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.cpu import enable_training_kernels
+from rftune.logprobs import final_states, position_ids_from_mask, selected_logprobs
 from rftune.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
                            run_summary)
 from rftune.tracking import JsonlLog
@@ -130,41 +131,41 @@ def collate(batch: list[Encoded], pad_token_id: int) -> dict[str, torch.Tensor]:
 def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the batch's labelled (assistant) tokens, with the one-position shift.
 
-    Only positions from just before the first labelled token on are projected to the vocabulary. Tokens that every
-    conversation of the batch starts with (a system prompt) run once: their keys and values, computed with
-    gradient, are shared by all rows, and only the rest of each conversation runs per row. The loss and its
-    gradient are those of running every row in full (the prefix's gradient is the sum over its rows).
+    Only the labelled positions are projected to the vocabulary (Llama-family models; others project every
+    position from just before the first labelled token on), and their log-softmax is computed a block of rows at a
+    time (`rftune.logprobs.selected_logprobs`). Tokens that every conversation of the batch starts with (a system
+    prompt) run once: their keys and values, computed with gradient, are shared by all rows, and only the rest of
+    each conversation runs per row. The loss and its gradient are those of running every row in full through the
+    model's own forward (the prefix's gradient is the sum over its rows).
     """
     labelled = batch["labels"] != IGNORE  # [N, T]
     first = int(labelled.float().argmax(dim=1).min())  # earliest labelled position in the batch
-    keep = batch["input_ids"].shape[1] - first + 1  # logits from position first-1 on (the prompt needs none)
+    keep = batch["input_ids"].shape[1] - first + 1  # states from position first-1 on (the prompt needs none)
     shared = min(common_prefix_length(batch["input_ids"], batch["attention_mask"]), first - 1)
     if shared >= MIN_SHARED_PREFIX:
-        logits = _logits_after_shared_prefix(model, batch, shared, keep)
+        states = _states_after_shared_prefix(model, batch, shared, keep)
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       logits_to_keep=keep).logits  # [N, keep, V]
-    logits = logits[:, :-1, :].float()  # [N, keep-1, V]: each position predicts the next token
-    labels = batch["labels"][:, first:]  # [N, keep-1]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                             ignore_index=IGNORE)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        states = final_states(model, ids, mask, position_ids_from_mask(mask), None, keep)  # [N, keep, *]
+    targets = batch["labels"][:, first:]  # [N, keep-1]: position first-1+j predicts token first+j
+    scored = targets != IGNORE
+    logprobs, _ = selected_logprobs(model, states[:, :-1][scored], targets[scored])
+    return -logprobs.mean()
 
 
-def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: int, keep: int) -> torch.Tensor:
-    """Logits [N, keep, V] of the last `keep` positions, the first `shared` tokens run once for all rows."""
+def _states_after_shared_prefix(model, batch: dict[str, torch.Tensor], shared: int, keep: int) -> torch.Tensor:
+    """`final_states` [N, keep, *] of the last `keep` positions, the first `shared` tokens run once for all rows."""
     from transformers import DynamicCache
 
     ids, mask = batch["input_ids"], batch["attention_mask"]  # [N, T], right-padded: position = column
     rows, width = ids.shape
     config = model.config
     prefix = DynamicCache(config=config)
-    model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], past_key_values=prefix, use_cache=True,
-          logits_to_keep=1)
+    final_states(model, ids[:1, :shared], mask[:1, :shared], None, prefix, 1)
     cache = DynamicCache([(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
                           for layer in prefix.layers], config=config)  # [N, nkv, shared, d] views
     positions = torch.arange(shared, width, device=ids.device).expand(rows, -1)  # [N, T - shared]
-    return model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions, past_key_values=cache,
-                 use_cache=True, logits_to_keep=keep).logits
+    return final_states(model, ids[:, shared:], mask, positions, cache, keep)
 
 
 def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str | Path, *, epochs: int = 1,
