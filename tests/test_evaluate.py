@@ -144,8 +144,11 @@ def test_sft_data_has_no_wordle_default_outside_the_wordle_task():
     assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "wordle"
     assert sft_data(config_from_dict({"sft": {"enabled": True}})) == "task"  # arithmetic's worked examples
     word_problems = {"name": "arithmetic", "kwargs": {"dataset": "gsm_symbolic", "size": 10, "eval_size": 10}}
+    assert sft_data(config_from_dict({"sft": {"enabled": True}, "task": word_problems})) == "task"  # own solutions
+    three_terms = {"name": "arithmetic", "kwargs": {"config": {"min_terms": 3, "max_terms": 3}, "size": 10,
+                                                     "eval_size": 10}}
     with pytest.raises(ConfigError, match="task .arithmetic. has no generated SFT data; set sft.data"):
-        sft_data(config_from_dict({"sft": {"enabled": True}, "task": word_problems}))
+        sft_data(config_from_dict({"sft": {"enabled": True}, "task": three_terms}))
 
 
 def test_training_evaluates_the_held_out_subset_every_eval_steps(tiny_model_dir, tmp_path, capsys):
