@@ -28,12 +28,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     config = load_config(args.config)
-    batches, model = _setup(config, args.batches)
     from rftune.device import autocast, bf16_enabled, resolve_device
-    from rftune.sft import sft_loss
+    from rftune.sft import IGNORE, sft_loss
 
     device = resolve_device(config.train.device)
     bf16 = bf16_enabled(config.train.bf16, device)
+    batches, model = _setup(config, args.batches, device, bf16)
     paths = {"rftune": sft_loss, "model-forward": _model_forward_loss}
     totals = dict.fromkeys(paths, 0.0)
     print(f"{'width':>5} {'labelled':>8} " + " ".join(f"{name:>14}" for name in paths))
@@ -41,15 +41,14 @@ def main() -> None:
         seconds = {name: _time(model, loss, batch, device, bf16, args.repeats, autocast) for name, loss in paths.items()}
         for name, value in seconds.items():
             totals[name] += value
-        labelled = int((batch["labels"] != -100).sum())
+        labelled = int((batch["labels"] != IGNORE).sum())
         print(f"{batch['input_ids'].shape[1]:>5} {labelled:>8} " + " ".join(f"{seconds[n]:>12.2f} s" for n in paths))
     print(f"total: rftune {totals['rftune']:.1f} s, model forward {totals['model-forward']:.1f} s, "
           f"{totals['model-forward'] / totals['rftune']:.2f}x")
 
 
-def _setup(config, count: int):
+def _setup(config, count: int, device: torch.device, bf16: bool):
     from rftune.cpu import enable_training_kernels
-    from rftune.device import bf16_enabled, resolve_device
     from rftune.models import apply_lora, load_model, load_tokenizer
     from rftune.sft import collate, encode_conversation, sft_conversations
 
@@ -64,10 +63,9 @@ def _setup(config, count: int):
     torch.manual_seed(0)
     model = apply_lora(load_model(config.model.name_or_path), config.lora.r, config.lora.alpha, 0.0,
                        config.lora.target_modules)
-    device = resolve_device(config.train.device)
     model.to(device).train()
     if device.type == "cpu":
-        enable_training_kernels(model, bf16_enabled(config.train.bf16, device))
+        enable_training_kernels(model, bf16)
     return [{k: v.to(device) for k, v in b.items()} for b in batches], model
 
 
