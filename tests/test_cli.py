@@ -81,7 +81,7 @@ def test_asking_for_cuda_without_a_gpu_fails_before_any_model_is_loaded():
 def test_two_steps_on_the_default_model(tmp_path):
     out = tmp_path / "run"
     result = rftune("train", "configs/arithmetic.yaml", "train.device=cpu", "train.max_steps=2",
-                    "generation.num_generations=4", "sft.num_examples=8", "sft.batch_size=4",
+                    "generation.num_generations=4", "sft.num_examples=8", "sft.batch_size=4", "sft.epochs=1",
                     "train.batch_size=8", "generation.max_new_tokens=32", f"train.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sft: 8 conversations" in result.stderr and "sft step 2/2" in result.stderr  # the warm start first
