@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The arithmetic recipe's levers, one at a time: each run is configs/arithmetic.yaml for 20 GRPO steps from the
-# same finished SFT adapter, with one override; then one `rftune eval` scores every run's final adapter on the same
-# held-out problems, the unchanged 20-step run first, so each row's paired difference is that lever's effect.
+# same finished SFT adapter (1 epoch, as the recipe was when the sweep ran; it ships 2 since), with one override;
+# then one `rftune eval` scores every run's final adapter on the same held-out problems, the unchanged 20-step run
+# first, so each row's paired difference is that lever's effect.
 #
 #   bash benchmarks/arithmetic_levers.sh [OUT]      # OUT default runs/levers; about 75 minutes on 2 CPU cores
 #
@@ -12,10 +13,10 @@ set -euo pipefail
 OUT=${1:-runs/levers}
 RFTUNE=${RFTUNE:-.venv/bin/rftune}
 CONFIG=configs/arithmetic.yaml
-SHARED_SFT="sft.output_dir=$OUT/sft"
+WARM_START=(sft.epochs=1 "sft.output_dir=$OUT/sft")  # shared by every lever but the last
 
 declare -A LEVERS=(
-  [steps20]=""                                                     # the shipped recipe, 20 steps: the reference
+  [steps20]=""                                                     # the reference: the recipe, 20 steps
   [steps80]="train.max_steps=80"
   [g4]="generation.num_generations=4 train.batch_size=16"          # 4 prompts per step throughout
   [g16]="generation.num_generations=16 train.batch_size=64"
@@ -38,10 +39,10 @@ for lever in "${ORDER[@]}"; do
   run="$OUT/$lever"
   if [[ ! -f "$run/final/adapter_config.json" ]]; then
     # shellcheck disable=SC2086  # the overrides are word-split on purpose
-    overrides=("$SHARED_SFT" train.max_steps=20 "train.output_dir=$run" train.save_steps=0 ${LEVERS[$lever]})
+    overrides=("${WARM_START[@]}" train.max_steps=20 "train.output_dir=$run" train.save_steps=0 ${LEVERS[$lever]})
     if [[ $lever != sft2epochs && ! -f "$OUT/sft/adapter/adapter_config.json" ]]; then
       start=$SECONDS
-      "$RFTUNE" sft "$CONFIG" "$SHARED_SFT" "train.output_dir=$OUT"
+      "$RFTUNE" sft "$CONFIG" "${WARM_START[@]}" "train.output_dir=$OUT"
       echo $((SECONDS - start)) > "$OUT/sft.seconds"
     fi
     start=$SECONDS
