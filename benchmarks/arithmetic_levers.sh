@@ -15,38 +15,38 @@ RFTUNE=${RFTUNE:-.venv/bin/rftune}
 CONFIG=configs/arithmetic.yaml
 WARM_START=(sft.epochs=1 "sft.output_dir=$OUT/sft")  # shared by every lever but the last
 
-declare -A LEVERS=(
-  [steps20]=""                                                     # the reference: the recipe, 20 steps
-  [steps80]="train.max_steps=80"
-  [g4]="generation.num_generations=4 train.batch_size=16"          # 4 prompts per step throughout
-  [g16]="generation.num_generations=16 train.batch_size=64"
-  [prompts8]="train.batch_size=64"                                 # 8 prompts x G 8
-  [lr1e-4]="train.learning_rate=1e-4"
-  [cosine]="train.lr_scheduler=cosine"
-  [beta0.04]="algorithm.beta=0.04"
-  [dapo]="algorithm.loss_type=dapo"
-  [dr_grpo]="algorithm.loss_type=dr_grpo algorithm.scale_rewards=none"
-  [iter2]="algorithm.num_iterations=2"
-  [iter2_cliphigh]="algorithm.num_iterations=2 algorithm.epsilon_high=0.28"
-  [dynamic]="algorithm.dynamic_sampling=true"
-  [sft2epochs]="sft.epochs=2 sft.output_dir=$OUT/sft2epochs-sft"   # its own warm start: 2 SFT epochs
+LEVERS=(  # name, then its overrides (word-split)
+  "steps20"                                                          # the reference: the recipe, 20 steps
+  "g4 generation.num_generations=4 train.batch_size=16"              # 4 prompts per step throughout
+  "g16 generation.num_generations=16 train.batch_size=64"
+  "prompts8 train.batch_size=64"                                     # 8 prompts x G 8
+  "lr1e-4 train.learning_rate=1e-4"
+  "cosine train.lr_scheduler=cosine"
+  "beta0.04 algorithm.beta=0.04"
+  "dapo algorithm.loss_type=dapo"
+  "dr_grpo algorithm.loss_type=dr_grpo algorithm.scale_rewards=none"
+  "iter2 algorithm.num_iterations=2"
+  "iter2_cliphigh algorithm.num_iterations=2 algorithm.epsilon_high=0.28"
+  "dynamic algorithm.dynamic_sampling=true"
+  "steps80 train.max_steps=80"
+  "sft2epochs sft.epochs=2 sft.output_dir=$OUT/sft2epochs-sft"       # its own warm start: 2 SFT epochs
 )
-ORDER=(steps20 g4 g16 prompts8 lr1e-4 cosine beta0.04 dapo dr_grpo iter2 iter2_cliphigh dynamic steps80 sft2epochs)
 
 mkdir -p "$OUT"
+if [[ ! -f "$OUT/sft/adapter/adapter_config.json" ]]; then  # the shared warm start, once; `train` reuses it
+  start=$SECONDS
+  "$RFTUNE" sft "$CONFIG" "${WARM_START[@]}" "train.output_dir=$OUT"
+  echo $((SECONDS - start)) > "$OUT/sft.seconds"
+fi
 adapters=()
-for lever in "${ORDER[@]}"; do
+for entry in "${LEVERS[@]}"; do
+  read -r lever overrides <<< "$entry"
   run="$OUT/$lever"
   if [[ ! -f "$run/final/adapter_config.json" ]]; then
-    # shellcheck disable=SC2086  # the overrides are word-split on purpose
-    overrides=("${WARM_START[@]}" train.max_steps=20 "train.output_dir=$run" train.save_steps=0 ${LEVERS[$lever]})
-    if [[ $lever != sft2epochs && ! -f "$OUT/sft/adapter/adapter_config.json" ]]; then
-      start=$SECONDS
-      "$RFTUNE" sft "$CONFIG" "${WARM_START[@]}" "train.output_dir=$OUT"
-      echo $((SECONDS - start)) > "$OUT/sft.seconds"
-    fi
     start=$SECONDS
-    "$RFTUNE" train "$CONFIG" "${overrides[@]}"
+    # shellcheck disable=SC2086  # the overrides are word-split on purpose
+    "$RFTUNE" train "$CONFIG" "${WARM_START[@]}" train.max_steps=20 "train.output_dir=$run" train.save_steps=0 \
+      $overrides
     echo $((SECONDS - start)) > "$OUT/$lever.seconds"
   fi
   adapters+=(--adapter "$run/final")
