@@ -17,7 +17,7 @@ GPU=.gpu
 if [ "$stage" = prepare ]; then
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
     mkdir -p "$GPU/wheels" "$GPU/cache/models/smollm2-135m-instruct"
-    src=$(.venv/bin/python -c "from rftune.models import default_model_dir; print(default_model_dir())")
+    src=$(.venv/bin/python -c "from rftune.model.loading import default_model_dir; print(default_model_dir())")
     cp "$src"/*.json "$GPU/cache/models/smollm2-135m-instruct/"  # config and tokenizer files, not the weights
     for wheel in trl==1.16.0 datasets gguf reasoning-gym dill multiprocess; do
         python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -1,4 +1,4 @@
-"""rftune.atomic_io: a reader, or a kill, never sees a half-written file or a mix of two folders."""
+"""rftune.runtime.atomic_io: a reader, or a kill, never sees a half-written file or a mix of two folders."""
 
 import os
 import signal
@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
-from rftune.atomic_io import replace_dir, write_text_atomic
+from rftune.runtime.atomic_io import replace_dir, write_text_atomic
 
 WRITER = """
 import sys
-from rftune.atomic_io import write_text_atomic
+from rftune.runtime.atomic_io import write_text_atomic
 path, n = sys.argv[1], 0
 print("ready", flush=True)
 while True:

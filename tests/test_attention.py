@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rftune.cpu.attention import NAME, matmul_attention, use_matmul_attention
-from rftune.logprobs import completion_logprobs
+from rftune.train.logprobs import completion_logprobs
 from rftune.testing import tiny_lora_model
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from rftune import checkpoint
+from rftune.train import checkpoint
 
 
 class TinyModule(torch.nn.Module):

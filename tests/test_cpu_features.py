@@ -5,7 +5,7 @@ import torch
 
 from rftune.cpu.features import FEATURES, cpu_features, hidden_features
 from rftune.errors import ConfigError
-from rftune.device import bf16_enabled, run_summary
+from rftune.runtime.device import bf16_enabled, run_summary
 
 
 def test_hiding_avx512_hides_what_an_avx2_only_cpu_lacks_with_it():

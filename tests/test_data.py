@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rftune.data import PromptStream, load_dataset_file
+from rftune.tasks.data import PromptStream, load_dataset_file
 from rftune.errors import DataError
 
 

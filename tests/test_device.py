@@ -1,4 +1,4 @@
-"""One device per run (rftune.device), the generation backends behind one interface, and the CPU speed layer as a
+"""One device per run (rftune.runtime.device), the generation backends behind one interface, and the CPU speed layer as a
 switch: the layer on and off give the same GRPO step."""
 
 import dataclasses
@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.checkpoint import restore_rng_states, rng_states
+from rftune.train.checkpoint import restore_rng_states, rng_states
 from rftune.config import load_config
-from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device
+from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device
 from rftune.errors import ConfigError
-from rftune.generation import in_process_backend, resolve_backend
-from rftune.models import load_model_and_tokenizer
+from rftune.rollout.generation import in_process_backend, resolve_backend
+from rftune.model.loading import load_model_and_tokenizer
 from rftune.testing import FirstRowsStream
 from rftune.types import RolloutBatch
 
@@ -96,7 +96,7 @@ def test_one_grpo_step_is_the_same_with_the_cpu_layer_on_and_off(tiny_model_dir,
 
     def same_rollout(model, tokenizer, samples, params):  # the layer's sampler draws its own tokens: fix them
         if not fixed:
-            from rftune.generation import sample_completions
+            from rftune.rollout.generation import sample_completions
 
             torch.manual_seed(0)
             fixed.append(sample_completions(model, tokenizer, samples, dataclasses.replace(params, backend="hf")))

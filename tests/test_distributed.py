@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.distributed import combine_metrics
+from rftune.runtime.distributed import combine_metrics
 from rftune.errors import ConfigError
-from rftune.run_lock import RunLock
+from rftune.runtime.run_lock import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 def env() -> dict[str, str]:  # read at call time: the test's own model repository (conftest) is in os.environ

@@ -9,8 +9,8 @@ import yaml
 from rftune.cli import main
 from rftune.config import config_from_dict
 from rftune.errors import ConfigError
-from rftune.heldout import content_hash
-from rftune.stats import pass_at_k
+from rftune.tasks.heldout import content_hash
+from rftune.evaluation.stats import pass_at_k
 from rftune.tasks import task_from_config
 from rftune.tasks.arithmetic import problem_key
 
@@ -139,7 +139,7 @@ def test_eval_errors_say_what_to_change(tiny_model_dir, tmp_path, capsys):
 
 
 def test_sft_data_has_no_wordle_default_outside_the_wordle_task():
-    from rftune.sft import sft_data
+    from rftune.train.sft import sft_data
 
     assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "wordle"
     assert sft_data(config_from_dict({"sft": {"enabled": True}})) == "task"  # arithmetic's worked examples
@@ -174,7 +174,7 @@ def test_training_evaluates_the_held_out_subset_every_eval_steps(tiny_model_dir,
 
 
 def test_eval_steps_without_held_out_rows_fails_at_start(tiny_model_dir, tmp_path):
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     config = config_from_dict({"model": {"name_or_path": tiny_model_dir}, "train": {
         "output_dir": str(tmp_path / "run"), "eval_steps": 1, "batch_size": 8}})

@@ -7,8 +7,8 @@ import torch
 
 from rftune.cpu import fast_decode
 from rftune.cpu.features import cpu_features
-from rftune.generation import SamplingParams, encode_prompts, generate_replies, resolve_backend, sample_completions
-from rftune.models import load_model_and_tokenizer
+from rftune.rollout.generation import SamplingParams, encode_prompts, generate_replies, resolve_backend, sample_completions
+from rftune.model.loading import load_model_and_tokenizer
 from rftune.testing import tiny_lora_model
 from rftune.types import Sample
 

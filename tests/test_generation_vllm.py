@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from rftune.errors import ConfigError
-from rftune.generation_vllm import VllmSampler, merged_state
-from rftune.models import apply_lora, load_model_and_tokenizer
+from rftune.rollout.vllm_backend import VllmSampler, merged_state
+from rftune.model.loading import apply_lora, load_model_and_tokenizer
 
 
 def test_the_default_path_never_imports_vllm():
-    code = "import sys, rftune.trainer, rftune.generation; assert 'vllm' not in sys.modules"
+    code = "import sys, rftune.train.trainer, rftune.rollout.generation; assert 'vllm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,11 +1,11 @@
-"""Prefix-shared, padding-trimmed log-probs (rftune.logprobs) equal a plain full-sequence forward."""
+"""Prefix-shared, padding-trimmed log-probs (rftune.train.logprobs) equal a plain full-sequence forward."""
 
 import random
 
 import pytest
 import torch
 
-from rftune.logprobs import ROWS_PER_BLOCK, completion_logprobs, length_groups, position_ids_from_mask, token_logprobs
+from rftune.train.logprobs import ROWS_PER_BLOCK, completion_logprobs, length_groups, position_ids_from_mask, token_logprobs
 from rftune.testing import tiny_lora_model
 
 
@@ -145,7 +145,7 @@ def _cheapest_partition(descending: list[int], overhead: int) -> int:
 def test_grouped_completions_match_the_plain_forward(lora_model, monkeypatch):
     # A zero overhead makes every distinct completion length its own pass, so rows of one prompt land in
     # different groups; values and gradients (through the shared prompt too) must not change.
-    monkeypatch.setattr("rftune.logprobs.GROUP_OVERHEAD_TOKENS", 0)
+    monkeypatch.setattr("rftune.train.logprobs.GROUP_OVERHEAD_TOKENS", 0)
     model, _ = lora_model
     batch = _batch(3, 4)
     assert len(set(batch[3].sum(1).tolist())) > 3

@@ -5,7 +5,7 @@ import torch
 
 from rftune.cpu import store_frozen_linears_in
 from rftune.cpu.lora_fused import fuse_lora_layers
-from rftune.logprobs import completion_logprobs
+from rftune.train.logprobs import completion_logprobs
 from rftune.testing import tiny_lora_model
 
 
@@ -64,7 +64,7 @@ def test_disabled_adapters_run_the_base_layer_only(tiny_model_dir):
 
 
 def test_layers_with_dropout_keep_peft_forward(tiny_model_dir):
-    from rftune.models import apply_lora, load_model
+    from rftune.model.loading import apply_lora, load_model
 
     model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.1, target_modules="all-linear")
     assert fuse_lora_layers(model) == 0

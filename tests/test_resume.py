@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rftune.tracking import read_jsonl
+from rftune.runtime.tracking import read_jsonl
 
 REWARD = '''
 def vowels(prompt, completion, example):

@@ -7,9 +7,9 @@ import torch
 
 from rftune.config import config_from_dict
 from rftune.envs.base import StepResult
-from rftune.generation import SamplingParams
-from rftune.models import load_tokenizer
-from rftune.rollout_env import env_rollout
+from rftune.rollout.generation import SamplingParams
+from rftune.model.loading import load_tokenizer
+from rftune.rollout.episodes import env_rollout
 from rftune.types import Sample
 
 
@@ -109,7 +109,7 @@ def test_token_budget_ends_the_episode(tokenizer):
 
 
 def test_tiny_model_rollout_is_consistent(tiny_model_dir, tokenizer):
-    from rftune.models import load_model
+    from rftune.model.loading import load_model
 
     model = load_model(tiny_model_dir).eval()
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def test_tiny_model_rollout_is_consistent(tiny_model_dir, tokenizer):
 
 
 def test_grpo_step_with_wordle_episodes(tiny_model_dir, tmp_path):
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     config = config_from_dict({
         "model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},

@@ -7,9 +7,9 @@ import torch
 
 from rftune.config import config_from_dict
 from rftune.errors import DataError
-from rftune.models import apply_lora, load_model, load_tokenizer
-import rftune.sft as sft_module
-from rftune.sft import IGNORE, collate, encode_conversation, load_chat_jsonl, sft_loss, train_sft, with_sft_adapter
+from rftune.model.loading import apply_lora, load_model, load_tokenizer
+import rftune.train.sft as sft_module
+from rftune.train.sft import IGNORE, collate, encode_conversation, load_chat_jsonl, sft_loss, train_sft, with_sft_adapter
 
 CONVERSATION = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Yo!"}, {"role": "user", "content": "2+2?"},
@@ -122,7 +122,7 @@ def test_sft_loss_equals_the_models_own_cross_entropy_with_and_without_the_share
 def test_chain_grpo_starts_from_the_sft_adapter(tiny_model_dir, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     data = tmp_path / "chat.jsonl"
     data.write_text(json.dumps({"messages": CONVERSATION}) + "\n")

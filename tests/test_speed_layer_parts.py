@@ -12,7 +12,7 @@ import torch
 
 from rftune.cpu import SpeedLayerWarning, enable_training_kernels, parts_in_force, report_parts
 from rftune.cpu.prepacked import onednn_serves
-from rftune.models import apply_lora, load_model
+from rftune.model.loading import apply_lora, load_model
 
 TRAINING_PARTS = {"bf16_weights", "lora_fused", "matmul_attention", "rms_norm"}
 
@@ -81,7 +81,7 @@ def test_the_lean_decoder_prepacks_every_weight_onednn_serves(tiny_model_dir):
 
 def test_the_trainer_start_line_lists_the_parts_in_force(tiny_model_dir, tmp_path, capsys):
     from rftune.config import config_from_dict
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     config = config_from_dict({"model": {"name_or_path": tiny_model_dir}, "lora": {"r": 4, "alpha": 8},
                                "generation": {"num_generations": 4, "max_new_tokens": 4},

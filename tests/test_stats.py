@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rftune.stats import bootstrap_interval, estimate, paired_difference, pass_at_k
+from rftune.evaluation.stats import bootstrap_interval, estimate, paired_difference, pass_at_k
 
 
 def test_pass_at_k_matches_the_binomial_formula():

@@ -14,7 +14,7 @@ import yaml
 from rftune.cli import main
 from rftune.config import config_from_dict
 from rftune.errors import ConfigError
-from rftune.tracking import check_trackers
+from rftune.runtime.tracking import check_trackers
 
 
 def finite_series(records):
@@ -106,7 +106,7 @@ def test_a_tracker_that_is_not_installed_is_an_error_at_start(tiny_model_dir, tm
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: importing it raises ImportError
     with pytest.raises(ConfigError, match=r"train.report_to: wandb needs the wandb package.*rftune\[wandb\]"):
         check_trackers(["jsonl", "wandb"])
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     config = config_from_dict({"model": {"name_or_path": str(tmp_path / "no-such-model")},
                                "train": {"output_dir": str(tmp_path / "run"), "report_to": ["wandb"]}})

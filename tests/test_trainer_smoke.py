@@ -9,7 +9,7 @@ import torch
 from rftune import GRPOTrainer, config_from_dict
 from rftune.cpu import attention, lora_fused, rms_norm
 from rftune.errors import ConfigError, RewardError
-from rftune.tracking import read_jsonl
+from rftune.runtime.tracking import read_jsonl
 
 PROMPTS = [{"prompt": f"Say {word}", "word": word} for word in ["cat", "dog", "owl", "bee", "ant", "elk"]]
 

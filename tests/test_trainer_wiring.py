@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.generation import sample_completions
+from rftune.rollout.generation import sample_completions
 from rftune.testing import FirstRowsStream
-from rftune.trainer import _lr_lambda
+from rftune.train.trainer import _lr_lambda
 
 PROMPTS = [{"prompt": f"Say {word}", "word": word, "flat": i % 2 == 0}
            for i, word in enumerate(["cat", "dog", "owl", "bee", "ant", "elk", "emu", "yak"])]

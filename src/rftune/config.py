@@ -49,7 +49,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filtering
-    backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.generation
+    backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.rollout.generation
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from rftune.errors import ConfigError
-from rftune.device import resolve_device
+from rftune.runtime.device import resolve_device
 from rftune.judges.local_judge import chat_prompt_ids, chat_replies, context_limit
-from rftune.models import load_model_and_tokenizer
+from rftune.model.loading import load_model_and_tokenizer
 
 log = logging.getLogger("rftune.serve")
 

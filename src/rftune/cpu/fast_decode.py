@@ -27,7 +27,7 @@ then softmax); only the execution differs:
   q|k|v and gate|up); grouped-query attention for one query token is done by folding the query heads of a
   KV head into the query-length axis, which needs no copy of the cache.
 
-`build_decoder` returns None for architectures it does not know (then `rftune.generation` falls back to HF
+`build_decoder` returns None for architectures it does not know (then `rftune.rollout.generation` falls back to HF
 ``generate``). Supported: the architectures `rftune.cpu.architectures` lists for ``decoder`` (``mistral`` without
 a sliding window); LoRA adapters without DoRA.
 """

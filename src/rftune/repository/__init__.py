@@ -5,7 +5,7 @@
 (config), else ``$RFTUNE_REPOSITORY``, else ``<rftune cache>/repository``.
 
 A reference ``NAME@V``, ``NAME@TAG`` or ``NAME@latest`` works wherever a model or adapter path does:
-`resolve_for_loading` turns it into the folders `rftune.models` loads.
+`resolve_for_loading` turns it into the folders `rftune.model.loading` loads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["Repository", "Version", "is_reference", "open_repository", "reposito
 
 def repository_location(path: str | Path | None = None) -> Path:
     """`path` when given, else ``$RFTUNE_REPOSITORY``, else ``<rftune cache>/repository``."""
-    from rftune.models import cache_dir
+    from rftune.model.loading import cache_dir
 
     if path:
         return Path(path).expanduser()

@@ -6,7 +6,7 @@ a `Task`. ``dataset`` is the generic task for a user's JSONL/CSV/Parquet file.
 Held-out rows (`task_from_config`): evaluation uses rows training never sees, decided by content, not by position
 or seed. A task may bring its own (arithmetic draws problems with another seed and drops those whose expression
 occurs in training); otherwise they come from ``task.eval_path`` (a file read like the training file), or a
-share ``eval.split`` of the rows picked by a seeded hash of each row's content (`rftune.heldout`), so a row stays
+share ``eval.split`` of the rows picked by a seeded hash of each row's content (`rftune.tasks.heldout`), so a row stays
 on its side when rows are added. Either way every training row whose content equals a held-out row's is dropped
 from training, and held-out rows with equal content are kept once.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rftune.config import RewardSpec
-from rftune.data import load_dataset_file
+from rftune.tasks.data import load_dataset_file
 from rftune.errors import ConfigError
-from rftune.heldout import prompt_key, split_by_content, without_keys
+from rftune.tasks.heldout import prompt_key, split_by_content, without_keys
 from rftune.types import Sample
 
 

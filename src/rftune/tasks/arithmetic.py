@@ -28,9 +28,9 @@ import random
 import re
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.heldout import without_keys
+from rftune.tasks.heldout import without_keys
 from rftune.tasks import Task
 
 SYSTEM_PROMPT = (

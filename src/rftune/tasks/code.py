@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rftune.config import RewardSpec
-from rftune.data import load_dataset_file, samples_from_rows
+from rftune.tasks.data import load_dataset_file, samples_from_rows
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.code import suite_for
 from rftune.sandbox import SandboxError

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.text import copy_fraction
 from rftune.tasks import Task

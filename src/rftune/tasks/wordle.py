@@ -4,7 +4,7 @@ Options (``task.kwargs``):
     mode          ``history`` (default): one row per turn state of seeded reference games (solver and random
                   players, see `rftune.envs.wordle.datasets`), each prompt asking for the next guess given the
                   feedback so far — the course's training setup. ``episode``: one row per secret; the trainer plays
-                  whole games with the policy (multi-turn rollouts, `rftune.rollout_env`).
+                  whole games with the policy (multi-turn rollouts, `rftune.rollout.episodes`).
     num_games     history mode: reference games to take turn states from (default 200)
     size          episode mode: number of secrets (default 500)
     seed          seed of the reference games / secret draw (default 0)
@@ -25,7 +25,7 @@ import functools
 import random
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
 from rftune.tasks import Task
 

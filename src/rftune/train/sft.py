@@ -29,15 +29,15 @@ from pathlib import Path
 
 import torch
 
-from rftune.atomic_io import replace_dir, write_text_atomic
-from rftune.data import ROLES
+from rftune.runtime.atomic_io import replace_dir, write_text_atomic
+from rftune.tasks.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
-from rftune.logprobs import final_states, position_ids_from_mask, selected_logprobs
-from rftune.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
+from rftune.train.logprobs import final_states, position_ids_from_mask, selected_logprobs
+from rftune.runtime.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
                            run_summary)
-from rftune.tracking import JsonlLog
+from rftune.runtime.tracking import JsonlLog
 
 IGNORE = -100
 ADAPTER = "adapter"
@@ -133,7 +133,7 @@ def sft_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
     Only the labelled positions are projected to the vocabulary (Llama-family models; others project every
     position from just before the first labelled token on), and their log-softmax is computed a block of rows at a
-    time (`rftune.logprobs.selected_logprobs`). Tokens that every conversation of the batch starts with (a system
+    time (`rftune.train.logprobs.selected_logprobs`). Tokens that every conversation of the batch starts with (a system
     prompt) run once: their keys and values, computed with gradient, are shared by all rows, and only the rest of
     each conversation runs per row. The loss and its gradient are those of running every row in full through the
     model's own forward (the prefix's gradient is the sum over its rows).
@@ -303,7 +303,7 @@ def sft_conversations(config) -> list[list[dict]]:
 
 def run_sft(config, progress: bool = True) -> Path:
     """Run the config's SFT stage from the base model with fresh LoRA adapters; returns the adapter folder."""
-    from rftune.models import apply_lora, load_model, load_tokenizer
+    from rftune.model.loading import apply_lora, load_model, load_tokenizer
 
     if not config.lora.enabled:
         raise ConfigError("SFT trains a LoRA adapter: set lora.enabled: true")

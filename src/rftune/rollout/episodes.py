@@ -6,7 +6,7 @@ says done, ``env.max_turns`` replies have been made, or the episode's token budg
 
 How an episode becomes a `RolloutBatch` row:
     prompt_ids       the initial conversation from ``env.reset`` rendered with the chat template, ending with the
-                     generation prompt (the same ids `rftune.generation.encode_prompts` gives)
+                     generation prompt (the same ids `rftune.rollout.generation.encode_prompts` gives)
     completion_ids   everything after it, in order: each reply's generated ids *verbatim* (through its end-of-turn
                      token), then the environment's turn as the chat template renders it (from just after the
                      reply's end-of-turn token through the next generation prompt)
@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from rftune.device import model_device
-from rftune.generation import SamplingParams, eos_token_ids, generate_replies
+from rftune.runtime.device import model_device
+from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
 from rftune.types import RolloutBatch, Sample
 
 

@@ -10,7 +10,7 @@ total (``reward``), its length in tokens (``length``), and for verifiable tasks 
 ``eval.correct_reward``) ``accuracy`` = the greedy completion is correct (that reward >= 1). With
 ``eval.num_samples`` = n > 0, n completions are also sampled per row (seeded per batch, the same seeds for every
 player): ``mean@n`` = the share correct, ``pass@k`` for k = 1, 2, 4, ... up to n (the unbiased estimator,
-`rftune.stats.pass_at_k`), and ``reward@n`` = the mean total reward of the samples.
+`rftune.evaluation.stats.pass_at_k`), and ``reward@n`` = the mean total reward of the samples.
 
 Each figure is the mean over rows with a 95% bootstrap interval; every player after the first also gets the paired
 difference against the first (its per-row differences, bootstrapped). `evaluate` returns the report (JSON-ready),
@@ -30,13 +30,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune.atomic_io import write_text_atomic
+from rftune.runtime.atomic_io import write_text_atomic
 from rftune.config import Config
 from rftune.errors import ConfigError
-from rftune.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
+from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
                                rollout_batch)
 from rftune.rewards import reward_functions, score_completions, weighted_total
-from rftune.stats import estimate, paired_difference, pass_at_k
+from rftune.evaluation.stats import estimate, paired_difference, pass_at_k
 from rftune.tasks import Task, task_from_config
 from rftune.types import RolloutBatch, Sample
 
@@ -121,7 +121,7 @@ def build_report(players: Sequence[Player], per_row: dict[str, dict], row_keys: 
 
 def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
     """Per-row metric values and the greedy completions of one player."""
-    from rftune.models import load_model_and_tokenizer
+    from rftune.model.loading import load_model_and_tokenizer
 
     config = player.config
     model, tokenizer = load_model_and_tokenizer(player.model, dtype=config.model.dtype, adapter=player.adapter)
@@ -136,7 +136,7 @@ def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
 
 def sampling_params(config: Config, device) -> SamplingParams:
     """Sampling settings of evaluation: the generation section's, ``eval.max_new_tokens``, in-process backend."""
-    from rftune.device import bf16_enabled, cpu_kernels_enabled
+    from rftune.runtime.device import bf16_enabled, cpu_kernels_enabled
 
     gen = config.generation
     backend = in_process_backend(gen.backend, cpu_kernels_enabled(config.train.cpu_kernels, torch.device(device)))

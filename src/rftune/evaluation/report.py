@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import yaml
 
 from rftune.errors import ConfigError
-from rftune.tracking import extremes, read_jsonl
+from rftune.runtime.tracking import extremes, read_jsonl
 
 CURVES = (  # (title, metric keys or a prefix ending in "/", y label)
     ("Reward (total)", ["reward/mean"], "reward"),
@@ -142,7 +142,7 @@ def render(run_folders: Sequence[str | Path], steps: Sequence[int] | None = None
 def write_report_page(run_folders: Sequence[str | Path], output: str | Path,
                       steps: Sequence[int] | None = None) -> Path:
     """Render and write the page atomically."""
-    from rftune.atomic_io import write_text_atomic
+    from rftune.runtime.atomic_io import write_text_atomic
 
     return write_text_atomic(output, render(run_folders, steps))
 
@@ -195,7 +195,7 @@ def _eval_section(run: dict) -> str:
     if "players" not in report:
         return f"<h3>{html.escape(run['name'])} (Wordle games)</h3>" + _table(
             list(report["rows"][0]), [[_fmt(v) for v in row.values()] for row in report["rows"]])
-    from rftune.evaluate import comparison_table, format_interval, metric_order
+    from rftune.evaluation.evaluate import comparison_table, format_interval, metric_order
 
     players = report["players"]
     metrics = metric_order({m for p in players for m in p["metrics"]})

@@ -6,7 +6,7 @@ evaluation, serving, local judges) goes through `generate_ids` / `generate_repli
               prompt and of the prompts' common prefix, finished rows dropped); CPU only, Llama-family models
     hf        transformers ``generate`` on any device (the one backend for an FSDP-sharded model, whose ranks then
               step in lockstep: ``synced_gpus``)
-    vllm      `rftune.generation_vllm`, an in-process vLLM engine (GPU), weights synced after each optimizer step
+    vllm      `rftune.rollout.vllm_backend`, an in-process vLLM engine (GPU), weights synced after each optimizer step
     auto      cpu-fast on a CPU for the architectures it serves (unless ``train.cpu_kernels: off``), else hf
 A backend that cannot serve the model or its device says so in one ``ConfigError`` at start (`resolve_backend`).
 Both in-process backends sample from the same distribution: temperature, then top-k (0 = off), then top-p.
@@ -33,9 +33,9 @@ import torch
 from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate, group_uniforms, sample_tokens
-from rftune.device import autocast, model_device
+from rftune.runtime.device import autocast, model_device
 from rftune.errors import ConfigError
-from rftune.sharding import is_sharded
+from rftune.runtime.sharding import is_sharded
 from rftune.types import RolloutBatch, Sample
 
 BACKENDS = ("auto", "cpu-fast", "hf", "vllm")

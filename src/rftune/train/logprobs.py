@@ -14,7 +14,7 @@ What the forward pass skips — each skip leaves the values unchanged, up to flo
   each group cut to its own longest completion, instead of every row running to the batch's longest.
 - **Vocabulary projection of padding.** For Llama-family models the output projection is applied only at real
   completion tokens (chunked, so the [tokens, V] logits are never all alive at once); other models, and sharded
-  ones (`rftune.sharding`), use their own forward with ``logits_to_keep``.
+  ones (`rftune.runtime.sharding`), use their own forward with ``logits_to_keep``.
 - **Whole-vocabulary float32 passes.** The log-softmax at each target and the entropy are computed from the
   projection's own (bf16 under autocast) logits a block of rows at a time (`token_logprobs`, gradient written
   out), so no [tokens, V] float32 tensor goes through memory.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from rftune.sharding import is_sharded
+from rftune.runtime.sharding import is_sharded
 
 PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
 TOKENS_PER_CHUNK = 1024  # rows of logits alive at once in the vocabulary projection

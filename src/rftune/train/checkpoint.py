@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rftune.atomic_io import replace_dir
-from rftune.sharding import is_sharded, load_model_state, load_optimizer_state
+from rftune.runtime.atomic_io import replace_dir
+from rftune.runtime.sharding import is_sharded, load_model_state, load_optimizer_state
 
 PREFIX = "step-"
 
@@ -67,7 +67,7 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
                     optimizer_state: dict | None = None) -> Path:
     """Write a checkpoint atomically and keep only the `keep` newest. ``rng_per_rank``: every rank's
     `rng_states` (None: this process's). ``model_state`` / ``optimizer_state``: the gathered full states of a
-    sharded model (`rftune.sharding`), written instead of the model's and optimizer's own."""
+    sharded model (`rftune.runtime.sharding`), written instead of the model's and optimizer's own."""
     root = checkpoint_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".tmp-*"):

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftune.atomic_io import write_text_atomic
+from rftune.runtime.atomic_io import write_text_atomic
 from rftune.errors import ConfigError
 
 TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb"}  # name -> module that must import

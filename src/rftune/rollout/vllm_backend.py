@@ -20,7 +20,7 @@ import torch
 
 from rftune.cpu.fast_decode import _merged, effective_weight
 from rftune.errors import ConfigError
-from rftune.generation import SamplingParams, encode_prompts, eos_token_ids, rollout_batch
+from rftune.rollout.generation import SamplingParams, encode_prompts, eos_token_ids, rollout_batch
 from rftune.types import RolloutBatch, Sample
 
 GPU_MEMORY_UTILIZATION = 0.3  # leave most of the GPU to training, as TRL's colocate mode does

@@ -6,7 +6,7 @@ weights are gathered only while it runs. The frozen reference copy (beta > 0) is
 
 Gradients are *summed* over the ranks, not averaged: each rank's loss is its share of the batch loss (every
 normaliser is global, `rftune.algo.losses.BatchNorms`), so the sum is the gradient of the batch loss, as for LoRA
-data parallelism (`rftune.distributed.sum_gradients`).
+data parallelism (`rftune.runtime.distributed.sum_gradients`).
 
 What changes with a sharded model: generation goes through transformers ``generate`` with ``synced_gpus`` (every
 rank keeps stepping until all ranks' rows have finished, since each step gathers weights collectively); the CPU
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from rftune.distributed import World
+from rftune.runtime.distributed import World
 from rftune.errors import ConfigError
 
 

@@ -30,27 +30,28 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune import checkpoint, sandbox
+from rftune import sandbox
+from rftune.train import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.data import PromptStream, RankShard, samples_from_rows
+from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
 from rftune.errors import ConfigError
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
-from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
-from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
+from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
-from rftune.generation import SamplingParams, resolve_backend, sample_completions
+from rftune.rollout.generation import SamplingParams, resolve_backend, sample_completions
 from rftune.judges.base import JUDGE_STATS
-from rftune.logprobs import completion_logprobs
-from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
+from rftune.train.logprobs import completion_logprobs
+from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
                             weighted_total)
-from rftune.rollout_env import env_rollout
-from rftune.run_lock import RunLock, stale_note
-from rftune.sharding import full_tensor, model_state, optimizer_state, shard
+from rftune.rollout.episodes import env_rollout
+from rftune.runtime.run_lock import RunLock, stale_note
+from rftune.runtime.sharding import full_tensor, model_state, optimizer_state, shard
 from rftune.tasks import Task, task_from_config
-from rftune.tracking import JsonlLog, Trackers, check_trackers, print_progress
+from rftune.runtime.tracking import JsonlLog, Trackers, check_trackers, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
 
 
@@ -185,7 +186,7 @@ class GRPOTrainer:
                                   "generate in lockstep, and their episodes take different numbers of turns)")
             return functools.partial(env_rollout, make_env=self.task.make_env), None
         if self.backend == "vllm":
-            from rftune.generation_vllm import VllmSampler  # imported only when selected: no vLLM on CPU machines
+            from rftune.rollout.vllm_backend import VllmSampler  # imported only when selected: no vLLM on CPU machines
 
             sampler = VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype,
                                   self.model)
@@ -477,8 +478,8 @@ class GRPOTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """Score the fixed held-out subset with the current policy (greedy, plus ``eval.num_samples`` samples) and
-        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see `rftune.evaluate`)."""
-        from rftune.evaluate import Setup, held_out_rows, score_player, sampling_params
+        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see `rftune.evaluation.evaluate`)."""
+        from rftune.evaluation.evaluate import Setup, held_out_rows, score_player, sampling_params
 
         config = self.config
         if self._eval_setup is None:

@@ -1,0 +1,2 @@
+"""Rollout: prompts in, completions out (token ids, masks, sampling log-probs). One generation interface with its
+backends (cpu-fast, hf, vllm) and multi-turn episodes over the `Env` protocol."""
