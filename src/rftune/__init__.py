@@ -5,7 +5,10 @@
     trainer.train()
 """
 
+from rftune._moved import serve_old_paths
+
 __version__ = "0.1.0"
+serve_old_paths()  # modules that moved into packages keep their old import paths for one release
 
 _EXPORTS = {
     "GRPOTrainer": "rftune.train.trainer",
