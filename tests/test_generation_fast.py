@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from rftune.algo import sampling
 from rftune.cpu import fast_decode
 from rftune.cpu.features import cpu_features
 from rftune.rollout.generation import SamplingParams, encode_prompts, generate_replies, resolve_backend, sample_completions
@@ -165,15 +166,15 @@ def test_warpers_equal_transformers(temperature, top_k, top_p):
     warpers += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
     for warper in warpers:
         expected = warper(None, expected)
-    assert torch.equal(fast_decode.warp_logits(logits, temperature, top_k, top_p), expected)
+    assert torch.equal(sampling.warp_logits(logits, temperature, top_k, top_p), expected)
 
 
 def test_sampled_frequencies_follow_the_warped_distribution():
     torch.manual_seed(0)
     logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]]).repeat(40_000, 1)
-    tokens = fast_decode.sample_tokens(logits, 0.8, 0, 0.9)
+    tokens = sampling.sample_tokens(logits, 0.8, 0, 0.9)
     frequencies = torch.bincount(tokens, minlength=5).float() / tokens.numel()
-    expected = fast_decode.warp_logits(logits[:1], 0.8, 0, 0.9).softmax(-1)[0]
+    expected = sampling.warp_logits(logits[:1], 0.8, 0, 0.9).softmax(-1)[0]
     torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
 
 
@@ -182,8 +183,8 @@ def test_sampling_never_picks_a_removed_token_at_the_ends_of_the_draw(monkeypatc
     # top-k 3 keeps tokens 1, 2, 3 of 6: a draw of 0 must give the first kept token, a draw at the total (what
     # rounding can produce) the last kept one, never a removed token at either end.
     logits = torch.tensor([[0.0, 5.0, 4.0, 3.0, 1.0, 2.0]]).repeat(2, 1)
-    monkeypatch.setattr(fast_decode.torch, "rand", lambda *shape, dtype=None: torch.full(shape, draw, dtype=dtype))
-    assert fast_decode.sample_tokens(logits, 1.0, 3, 1.0).tolist() == [expected, expected]
+    monkeypatch.setattr(sampling.torch, "rand", lambda *shape, dtype=None: torch.full(shape, draw, dtype=dtype))
+    assert sampling.sample_tokens(logits, 1.0, 3, 1.0).tolist() == [expected, expected]
 
 
 def test_fast_and_hf_paths_give_the_same_rollout_layout(lora_model):

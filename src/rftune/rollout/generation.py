@@ -12,7 +12,7 @@ A backend that cannot serve the model or its device says so in one ``ConfigError
 Both in-process backends sample from the same distribution: temperature, then top-k (0 = off), then top-p.
 
 Seeds: with ``SamplingParams.seeds`` (one per prompt) each group's draws come from its own generator, through the
-same sampler on both backends (`rftune.cpu.fast_decode.sample_tokens`; on hf as a logits processor), so a group's
+same sampler on both backends (`rftune.algo.sampling.sample_tokens`; on hf as a logits processor), so a group's
 completions do not depend on the other prompts of the batch, as far as the batch's arithmetic allows (training
 seeds each group by its global position in the prompt stream: any number of processes samples the same groups).
 
@@ -32,7 +32,8 @@ import torch
 
 from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
-from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate, group_uniforms, sample_tokens
+from rftune.algo.sampling import group_uniforms, sample_tokens
+from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
 from rftune.runtime.device import autocast, model_device
 from rftune.errors import ConfigError
 from rftune.runtime.sharding import is_sharded

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from rftune.cpu.fast_decode import _merged, effective_weight
+from rftune.algo.lora import effective_weight, merged_weight
 from rftune.errors import ConfigError
 from rftune.rollout.generation import SamplingParams, encode_prompts, eos_token_ids, rollout_batch
 from rftune.types import RolloutBatch, Sample
@@ -74,7 +74,7 @@ def merged_state(model):
     for name, module in inner.named_modules():
         if hasattr(module, "base_layer") and hasattr(module, "lora_A"):
             weight, factors, bias = effective_weight(module)
-            yield f"{name}.weight", _merged(weight, factors)
+            yield f"{name}.weight", merged_weight(weight, factors)
             if bias is not None:
                 yield f"{name}.bias", bias.detach()
     for name, param in inner.named_parameters(remove_duplicate=False):  # tied weights under both names
