@@ -5,7 +5,7 @@ from pathlib import Path
 from rftune import GRPOTrainer, config_from_dict, sandbox
 from rftune.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_code_task_step_logs_sandbox_outcomes(tiny_model_dir, tmp_path):

@@ -15,7 +15,7 @@ from rftune.runtime.distributed import combine_metrics
 from rftune.errors import ConfigError
 from rftune.runtime.run_lock import RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 def env() -> dict[str, str]:  # read at call time: the test's own model repository (conftest) is in os.environ
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

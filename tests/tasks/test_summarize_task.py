@@ -14,7 +14,7 @@ from rftune.errors import DataError
 from rftune.serve import load_service, make_server
 from rftune.tasks import build_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_documents_and_prompt():
