@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rftune"
 LAYERS = [
     "rftune.errors",             # the errors a user sees
     "rftune.types",              # the records that flow (samples, rollout batches)
+    "rftune.registry",           # name -> variant tables filled by decorators
     "rftune.algo",               # pure tensor maths: advantages, losses, the sampler, LoRA merge
     "rftune.evaluation.stats",   # bootstrap intervals, pass@k: plain maths, below everything that reports figures
     "rftune.cpu",                # the CPU speed layer: a backend the core runs without; it knows only the two above

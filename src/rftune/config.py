@@ -412,6 +412,4 @@ def _check_registered(algorithm: AlgorithmConfig) -> None:
 
     for key, registry in (("loss_type", AGGREGATORS), ("importance_sampling_level", RATIOS),
                           ("scale_rewards", SCALERS)):
-        value = getattr(algorithm, key)
-        if value not in registry:
-            raise ConfigError(f"algorithm.{key}: must be one of {', '.join(map(repr, registry))}, got {value!r}")
+        registry.check(getattr(algorithm, key))

@@ -9,6 +9,10 @@ evaluation, serving, local judges) goes through `generate_ids` / `generate_repli
     vllm      `rftune.rollout.vllm_backend`, an in-process vLLM engine (GPU), weights synced after each optimizer step
     auto      cpu-fast on a CPU for the architectures it serves (unless ``train.cpu_kernels: off``), else hf
 A backend that cannot serve the model or its device says so in one ``ConfigError`` at start (`resolve_backend`).
+The backends are a registry (`BACKENDS`): a new one is one class decorated with ``@BACKENDS.register(name)``, with
+``in_process`` and ``check(model, device)``; an in-process backend has ``generate`` (`generate_ids`' arguments
+and its group generators), an engine of its own (``in_process = False``: vLLM) is built as
+``Backend(model_path, dtype, model)`` and is the training rollout function, with ``sync_weights(model)``.
 Both in-process backends sample from the same distribution: temperature, then top-k (0 = off), then top-p.
 
 Seeds: with ``SamplingParams.seeds`` (one per prompt) each group's draws come from its own generator, through the
@@ -34,12 +38,13 @@ from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
 from rftune.algo.sampling import group_uniforms, sample_tokens
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
-from rftune.runtime.device import autocast, model_device
 from rftune.errors import ConfigError
+from rftune.registry import Registry
+from rftune.runtime.device import autocast, model_device
 from rftune.runtime.sharding import is_sharded
 from rftune.types import RolloutBatch, Sample
 
-BACKENDS = ("auto", "cpu-fast", "hf", "vllm")
+BACKENDS = Registry("generation.backend")  # name -> backend class; ``auto`` is a choice among them (`resolve_backend`)
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ class SamplingParams:
 
 def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
     """``generation.backend`` for `model` on its device: the concrete backend, or a ConfigError saying why not."""
-    if setting not in BACKENDS:
-        raise ConfigError(f"generation.backend: must be one of {', '.join(BACKENDS)}, got {setting!r}")
+    if setting != "auto" and setting not in BACKENDS:
+        raise ConfigError(f"generation.backend: must be one of {', '.join(['auto', *BACKENDS])}, got {setting!r}")
     device = model_device(model)
     if is_sharded(model) and setting in ("auto", "hf"):
         return "hf"
@@ -66,23 +71,16 @@ def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
                           "generation.backend=auto")
     if setting == "auto":
         return "cpu-fast" if cpu_kernels and device.type == "cpu" and decoder_supports(model) else "hf"
-    if setting == "cpu-fast":
-        if device.type != "cpu":
-            raise ConfigError(f"generation.backend=cpu-fast runs on the CPU, but the model is on {device}; "
-                              "use generation.backend=auto or hf")
-        if not decoder_supports(model):
-            raise ConfigError(f"generation.backend=cpu-fast does not serve this model (model_type "
-                              f"{model_type(model)!r}; it serves {', '.join(supported_for('decoder'))} without "
-                              "sliding windows or DoRA); use generation.backend=hf")
-    if setting == "vllm" and device.type != "cuda":
-        raise ConfigError("generation.backend=vllm needs the model on a CUDA GPU; use generation.backend=auto here")
+    BACKENDS[setting].check(model, device)
     return setting
 
 
 def in_process_backend(setting: str, cpu_kernels: bool) -> str:
-    """The backend setting for in-process generation (evaluation, serving, judges): vLLM, a training-rollout
-    engine, is replaced by ``auto``, and ``auto`` with the CPU kernels off is ``hf``."""
-    setting = "auto" if setting == "vllm" else setting
+    """The backend setting for in-process generation (evaluation, serving, judges, the trainer's eval steps): an
+    engine of its own (vLLM, for training rollouts) is replaced by ``auto``, and ``auto`` with the CPU kernels
+    off is ``hf``."""
+    if setting in BACKENDS and not BACKENDS[setting].in_process:
+        setting = "auto"
     return "hf" if setting == "auto" and not cpu_kernels else setting
 
 
@@ -133,33 +131,70 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
     """
     device = model_device(model)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    g = params.num_generations
-    backend = resolve_backend(params.backend, model)
+    name = resolve_backend(params.backend, model)
+    if not BACKENDS[name].in_process:
+        raise ConfigError(f"generation.backend={name} serves training rollouts only; evaluation, serving and "
+                          "judges generate with cpu-fast or hf (generation.backend=auto)")
     generators = _group_generators(params.seeds, prompt_ids.shape[0]) if not greedy else None
-    if backend == "cpu-fast":
+    return BACKENDS[name].generate(model, tokenizer, prompt_ids, prompt_mask, params, max_new_tokens, eos_ids,
+                                   greedy, generators)
+
+
+@BACKENDS.register("cpu-fast")
+class CpuFastBackend:
+    """`rftune.cpu.fast_decode`'s lean decoder: CPU only, the architectures it serves."""
+
+    in_process = True
+
+    @staticmethod
+    def check(model, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise ConfigError(f"generation.backend=cpu-fast runs on the CPU, but the model is on {device}; "
+                              "use generation.backend=auto or hf")
+        if not decoder_supports(model):
+            raise ConfigError(f"generation.backend=cpu-fast does not serve this model (model_type "
+                              f"{model_type(model)!r}; it serves {', '.join(supported_for('decoder'))} without "
+                              "sliding windows or DoRA); use generation.backend=hf")
+
+    @staticmethod
+    def generate(model, tokenizer, prompt_ids, prompt_mask, params: SamplingParams, max_new_tokens: int,
+                 eos_ids: list[int], greedy: bool, generators) -> torch.Tensor:
         decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
         if decoder.prepacked_in_force() is False:
             warn_not_in_force("prepacked")
-        completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
+        completion_ids = generate(decoder, prompt_ids, prompt_mask, params.num_generations, max_new_tokens, eos_ids,
                                   tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy,
                                   generators)
         del decoder  # frees the merged weights before training needs the memory
         return completion_ids
-    if backend != "hf":
-        raise ConfigError(f"generation.backend={backend} serves training rollouts only; evaluation, serving and "
-                          "judges generate with cpu-fast or hf (generation.backend=auto)")
-    sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
-        "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
-    if generators is not None:  # our sampler picks the token; generate then keeps the one it left possible
-        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-                    "logits_processor": _seeded_sampler(generators, params)}
-    with torch.no_grad(), autocast(device, params.bf16):
-        output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
-                                attention_mask=prompt_mask.repeat_interleave(g, dim=0),
-                                max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-                                pad_token_id=tokenizer.pad_token_id, synced_gpus=is_sharded(model),
-                                **sampling)  # [B, Tp+Tc]
-    return output[:, prompt_ids.shape[1]:]  # [B, Tc]
+
+
+@BACKENDS.register("hf")
+class HfBackend:
+    """transformers ``generate``, on any device; sampling through our sampler when groups are seeded."""
+
+    in_process = True
+
+    @staticmethod
+    def check(model, device: torch.device) -> None:
+        return None  # serves every model on every device
+
+    @staticmethod
+    def generate(model, tokenizer, prompt_ids, prompt_mask, params: SamplingParams, max_new_tokens: int,
+                 eos_ids: list[int], greedy: bool, generators) -> torch.Tensor:
+        g = params.num_generations
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
+            "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
+        if generators is not None:  # our sampler picks the token; generate then keeps the one it left possible
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                        "logits_processor": _seeded_sampler(generators, params)}
+        with torch.no_grad(), autocast(prompt_ids.device, params.bf16):
+            output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
+                                    attention_mask=prompt_mask.repeat_interleave(g, dim=0),
+                                    max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+                                    pad_token_id=tokenizer.pad_token_id, synced_gpus=is_sharded(model),
+                                    **sampling)  # [B, Tp+Tc]
+        return output[:, prompt_ids.shape[1]:]  # [B, Tc]
 
 
 def _group_generators(seeds: tuple[int, ...] | None, prompts: int) -> list[torch.Generator] | None:

@@ -20,14 +20,22 @@ import torch
 
 from rftune.algo.lora import effective_weight, merged_weight
 from rftune.errors import ConfigError
-from rftune.rollout.generation import SamplingParams, encode_prompts, eos_token_ids, rollout_batch
+from rftune.rollout.generation import BACKENDS, SamplingParams, encode_prompts, eos_token_ids, rollout_batch
 from rftune.types import RolloutBatch, Sample
 
 GPU_MEMORY_UTILIZATION = 0.3  # leave most of the GPU to training, as TRL's colocate mode does
 
 
+@BACKENDS.register("vllm")
 class VllmSampler:
     """A `rollout_fn` backed by an in-process vLLM engine: ``sampler(model, tokenizer, samples, params)``."""
+
+    in_process = False  # an engine of its own, for training rollouts; in-process generation uses auto
+
+    @staticmethod
+    def check(model, device: torch.device) -> None:
+        if device.type != "cuda":
+            raise ConfigError("generation.backend=vllm needs the model on a CUDA GPU; use generation.backend=auto here")
 
     def __init__(self, model_path: str, dtype: str, model):
         if not torch.cuda.is_available():

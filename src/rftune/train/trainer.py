@@ -41,7 +41,8 @@ from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
-from rftune.rollout.generation import SamplingParams, resolve_backend, sample_completions
+from rftune.rollout.generation import (BACKENDS, SamplingParams, in_process_backend, resolve_backend,
+                                       sample_completions)
 from rftune.judges.base import JUDGE_STATS
 from rftune.train.logprobs import completion_logprobs
 from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
@@ -185,11 +186,9 @@ class GRPOTrainer:
                 raise ConfigError("train.fsdp: multi-turn tasks are not supported (the ranks of a sharded model "
                                   "generate in lockstep, and their episodes take different numbers of turns)")
             return functools.partial(env_rollout, make_env=self.task.make_env), None
-        if self.backend == "vllm":
-            from rftune.rollout.vllm_backend import VllmSampler  # imported only when selected: no vLLM on CPU machines
-
-            sampler = VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype,
-                                  self.model)
+        backend = BACKENDS[self.backend]
+        if not backend.in_process:
+            sampler = backend(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype, self.model)
             return sampler, sampler.sync_weights
         return sample_completions, None
 
@@ -318,7 +317,7 @@ class GRPOTrainer:
         gen = self.config.generation
         seeds = tuple(self.config.train.seed * 1_000_003 + position for position in positions)
         params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
-                                bf16=self.bf16, backend=self.backend if self.backend != "vllm" else "auto",
+                                bf16=self.bf16, backend=in_process_backend(self.backend, self.cpu_kernels),
                                 seeds=seeds)
         t0 = time.perf_counter()
         was_training = self.model.training
@@ -486,7 +485,7 @@ class GRPOTrainer:
             self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
                                      config.eval.correct_reward or self.task.correct_reward)
         params = replace(sampling_params(config, self.device), bf16=self.bf16,
-                         backend=self.backend if self.backend != "vllm" else "auto")
+                         backend=in_process_backend(self.backend, self.cpu_kernels))
         self.model.eval()
         try:
             scored = score_player(self.model, self.tokenizer, self._eval_setup, params, config.eval,
