@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import yaml
 
 from rftune.errors import ConfigError
-from rftune.runtime.tracking import extremes, read_jsonl
+from rftune.runtime.jsonl import read_jsonl
+from rftune.runtime.tracking import extremes
 
 CURVES = (  # (title, metric keys or a prefix ending in "/", y label)
     ("Reward (total)", ["reward/mean"], "reward"),

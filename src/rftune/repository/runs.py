@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rftune.runtime.atomic_io import write_text_atomic
+from rftune.runtime.jsonl import read_jsonl
 from rftune.config import Config, to_dict
 from rftune.repository import open_repository, resolve_for_loading
 from rftune.repository.store import (
@@ -165,12 +166,8 @@ def last_metrics(path: Path) -> dict[str, Any]:
     """The last complete row of a metrics.jsonl file ({} when there is none)."""
     if not path.is_file():
         return {}
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return {}
+    records = read_jsonl(path, skip_broken=True)  # a line cut short by a kill is left out
+    return records[-1] if records else {}
 
 
 def attach_eval(repository: Repository, version: Version, row: dict[str, Any], *, report: str | Path,

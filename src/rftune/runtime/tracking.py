@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 from rftune.runtime.atomic_io import write_text_atomic
 from rftune.errors import ConfigError
+from rftune.runtime.jsonl import jsonl_rows
+from rftune.runtime.jsonl import read_jsonl as read_jsonl  # its home before runtime/jsonl.py, kept for callers
 
 TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb"}  # name -> module that must import
 SHOWN_COMPLETIONS = 2  # best and worst completions of a step sent to the trackers, each
@@ -38,14 +40,8 @@ class JsonlLog:
         self._handle = self.path.open("a", encoding="utf-8")
 
     def _truncate(self, last_step: int) -> None:
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if record.get("step", 0) <= last_step:
-                kept.append(line)
+        kept = [row.text for row in jsonl_rows(self.path, skip_broken=True)  # a line cut short by a kill is dropped
+                if row.record.get("step", 0) <= last_step]
         write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
@@ -63,10 +59,6 @@ def _jsonable(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def format_progress(metrics: dict[str, float], max_steps: int) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import torch
 
 from rftune.errors import DataError
+from rftune.runtime.jsonl import jsonl_rows
 from rftune.types import Sample
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -72,14 +73,7 @@ def load_dataset_file(path: str | Path, system_prompt: str | None = None) -> lis
 
 
 def _jsonl_rows(path: Path):
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+    return ((row.where, row.record) for row in jsonl_rows(path))
 
 
 def _csv_rows(path: Path):

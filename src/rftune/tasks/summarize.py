@@ -15,7 +15,6 @@ Held-out documents: by default a fifth of the documents, chosen by a seeded hash
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from rftune.config import RewardSpec
 from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.text import copy_fraction
+from rftune.runtime.jsonl import jsonl_rows
 from rftune.tasks import Task
 
 SYSTEM_PROMPT = "You write faithful, concise summaries."
@@ -69,13 +69,7 @@ def _resolve(path: str | None, base_dir: str) -> Path:
 def _records(file: Path):
     if not file.is_file():
         raise DataError(f"summarize data file not found: {file}")
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield f"{file}:{number}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{number}: invalid JSON: {exc.msg}") from exc
+    return ((row.where, row.record) for row in jsonl_rows(file))
 
 
 def _row(where: str, record: dict, limit: int) -> tuple[str, dict]:

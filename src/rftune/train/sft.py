@@ -37,6 +37,7 @@ from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.train.logprobs import final_states, position_ids_from_mask, selected_logprobs
 from rftune.runtime.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
                            run_summary)
+from rftune.runtime.jsonl import jsonl_rows
 from rftune.runtime.tracking import JsonlLog
 
 IGNORE = -100
@@ -89,21 +90,10 @@ def load_chat_jsonl(path: str | Path) -> list[list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"SFT data file not found: {path}")
-    conversations = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                conversations.append(_check_messages(_parse(line, path, number), f"{path}:{number}"))
+    conversations = [_check_messages(row.record, row.where) for row in jsonl_rows(path)]
     if not conversations:
         raise DataError(f"{path}: no conversations")
     return conversations
-
-
-def _parse(line: str, path: Path, number: int):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
 
 
 def _check_messages(row, where: str) -> list[dict]:
