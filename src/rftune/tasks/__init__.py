@@ -52,6 +52,14 @@ TASKS = {
 }
 
 
+def check_options(task: str, options: dict, known: set[str], path: str | None = None) -> None:
+    """A task's ``task.kwargs`` must be among its `known` options; a `path` given is ``task.path``, which tasks
+    that make their own data pass here to refuse it."""
+    unknown = sorted(set(options) - known)
+    if unknown or path:
+        raise ConfigError(f"task {task!r} options are {sorted(known)}; got {unknown or ['task.path']}")
+
+
 def build_dataset_task(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
     """A user file of prompts; rewards must come from the config."""
     if options:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from rftune.config import RewardSpec
 from rftune.tasks.data import samples_from_rows
-from rftune.errors import ConfigError, DataError
+from rftune.errors import DataError
 from rftune.rewards.text import copy_fraction
 from rftune.runtime.jsonl import jsonl_rows
-from rftune.tasks import Task
+from rftune.tasks import Task, check_options
 
 SYSTEM_PROMPT = "You write faithful, concise summaries."
 PROMPT = ("Summarize the following document as 3 to 6 short bullet points covering its main facts and decisions. "
@@ -37,9 +37,7 @@ def demo_path() -> Path:
 
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise ConfigError(f"task 'summarize' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown)}")
+    check_options("summarize", options, KNOWN_OPTIONS)
     file = _resolve(path, base_dir)
     limit = int(options.get("max_document_chars", 0))
     rows = (_row(where, record, limit) for where, record in _records(file))

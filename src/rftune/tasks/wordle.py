@@ -27,7 +27,7 @@ import random
 from rftune.config import RewardSpec
 from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.tasks import Task
+from rftune.tasks import Task, check_options
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
@@ -58,9 +58,7 @@ def held_out_secrets(n: int, seed: int = 0) -> list[str]:
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
     del base_dir
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown or path:
-        raise ConfigError(f"task 'wordle' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown) or ['task.path']}")
+    check_options("wordle", options, KNOWN_OPTIONS, path)
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
     if mode == "history":
