@@ -11,9 +11,9 @@ config's learning rate and warm-up, Adam betas, clipping, beta, loss type, rewar
 completion length, and the config's reward functions (TRL calls them through one wrapper). TRL runs with bf16
 where rftune's ``train.bf16`` resolves to bf16 on this machine.
 
-Afterwards `rftune.evaluation.evaluate` scores the start and each framework's adapter on the config's held-out rows (the same
-rows and sampling seeds for every player) and prints the table with paired differences against the start, then
-each framework's gain and the paired difference between the two tuned players. Wall-clock training minutes are
+Afterwards `rftune.evaluation.evaluate` scores the start and each framework's adapter on the config's held-out rows
+(the same rows and sampling seeds for every player) and prints the table with paired differences against the start,
+then each framework's gain and the paired difference between the two tuned players. Wall-clock training minutes are
 printed for each framework. Results go to ``<out>/learning.json``. ``--rftune-adapter`` evaluates an rftune run of
 the same recipe instead of training one (seeded runs repeat: the recipe's GRPO run and this script's rftune run
 had the same per-step rewards).

@@ -247,7 +247,8 @@ def test_common_prefix_and_remainders_by_hand():
     mask = (ids != 0).long()
     assert fast_decode.common_prefix_length(ids, mask) == 3  # 7 8 9
     rest, rest_mask = fast_decode.drop_prefix(ids, mask, 3)
-    assert rest.tolist() == [[0, 0, 4], [5, 6, 1], [0, 5, 2]] and rest_mask.tolist() == [[0, 0, 1], [1, 1, 1], [0, 1, 1]]
+    assert rest.tolist() == [[0, 0, 4], [5, 6, 1], [0, 5, 2]] \
+        and rest_mask.tolist() == [[0, 0, 1], [1, 1, 1], [0, 1, 1]]
     same = torch.tensor([[7, 8, 9], [7, 8, 9]])
     assert fast_decode.common_prefix_length(same, torch.ones_like(same)) == 2  # one token left for each remainder
     assert fast_decode.common_prefix_length(same[:1], torch.ones(1, 3).long()) == 0  # one prompt: nothing to share

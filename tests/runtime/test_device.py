@@ -1,5 +1,5 @@
-"""One device per run (rftune.runtime.device), the generation backends behind one interface, and the CPU speed layer as a
-switch: the layer on and off give the same GRPO step."""
+"""One device per run (rftune.runtime.device), the generation backends behind one interface, and the CPU speed layer
+as a switch: the layer on and off give the same GRPO step."""
 
 import dataclasses
 

@@ -14,7 +14,8 @@ from rftune.tasks.arithmetic import chain_of_thought_answer, problem_key, worked
 def test_worked_answers_by_hand():
     assert worked_answer("57 + 29") == "Tens: 50 + 20 = 70. Ones: 7 + 9 = 16. Total: 70 + 16 = 86.\n<answer>86</answer>"
     assert worked_answer("95 - 76") == "Tens: 90 - 70 = 20. Ones: 5 - 6 = -1. Total: 20 - 1 = 19.\n<answer>19</answer>"
-    assert worked_answer("3 - 86") == "Tens: 0 - 80 = -80. Ones: 3 - 6 = -3. Total: -80 - 3 = -83.\n<answer>-83</answer>"
+    assert worked_answer("3 - 86") == ("Tens: 0 - 80 = -80. Ones: 3 - 6 = -3. Total: -80 - 3 = -83.\n"
+                                       "<answer>-83</answer>")
 
 
 def test_every_worked_example_answers_a_training_row_correctly():

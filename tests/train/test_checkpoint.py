@@ -29,13 +29,14 @@ def test_save_load_roundtrip_and_pruning(tmp_path):
     optimizer.step()
     scheduler.step()
     for step in (1, 2, 3):
-        checkpoint.save_checkpoint(tmp_path, step, model, optimizer, scheduler, {"step": step, "stream_position": 4 * step},
-                                   keep=2)
+        checkpoint.save_checkpoint(tmp_path, step, model, optimizer, scheduler,
+                                   {"step": step, "stream_position": 4 * step}, keep=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
     expected_rand = torch.rand(3)
     fresh, fresh_opt, fresh_sched = make()
     torch.rand(5)  # disturb the RNG: loading must restore it
-    state = checkpoint.load_checkpoint(checkpoint.latest_checkpoint(tmp_path), fresh, fresh_opt, fresh_sched, lora=False)
+    state = checkpoint.load_checkpoint(checkpoint.latest_checkpoint(tmp_path), fresh, fresh_opt, fresh_sched,
+                                       lora=False)
     assert state == {"step": 3, "stream_position": 12}
     torch.testing.assert_close(fresh.linear.weight, model.linear.weight)
     assert fresh_opt.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]

@@ -1,4 +1,5 @@
-"""SFT: exact assistant-only labels, loading chat JSONL, loss going down, the saved adapter, and the SFT -> GRPO chain."""
+"""SFT: exact assistant-only labels, loading chat JSONL, loss going down, the saved adapter, and the SFT -> GRPO
+chain."""
 
 import json
 
@@ -81,7 +82,8 @@ def test_sft_steps_reduce_the_loss_and_save_the_adapter(tiny_model_dir, tokenize
 SYSTEM = {"role": "system", "content": "You are a terse assistant; answer in one word."}  # > 16 shared tokens
 
 
-def test_sft_loss_equals_the_models_own_cross_entropy_with_and_without_the_shared_prompt(tiny_model_dir, tokenizer, monkeypatch):
+def test_sft_loss_equals_the_models_own_cross_entropy_with_and_without_the_shared_prompt(tiny_model_dir, tokenizer,
+                                                                                         monkeypatch):
     torch.manual_seed(0)
     model = apply_lora(load_model(tiny_model_dir), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     for name, param in model.named_parameters():

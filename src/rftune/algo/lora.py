@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 
-def effective_weight(module) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, float]], torch.Tensor | None]:
+def effective_weight(module) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, float]],
+                                     torch.Tensor | None]:
     """What a linear module applies now: (base weight, LoRA factors [(B, A, scale)] of active adapters, bias)."""
     base = getattr(module, "base_layer", None)
     if base is None:

@@ -6,8 +6,8 @@ base model (default: the config's finished SFT adapter and GRPO ``final`` adapte
 ``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``; named variant1,
 variant2, ... in the table, each listed above it with its override). The first player is
 the baseline of the paired differences. The table is printed and the report written to
-``<train.output_dir>/eval.json`` (see `rftune.evaluation.evaluate`). For the Wordle task the players play held-out games,
-with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
+``<train.output_dir>/eval.json`` (see `rftune.evaluation.evaluate`). For the Wordle task the players play held-out
+games, with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
 
 An ``--adapter`` may be a repository reference (``NAME@V``); each adapter's results are attached to its version in
 the model repository (the referenced one, or the version whose files equal the adapter folder's).

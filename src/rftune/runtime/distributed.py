@@ -134,9 +134,9 @@ def barrier(world: World) -> None:
 
 def combine_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     """One step's metrics from every rank's: minima and maxima of ``*/min`` and ``*/max``, sums of counters
-    (``judge/*``, ``sandbox/*``, ``*/errors``) and of ``loss`` (each rank's is its share of the batch loss), the slowest rank's
-    times (``time/*``), and the mean of the rest (every rank holds the same number of rows, so the mean of rank
-    means is the batch mean)."""
+    (``judge/*``, ``sandbox/*``, ``*/errors``) and of ``loss`` (each rank's is its share of the batch loss), the
+    slowest rank's times (``time/*``), and the mean of the rest (every rank holds the same number of rows, so the
+    mean of rank means is the batch mean)."""
     if len(per_rank) == 1:
         return per_rank[0]
     combined: dict[str, Any] = {}

@@ -127,7 +127,8 @@ class GRPOTrainer:
         if prompts % size:
             raise ConfigError(f"{prompts} prompts per step (train.batch_size={self.config.train.batch_size} / "
                               f"generation.num_generations={self.config.generation.num_generations}) cannot be split "
-                              f"into whole groups over {size} processes; make the prompts per step a multiple of {size}")
+                              f"into whole groups over {size} processes; make the prompts per step a multiple of "
+                              f"{size}")
 
     # ----------------------------------------------------------------------------------------------- setup
     def _build_task(self, dataset) -> Task:
@@ -393,7 +394,8 @@ class GRPOTrainer:
                     old_logprobs.append(logprobs.detach())
                 loss, metrics = policy_loss(
                     logprobs, old_logprobs[index], ref_logprobs[index] if ref_logprobs else None, advantages[rows],
-                    mask[rows], dataclasses.replace(norms, micro_batch_tokens=int(micro_tokens[index])), loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
+                    mask[rows], dataclasses.replace(norms, micro_batch_tokens=int(micro_tokens[index])),
+                    loss_type=alg.loss_type, importance_sampling_level=alg.importance_sampling_level,
                     epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, beta=alg.beta,
                     kl_ratio_weighted=alg.kl_ratio_weighted)
                 loss.backward()
@@ -477,7 +479,8 @@ class GRPOTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """Score the fixed held-out subset with the current policy (greedy, plus ``eval.num_samples`` samples) and
-        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see `rftune.evaluation.evaluate`)."""
+        log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see
+        `rftune.evaluation.evaluate`)."""
         from rftune.evaluation.evaluate import Setup, held_out_rows, score_player, sampling_params
 
         config = self.config
