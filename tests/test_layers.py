@@ -11,6 +11,7 @@ back-arrow or a cycle is known to fail.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,22 @@ def test_the_package_imports_no_old_path():
     old = {f"rftune.{name}" for name in MOVED}
     assert {(module, target) for module, targets in import_graph(PACKAGE).items() for target in targets
             if target in old} == set()
+
+
+def readme_layout_modules(text: str) -> list[str]:
+    """The package entries of the README's Layout block, in order, as module names (``algo/`` -> rftune.algo)."""
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    names = []
+    for line in block.splitlines():
+        match = re.match(r"^  (\S.*?)(?:\s{2,}|$)", line)
+        if match:
+            for path in match.group(1).split(", "):
+                names.append("rftune." + path.removesuffix("/").removesuffix(".py").replace("/", "."))
+    return names
+
+
+def test_the_readme_layout_lists_the_package_in_the_layer_order():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    order = [layer_of(name, LAYERS) for name in readme_layout_modules(readme)]
+    assert order == sorted(order)
+    assert {LAYERS[index] for index in order} == set(LAYERS) - {"rftune", "rftune.__main__"}
