@@ -188,13 +188,16 @@ def run(code: str, tests: TestSuite | Sequence[str] | str = (), limits: Limits =
         isolation: Isolation | None = None) -> Result:
     """Run `code` against `tests` (a suite, a list of case snippets, or test source to split) in a sandbox."""
     suite = _as_suite(tests)
-    isolation = isolation or detect_isolation()
-    staging = tempfile.mkdtemp(prefix="rftune-sandbox-")
     try:
-        job = _job(code, suite, limits, isolation, staging)
-        return _launch(job, limits)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        isolation = isolation or detect_isolation()
+        staging = tempfile.mkdtemp(prefix="rftune-sandbox-")
+        try:
+            job = _job(code, suite, limits, isolation, staging)
+            return _launch(job, limits)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except Exception as exc:  # the sandbox's own failure is this run's status, never an exception into the trainer
+        return Result("crashed", tuple([False] * len(suite.cases)), f"the sandbox failed: {type(exc).__name__}: {exc}")
 
 
 def _as_suite(tests) -> TestSuite:
@@ -252,11 +255,10 @@ def _launch(job: dict, limits: Limits) -> Result:
     finally:
         _kill_group(process)
     try:
-        record = json.loads(output)
-    except ValueError:
+        return result_from_record(json.loads(output), len(job["cases"]))
+    except (ValueError, TypeError, KeyError, IndexError):
         return Result("crashed", tuple([False] * len(job["cases"])),
-                      f"the harness wrote no record (exit status {process.returncode})")
-    return result_from_record(record, len(job["cases"]))
+                      f"the harness wrote no valid record (exit status {process.returncode})")
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -289,11 +291,19 @@ def _status(record: dict, kind: str, value, cases: tuple[bool, ...]) -> tuple[st
     if record["protocol_error"]:
         return "crashed", record["protocol_error"]
     if record["gone"]:
-        how = f"killed by {signal.Signals(value).name}" if kind == "signal" else f"exited with status {value}"
+        how = f"killed by {_signal_name(value)}" if kind == "signal" else f"exited with status {value}"
         return "crashed", f"the program ended before the tests were done ({how})"
     if not record["loaded"]:
         return "error", record["load_error"]
     return ("passed" if all(cases) else "failed"), ""
+
+
+def _signal_name(number: int) -> str:
+    """``SIGKILL`` for a signal Python names; ``signal 37`` for one it does not (real-time signals)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 # ------------------------------------------------------------------------------------------------ many runs
