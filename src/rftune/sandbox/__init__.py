@@ -219,7 +219,8 @@ def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, stag
     return {"code": code, "setup": suite.setup, "cases": list(suite.cases), "entry_point": suite.entry_point,
             "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
             "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
-            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count()}
+            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count(),
+            "syscall_filter": isolation.syscall_filter}
 
 
 def _reachable_by_others(path: str) -> bool:

@@ -24,6 +24,8 @@ its own session with the same resource limits; a child-subreaper harness kills e
 program can then use the network and reach every file its uid can.
 """
 
+import ast
+import builtins
 import ctypes
 import json
 import os
@@ -220,6 +222,31 @@ def _describe(exc):
     return text[:2000]
 
 
+def asked_names(job):
+    """The names the tests take from the program: the entry point, and every other name the tests read but neither
+    define themselves (setup, cases: assignments, imports, functions, arguments) nor find among Python's builtins.
+    So a program that defines ``abs`` or the prompt's own helper (which the code rewards put in the setup) changes
+    nothing the tests see."""
+    read, bound = set(), set(dir(builtins))
+    for source in [job["setup"], *job["cases"]]:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Name):
+                (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.alias):
+                bound.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+    if job["entry_point"]:
+        bound.add("candidate")
+        read.add(job["entry_point"])
+        bound.discard(job["entry_point"])
+    return read - bound
+
+
 def run_cases(channel, job, record):
     """Load the program, then run each case; fill `record` in place (so a deadline keeps what was done)."""
     reply = channel.request({"code": job["code"]})
@@ -230,7 +257,7 @@ def run_cases(channel, job, record):
     record["loaded"] = True
     names = reply.get("names") if isinstance(reply.get("names"), list) else []
     namespace = {"__name__": "__tests__"}
-    namespace.update({name: Remote(channel, name) for name in names if isinstance(name, str)})
+    namespace.update({name: Remote(channel, name) for name in asked_names(job) if name in names})
     if job["entry_point"]:
         namespace["candidate"] = Remote(channel, job["entry_point"])
     try:
