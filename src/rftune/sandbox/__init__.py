@@ -9,8 +9,10 @@ per-test-case record cannot be forged by the program.
 
 Tests are a `TestSuite`: ``cases`` (Python snippets, each passing when it runs without raising), optional
 ``setup`` (test-side helpers) and ``entry_point`` (the program's function bound to ``candidate``). Test code runs
-in the harness, never in the program; every callable the program defines is reachable from the tests by name,
-called with plain data (see `protocol`). `tests_from_source` splits a test file or a HumanEval ``check(candidate)``
+in the harness, never in the program, and sees the world the problem defines: Python's builtins and the setup's
+names as they are; from the program only the entry point and the names the tests read without defining them
+(`harness.asked_names`), called with plain data (see `protocol`). A program that defines ``abs`` or the problem's
+own helper changes nothing the tests see. `tests_from_source` splits a test file or a HumanEval ``check(candidate)``
 function into cases.
 
 Outcome (`Result.status`): ``passed`` (every case passed), ``failed`` (some case failed), ``error`` (the program
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rftune.errors import RftuneError
+from rftune.sandbox import syscalls
 
 HARNESS = Path(__file__).with_name("harness.py")
 PROTOCOL = Path(__file__).with_name("protocol.py")
@@ -137,17 +140,24 @@ def _unparse(nodes: list[ast.stmt]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ isolation
+def _libseccomp_present() -> bool:
+    return syscalls.load_libseccomp() is not None
+
+
 @dataclass(frozen=True)
 class Isolation:
     isolated: bool  # namespaces, jail and uid drop
     reason: str  # what failed, when not isolated
+    syscall_filter: bool = field(default_factory=_libseccomp_present)  # seccomp filter and fresh session keyring
 
     def describe(self) -> str:
+        filtered = ("a system-call filter (no keyrings, ptrace, mounts, namespaces, bpf, sockets but AF_UNIX)"
+                    if self.syscall_filter else f"NO system-call filter ({syscalls.MISSING})")
         if self.isolated:
             return ("rftune sandbox: isolated: own network, mount and PID namespaces, a read-only root of the system "
-                    "and Python libraries only, unprivileged uids, resource limits")
-        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits in their own "
-                "session and directory, but can use the network and read every file this user can; set "
+                    f"and Python libraries only, unprivileged uids, resource limits, {filtered}")
+        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits and {filtered} in "
+                "their own session and directory, but can read every file this user can; set "
                 "sandbox.require_isolation: true to refuse to run like this")
 
 

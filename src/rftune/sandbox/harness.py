@@ -37,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import protocol  # noqa: E402  (standard-library-only sibling, also the program side's source)
+import syscalls  # noqa: E402  (standard-library-only sibling: the seccomp filter, through libseccomp)
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
     0x40000000
@@ -46,6 +47,7 @@ PROGRAM_FDS = (3, 4)  # the program reads calls on 3 and writes replies on 4
 DEVICES = ("null", "zero", "urandom")
 MB = 1024 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
+LIBSECCOMP = syscalls.load_libseccomp()  # opened before any chroot; None where it is not installed
 
 
 class Deadline(BaseException):
@@ -151,6 +153,8 @@ def start_program(job, root, calls_read, replies_write):
             _drop_to(uid)
         else:
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if job["syscall_filter"]:
+            syscalls.confine(LIBSECCOMP)
         env = {"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         source = job["protocol"] + f"\nserve({PROGRAM_FDS[0]}, {PROGRAM_FDS[1]})\n"
         os.execve(job["python"], [job["python"], "-I", "-S", "-c", source], env)
@@ -387,6 +391,9 @@ def probe():
                 _mount(None, "/", None, MS_REC | MS_PRIVATE)
                 _mount("tmpfs", sys.argv[2], "tmpfs", 0, "size=1m")
                 os.setgroups([])
+                if LIBSECCOMP is None:
+                    raise OSError(syscalls.MISSING)
+                syscalls.confine(LIBSECCOMP)
                 code = 0
             except OSError as exc:
                 print(exc, flush=True)
