@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Sequence
 
 from rftune.errors import RftuneError
-from rftune.sandbox import syscalls
+from rftune.sandbox import cgroup, syscalls
 
 HARNESS = Path(__file__).with_name("harness.py")
 PROTOCOL = Path(__file__).with_name("protocol.py")
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed")
 GRACE_S = 10.0  # extra wall-clock time before the parent kills a harness that did not finish on its own
+HARNESS_MB = 64  # the launcher's and harness's share of a run's memory cgroup
 UID_BASE = 1_500_000  # programs and harnesses run as uids drawn from here (pairs; no account needed)
 
 
@@ -148,7 +149,8 @@ def _libseccomp_present() -> bool:
 class Isolation:
     isolated: bool  # namespaces, jail and uid drop
     reason: str  # what failed, when not isolated
-    syscall_filter: bool = field(default_factory=_libseccomp_present)  # seccomp filter and fresh session keyring
+    syscall_filter: bool = field(default_factory=_libseccomp_present)  # seccomp filter (libseccomp)
+    memory_cgroup: bool = field(default_factory=lambda: cgroup.parent() is not None)  # a memory cgroup per run
 
     def describe(self) -> str:
         filtered = ("a system-call filter (no keyrings, ptrace, mounts, namespaces, bpf, sockets but AF_UNIX)"
@@ -200,11 +202,15 @@ def run(code: str, tests: TestSuite | Sequence[str] | str = (), limits: Limits =
     suite = _as_suite(tests)
     try:
         isolation = isolation or detect_isolation()
-        staging = tempfile.mkdtemp(prefix="rftune-sandbox-")
+        staging, group = tempfile.mkdtemp(prefix="rftune-sandbox-"), None
         try:
-            job = _job(code, suite, limits, isolation, staging)
-            return _launch(job, limits)
+            if isolation.memory_cgroup:
+                group = cgroup.RunCgroup(cgroup.parent(), memory_bound_mb(limits))
+            job = _job(code, suite, limits, isolation, staging, group)
+            return _memory_verdict(_launch(job, limits), group, limits)
         finally:
+            if group is not None:
+                group.remove()
             shutil.rmtree(staging, ignore_errors=True)
     except Exception as exc:  # the sandbox's own failure is this run's status, never an exception into the trainer
         return Result("crashed", tuple([False] * len(suite.cases)), f"the sandbox failed: {type(exc).__name__}: {exc}")
@@ -218,7 +224,21 @@ def _as_suite(tests) -> TestSuite:
     return TestSuite(cases=tuple(tests))
 
 
-def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str) -> dict:
+def memory_bound_mb(limits: Limits) -> int:
+    """The run's memory cgroup bound: the program's memory, its directory's files, and the harness's share."""
+    return limits.memory_mb + limits.disk_mb + HARNESS_MB
+
+
+def _memory_verdict(result: Result, group: cgroup.RunCgroup | None, limits: Limits) -> Result:
+    """A run whose cgroup hit its bound (the kernel killed one of its processes) ended for memory."""
+    if group is None or not group.oom_kills():
+        return result
+    return Result("memory", result.cases, f"the program passed its memory bound ({memory_bound_mb(limits)} MB for "
+                  "all its processes, shared memory and files)", result.seconds, result.case_errors)
+
+
+def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str,
+         group: cgroup.RunCgroup | None) -> dict:
     uids = None
     if os.geteuid() == 0 and (isolation.isolated or _reachable_by_others(_python())):
         program_uid = UID_BASE + 2 * random.SystemRandom().randrange(100_000)
@@ -230,7 +250,7 @@ def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, stag
             "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
             "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
             "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count(),
-            "syscall_filter": isolation.syscall_filter}
+            "syscall_filter": isolation.syscall_filter, "cgroup": group.procs if group else None}
 
 
 def _reachable_by_others(path: str) -> bool:

@@ -46,6 +46,9 @@ PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 PROGRAM_FDS = (3, 4)  # the program reads calls on 3 and writes replies on 4
 DEVICES = ("null", "zero", "urandom")
 MB = 1024 * 1024
+PAGE = os.sysconf("SC_PAGE_SIZE")
+INODES_PER_MB = 256  # files and folders the program may make in /sandbox, per MB of its size
+HARNESS_OOM_SCORE, PROGRAM_OOM_SCORE = 500, 1000  # the OOM killer takes the program first, the trainer last
 _libc = ctypes.CDLL(None, use_errno=True)
 LIBSECCOMP = syscalls.load_libseccomp()  # opened before any chroot; None where it is not installed
 
@@ -91,7 +94,7 @@ def _bind_read_only(source, target):
 def build_root(root, python_prefix, disk_mb, program_uid):
     """Mount the program's whole visible file system under `root` (in a private mount namespace)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=256,mode=755")
     for top in ("/bin", "/lib", "/lib64", "/sbin"):
         if os.path.islink(top):
             os.symlink(os.readlink(top), root + top)
@@ -106,7 +109,29 @@ def build_root(root, python_prefix, disk_mb, program_uid):
         _mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)
     os.makedirs(root + "/sandbox")
     _mount("tmpfs", root + "/sandbox", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={disk_mb}m,mode=700,uid={program_uid},gid={program_uid}")
+           f"size={disk_mb}m,nr_inodes={disk_mb * INODES_PER_MB},mode=700,uid={program_uid},gid={program_uid}")
+
+
+def limit_ipc(memory_mb):
+    """Bound SysV shared memory and message queues in this (new) IPC namespace, whose defaults are nearly
+    unlimited; segments go away with the last process attached to them."""
+    for name, value in (("kernel/shmmax", memory_mb * MB), ("kernel/shmall", memory_mb * MB // PAGE),
+                        ("kernel/shmmni", 16), ("kernel/shm_rmid_forced", 1), ("kernel/msgmni", 16),
+                        ("fs/mqueue/queues_max", 16)):
+        with open(f"/proc/sys/{name}", "w") as handle:
+            handle.write(str(value))
+
+
+def raise_oom_score(score):
+    """Make the kernel's OOM killer take this process (and what it starts) before the trainer; raising the score
+    needs no privilege, and it is never lowered below what the caller had."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as handle:
+            if int(handle.read()) < score:
+                handle.seek(0)
+                handle.write(str(score))
+    except OSError:
+        pass
 
 
 def _drop_to(uid):
@@ -144,6 +169,7 @@ def start_program(job, root, calls_read, replies_write):
             os.dup2(null, fd)
         os.closerange(max(PROGRAM_FDS) + 1, 65536)
         home = "/sandbox" if root else job["workdir"]
+        raise_oom_score(PROGRAM_OOM_SCORE)
         if root:
             os.chroot(root)
         os.chdir(home)
@@ -154,7 +180,7 @@ def start_program(job, root, calls_read, replies_write):
         else:
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
         if job["syscall_filter"]:
-            syscalls.confine(LIBSECCOMP)
+            syscalls.confine(LIBSECCOMP, own_ipc=bool(root))
         env = {"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         source = job["protocol"] + f"\nserve({PROGRAM_FDS[0]}, {PROGRAM_FDS[1]})\n"
         os.execve(job["python"], [job["python"], "-I", "-S", "-c", source], env)
@@ -357,6 +383,7 @@ def kill_descendants():
 
 def isolated(job, results_fd):
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    limit_ipc(job["limits"]["memory_mb"])
     pid = os.fork()
     if pid == 0:  # PID 1 of the new namespace; dies with the launcher
         try:
@@ -393,7 +420,7 @@ def probe():
                 os.setgroups([])
                 if LIBSECCOMP is None:
                     raise OSError(syscalls.MISSING)
-                syscalls.confine(LIBSECCOMP)
+                syscalls.confine(LIBSECCOMP, own_ipc=True)
                 code = 0
             except OSError as exc:
                 print(exc, flush=True)
@@ -411,6 +438,10 @@ def main():
         probe()
         return
     job = json.loads(sys.stdin.buffer.read())
+    if job["cgroup"]:  # the run's memory cgroup, joined before anything of the run exists
+        with open(job["cgroup"], "w") as handle:
+            handle.write(str(os.getpid()))
+    raise_oom_score(HARNESS_OOM_SCORE)
     results_fd = os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):

@@ -15,7 +15,9 @@ Everything is allowed except what no test program needs; those calls fail with a
   kernel          bpf, perf_event_open, userfaultfd, io_uring, module loading, kexec, reboot, swap, clock and
                   time setting, accounting, quotas, syslog, port I/O, file handles;
   sockets         every family but ``AF_UNIX`` (so no ``AF_INET``/``AF_INET6``, ``AF_NETLINK``, ``AF_PACKET``,
-                  ``AF_VSOCK``, ...), for ``socket`` and ``socketpair``.
+                  ``AF_VSOCK``, ...), for ``socket`` and ``socketpair``;
+  host IPC        SysV shared memory, semaphores and message queues and POSIX message queues, where the program
+                  has no IPC namespace of its own (the fallback): they would outlive it on the host.
 System calls of another architecture's ABI (i386, x32 on x86-64) kill the process (libseccomp's default).
 """
 
@@ -38,6 +40,8 @@ DENIED = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "acct", "quotactl", "quotactl_fd", "syslog",
     "iopl", "ioperm", "name_to_handle_at", "open_by_handle_at", "lookup_dcookie", "vhangup",
 )
+SHARED_IPC = ("shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgctl", "semget", "semop", "semtimedop", "semctl",
+              "mq_open", "mq_unlink", "mq_timedsend", "mq_notify", "mq_getsetattr")
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
 
@@ -85,13 +89,14 @@ def _add(library, context, action, name, *compares):
         raise OSError(-result, f"seccomp rule for {name}: {errno.errorcode.get(-result, result)}")
 
 
-def confine(library):
-    """Load the filter into the calling process (and what it starts)."""
+def confine(library, own_ipc):
+    """Load the filter into the calling process (and what it starts); without an IPC namespace of its own
+    (`own_ipc` false) SysV IPC and POSIX message queues are denied too, as they would be the host's."""
     context = library.seccomp_init(ACT_ALLOW)
     if not context:
         raise OSError(errno.ENOMEM, "seccomp_init failed")
     try:
-        for name in DENIED:
+        for name in DENIED + (() if own_ipc else SHARED_IPC):
             _add(library, context, _errno_action(errno.EPERM), name)
         for flag in NAMESPACE_FLAGS:
             _add(library, context, _errno_action(errno.EPERM), "clone", ArgCompare(0, CMP_MASKED_EQ, flag, flag))
