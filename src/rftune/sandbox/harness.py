@@ -41,7 +41,8 @@ import syscalls  # noqa: E402  (standard-library-only sibling: the seccomp filte
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
     0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, AT_RECURSIVE, AT_FDCWD = 1, 2, 4, 0x8000, -100
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 PROGRAM_FDS = (3, 4)  # the program reads calls on 3 and writes replies on 4
 DEVICES = ("null", "zero", "urandom")
@@ -85,10 +86,26 @@ def _prctl(option, value):
 
 
 # ------------------------------------------------------------------------------------------------ the jail
+class MountAttr(ctypes.Structure):
+    """The kernel's ``struct mount_attr`` (mount_setattr(2), Linux 5.12)."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def _lock_down(target, recursive):
+    """Make the mount at `target` read-only, nosuid and nodev — with `recursive`, every mount below it too (a
+    remount would change only the top one)."""
+    attributes = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+    _check(_libc.syscall(syscalls.number(LIBSECCOMP, "mount_setattr"), AT_FDCWD, target.encode(),
+                         AT_RECURSIVE if recursive else 0, ctypes.byref(attributes), ctypes.sizeof(attributes)),
+           f"mount_setattr {target}")
+
+
 def _bind_read_only(source, target):
     os.makedirs(target, exist_ok=True)
     _mount(source, target, None, MS_BIND | MS_REC)
-    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _lock_down(target, recursive=True)
 
 
 def build_root(root, python_prefix, disk_mb, program_uid):
@@ -110,6 +127,7 @@ def build_root(root, python_prefix, disk_mb, program_uid):
     os.makedirs(root + "/sandbox")
     _mount("tmpfs", root + "/sandbox", "tmpfs", MS_NOSUID | MS_NODEV,
            f"size={disk_mb}m,nr_inodes={disk_mb * INODES_PER_MB},mode=700,uid={program_uid},gid={program_uid}")
+    _lock_down(root, recursive=False)  # the root itself; /sandbox (a mount of its own) stays writable
 
 
 def limit_ipc(memory_mb):
@@ -417,6 +435,7 @@ def probe():
             try:
                 _mount(None, "/", None, MS_REC | MS_PRIVATE)
                 _mount("tmpfs", sys.argv[2], "tmpfs", 0, "size=1m")
+                _lock_down(sys.argv[2], recursive=True)
                 os.setgroups([])
                 if LIBSECCOMP is None:
                     raise OSError(syscalls.MISSING)

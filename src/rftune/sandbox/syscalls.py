@@ -73,18 +73,18 @@ def load_libseccomp():
     return library
 
 
-def _number(library, name):
-    """The native system-call number of `name`, or None where this kernel/libseccomp does not know it."""
-    number = library.seccomp_syscall_resolve_name(name.encode())
-    return number if number >= 0 else None
+def number(library, name):
+    """The native system-call number of `name`, or None where this libseccomp does not know it."""
+    found = library.seccomp_syscall_resolve_name(name.encode())
+    return found if found >= 0 else None
 
 
 def _add(library, context, action, name, *compares):
-    number = _number(library, name)
-    if number is None:
+    found = number(library, name)
+    if found is None:
         return
     array = (ArgCompare * max(len(compares), 1))(*compares)
-    result = library.seccomp_rule_add_array(context, action, number, len(compares), array)
+    result = library.seccomp_rule_add_array(context, action, found, len(compares), array)
     if result != 0:
         raise OSError(-result, f"seccomp rule for {name}: {errno.errorcode.get(-result, result)}")
 
