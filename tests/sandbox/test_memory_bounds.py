@@ -68,43 +68,6 @@ def hoard():
 """
 
 
-def _meminfo() -> dict[str, int]:
-    with open("/proc/meminfo") as handle:
-        return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle}
-
-
-class HostMemory:
-    """Peaks of the host's used memory, shared memory and kernel slab over a block, relative to before it."""
-
-    def __init__(self) -> None:
-        self.before = _meminfo()
-        self.peak = dict.fromkeys(("used", "Shmem", "Slab"), 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            now = _meminfo()
-            deltas = {"used": (self.before["MemAvailable"] - now["MemAvailable"]) / MB,
-                      "Shmem": (now["Shmem"] - self.before["Shmem"]) / MB,
-                      "Slab": (now["Slab"] - self.before["Slab"]) / MB}
-            for key, value in deltas.items():
-                self.peak[key] = max(self.peak[key], value)
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        time.sleep(0.5)
-        after = _meminfo()
-        self.after = {"Shmem": (after["Shmem"] - self.before["Shmem"]) / MB,
-                      "Slab": (after["Slab"] - self.before["Slab"]) / MB}
-
-
 @pytest.fixture
 def cgroup_peaks(monkeypatch):
     """The peak memory (MB) of each run's cgroup, read just before the sandbox removes it."""
@@ -131,8 +94,8 @@ def _report(name, host, peaks):
 
 @needs_cgroup
 @pytest.mark.parametrize("isolation", [pytest.param(None, id="best-mode-here"), pytest.param(FALLBACK, id="fallback")])
-def test_memfd_hoard_is_stopped_at_the_runs_bound(isolation, cgroup_peaks):
-    with HostMemory() as host:
+def test_memfd_hoard_is_stopped_at_the_runs_bound(isolation, cgroup_peaks, host_memory):
+    with host_memory() as host:
         result = _run(MEMFD, isolation)
     _report("memfd", host, cgroup_peaks)
     assert result.status == "memory", result
@@ -144,8 +107,8 @@ def test_memfd_hoard_is_stopped_at_the_runs_bound(isolation, cgroup_peaks):
 
 
 @needs_isolation
-def test_sysv_shared_memory_is_capped_in_the_runs_ipc_namespace(cgroup_peaks):
-    with HostMemory() as host:
+def test_sysv_shared_memory_is_capped_in_the_runs_ipc_namespace(cgroup_peaks, host_memory):
+    with host_memory() as host:
         result = _run(SYSV)
     _report("SysV shm", host, cgroup_peaks)
     assert (result.status, result.cases) == ("failed", (False,))
@@ -163,8 +126,8 @@ def test_sysv_shared_memory_is_refused_without_an_ipc_namespace():
 
 
 @needs_isolation
-def test_a_tmpfs_inode_flood_stops_at_the_inode_limit(cgroup_peaks):
-    with HostMemory() as host:
+def test_a_tmpfs_inode_flood_stops_at_the_inode_limit(cgroup_peaks, host_memory):
+    with host_memory() as host:
         result = _run(INODES)
     _report("inode flood", host, cgroup_peaks)
     assert (result.status, result.cases) == ("failed", (False,))
@@ -175,7 +138,7 @@ def test_a_tmpfs_inode_flood_stops_at_the_inode_limit(cgroup_peaks):
 
 
 @needs_isolation
-def test_the_oom_killer_takes_the_program_first_and_never_the_caller():
+def test_the_oom_killer_takes_the_program_first_and_never_the_caller(find_processes):
     marker = f"rftune-oom-{os.getpid()}-{time.monotonic_ns()}"
     code = textwrap.dedent(f"""
         import os, sys, time
@@ -191,7 +154,7 @@ def test_the_oom_killer_takes_the_program_first_and_never_the_caller():
     scores = {}
     end = time.monotonic() + 10
     while not scores and time.monotonic() < end:
-        for pid in _processes_with(marker):
+        for pid in find_processes(marker):
             scores["program"] = _oom_score_adj(pid)
             harness = _parent_of(_parent_of(pid))  # program's child -> program -> harness
             scores["harness"] = _oom_score_adj(harness)
@@ -210,15 +173,3 @@ def _oom_score_adj(pid: int) -> int:
 def _parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as handle:
-                if text.encode() in handle.read():
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found

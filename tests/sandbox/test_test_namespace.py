@@ -9,7 +9,12 @@ import textwrap
 import pytest
 
 from rftune import sandbox
-from rftune.rewards.code import code_tests, problem_definitions, program_source, suite_for
+from rftune.rewards.code import (
+    code_tests,
+    problem_definitions,
+    program_source,
+    suite_for,
+)
 from rftune.sandbox import Limits, TestSuite
 
 FAST = Limits(timeout_s=5, cpu_s=2, memory_mb=256, max_processes=8, max_file_mb=2, disk_mb=4)

@@ -47,6 +47,7 @@ PROTOCOL = Path(__file__).with_name("protocol.py")
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed")
 GRACE_S = 10.0  # extra wall-clock time before the parent kills a harness that did not finish on its own
 HARNESS_MB = 64  # the launcher's and harness's share of a run's memory cgroup
+USER_NAMESPACE_PROCESSES = 2  # the launcher and the harness, under the program's uid in its user namespace
 UID_BASE = 1_500_000  # programs and harnesses run as uids drawn from here (pairs; no account needed)
 
 
@@ -151,6 +152,7 @@ class Isolation:
     reason: str  # what failed, when not isolated
     syscall_filter: bool = field(default_factory=_libseccomp_present)  # seccomp filter (libseccomp)
     memory_cgroup: bool = field(default_factory=lambda: cgroup.parent() is not None)  # a memory cgroup per run
+    user_namespace: bool = False  # isolated without root, inside a user namespace
 
     def describe(self) -> str:
         filtered = ("a system-call filter (no keyrings, ptrace, mounts, namespaces, bpf, sockets but AF_UNIX)"
@@ -179,16 +181,18 @@ def detect_isolation() -> Isolation:
 def _probe() -> Isolation:
     if not sys.platform.startswith("linux"):
         return Isolation(False, f"needs Linux, this is {sys.platform}")
-    if os.geteuid() != 0:
-        return Isolation(False, "needs root for namespaces, mounts and uid changes")
+    user_namespace = os.geteuid() != 0
     with tempfile.TemporaryDirectory(prefix="rftune-sandbox-probe-") as folder:
         try:
-            done = subprocess.run([_python(), "-I", "-S", str(HARNESS), "--probe", folder], capture_output=True,
-                                  text=True, timeout=30)
+            done = subprocess.run([_python(), "-I", "-S", str(HARNESS), "--probe", folder]
+                                  + ["--user-namespace"] * user_namespace, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return Isolation(False, f"probe failed: {exc}")
     answer = done.stdout.strip() or done.stderr.strip()[-300:]
-    return Isolation(True, "") if answer == "ok" else Isolation(False, answer)
+    if answer == "ok":
+        return Isolation(True, "", user_namespace=user_namespace)
+    how = "unprivileged user namespaces" if user_namespace else "namespaces as root"
+    return Isolation(False, f"{how} do not work here: {answer}")
 
 
 def _python() -> str:
@@ -249,8 +253,9 @@ def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, stag
     return {"code": code, "setup": suite.setup, "cases": list(suite.cases), "entry_point": suite.entry_point,
             "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
             "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
-            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count(),
-            "syscall_filter": isolation.syscall_filter, "cgroup": group.procs if group else None}
+            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": _process_base(uids, isolation),
+            "syscall_filter": isolation.syscall_filter, "cgroup": group.procs if group else None,
+            "user_namespace": isolation.user_namespace}
 
 
 def _reachable_by_others(path: str) -> bool:
@@ -260,6 +265,15 @@ def _reachable_by_others(path: str) -> bool:
     if not os.stat(current).st_mode & 0o001:
         return False
     return all(os.stat(folder).st_mode & 0o001 for folder in current.parents)
+
+
+def _process_base(uids: list[int] | None, isolation: Isolation) -> int:
+    """Processes that count against the program's process limit before it starts: none under a uid of its own;
+    in a user namespace the launcher and the harness (the namespace counts only its own); else every process
+    of this uid."""
+    if uids:
+        return 0
+    return USER_NAMESPACE_PROCESSES if isolation.user_namespace else _own_process_count()
 
 
 def _own_process_count() -> int:

@@ -39,8 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import protocol  # noqa: E402  (standard-library-only sibling, also the program side's source)
 import syscalls  # noqa: E402  (standard-library-only sibling: the seccomp filter, through libseccomp)
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x20000000, \
-    0x40000000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x4000000, \
+    0x8000000, 0x10000000, 0x20000000, 0x40000000
+NAMESPACES = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, AT_RECURSIVE, AT_FDCWD = 1, 2, 4, 0x8000, -100
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
@@ -198,7 +199,8 @@ def start_program(job, root, calls_read, replies_write):
         else:
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
         if job["syscall_filter"]:
-            syscalls.confine(LIBSECCOMP, own_ipc=bool(root))
+            syscalls.confine(LIBSECCOMP, ipc_bounded=bool(root) and not job["user_namespace"],
+                             memory_cgroup=bool(job["cgroup"]))
         env = {"HOME": home, "TMPDIR": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         source = job["protocol"] + f"\nserve({PROGRAM_FDS[0]}, {PROGRAM_FDS[1]})\n"
         os.execve(job["python"], [job["python"], "-I", "-S", "-c", source], env)
@@ -340,7 +342,8 @@ def run_harness(job, root, results_fd):
         os.chroot(root)
         os.chdir("/")
         set_limits({**job["limits"], "memory_mb": job["limits"]["memory_mb"] + 1024}, 1)
-        _drop_to(job["uids"][1])
+        if job["uids"]:
+            _drop_to(job["uids"][1])
     record = {"loaded": False, "load_error": "", "cases": [], "memory": False, "timeout": False, "gone": False,
               "protocol_error": ""}
     start = time.monotonic()
@@ -399,14 +402,28 @@ def kill_descendants():
             pass
 
 
+def enter_namespaces(user_namespace):
+    """Unshare the mount, network, PID, IPC and UTS namespaces — as an unprivileged user inside a new user
+    namespace, where this process keeps its own uid and gid (the only ones it may map) and gains the capabilities
+    to build the jail, which the program loses when it execs."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(NAMESPACES | (CLONE_NEWUSER if user_namespace else 0)), "unshare")
+    if user_namespace:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as handle:
+                handle.write(text)
+
+
 def isolated(job, results_fd):
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-    limit_ipc(job["limits"]["memory_mb"])
+    enter_namespaces(job["user_namespace"])
+    if not job["user_namespace"]:  # an unprivileged user may not set them; the filter denies SysV IPC instead
+        limit_ipc(job["limits"]["memory_mb"])
     pid = os.fork()
     if pid == 0:  # PID 1 of the new namespace; dies with the launcher
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            build_root(job["root"], job["python_prefix"], job["limits"]["disk_mb"], job["uids"][0])
+            program_uid = job["uids"][0] if job["uids"] else os.getuid()
+            build_root(job["root"], job["python_prefix"], job["limits"]["disk_mb"], program_uid)
             run_harness(job, job["root"], results_fd)
         finally:
             os._exit(0)
@@ -426,20 +443,23 @@ def fallback(job, results_fd):
         kill_descendants()
 
 
-def probe():
+def probe(folder, user_namespace):
     """Print "ok" when the isolated mode works here, else the first failure."""
     try:
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+        enter_namespaces(user_namespace)
+        if not user_namespace:
+            limit_ipc(64)
         pid = os.fork()
         if pid == 0:
             try:
                 _mount(None, "/", None, MS_REC | MS_PRIVATE)
-                _mount("tmpfs", sys.argv[2], "tmpfs", 0, "size=1m")
-                _lock_down(sys.argv[2], recursive=True)
-                os.setgroups([])
+                _mount("tmpfs", folder, "tmpfs", 0, "size=1m")
+                _lock_down(folder, recursive=True)
+                if not user_namespace:
+                    os.setgroups([])
                 if LIBSECCOMP is None:
                     raise OSError(syscalls.MISSING)
-                syscalls.confine(LIBSECCOMP, own_ipc=True)
+                syscalls.confine(LIBSECCOMP, ipc_bounded=False, memory_cgroup=False)
                 code = 0
             except OSError as exc:
                 print(exc, flush=True)
@@ -454,7 +474,7 @@ def probe():
 
 def main():
     if sys.argv[1:2] == ["--probe"]:
-        probe()
+        probe(sys.argv[2], sys.argv[3:4] == ["--user-namespace"])
         return
     job = json.loads(sys.stdin.buffer.read())
     if job["cgroup"]:  # the run's memory cgroup, joined before anything of the run exists

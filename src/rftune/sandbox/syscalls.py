@@ -16,8 +16,10 @@ Everything is allowed except what no test program needs; those calls fail with a
                   time setting, accounting, quotas, syslog, port I/O, file handles;
   sockets         every family but ``AF_UNIX`` (so no ``AF_INET``/``AF_INET6``, ``AF_NETLINK``, ``AF_PACKET``,
                   ``AF_VSOCK``, ...), for ``socket`` and ``socketpair``;
-  host IPC        SysV shared memory, semaphores and message queues and POSIX message queues, where the program
-                  has no IPC namespace of its own (the fallback): they would outlive it on the host.
+  unbounded IPC   SysV shared memory, semaphores and message queues and POSIX message queues, where the program
+                  has no IPC namespace with limits that the sandbox set (the fallback: they would be the host's
+                  and outlive the program; a user namespace: an unprivileged user cannot set the limits);
+  unbounded memory  memfd_create, where the run has no memory cgroup to count its pages.
 System calls of another architecture's ABI (i386, x32 on x86-64) kill the process (libseccomp's default).
 """
 
@@ -89,14 +91,15 @@ def _add(library, context, action, name, *compares):
         raise OSError(-result, f"seccomp rule for {name}: {errno.errorcode.get(-result, result)}")
 
 
-def confine(library, own_ipc):
-    """Load the filter into the calling process (and what it starts); without an IPC namespace of its own
-    (`own_ipc` false) SysV IPC and POSIX message queues are denied too, as they would be the host's."""
+def confine(library, ipc_bounded, memory_cgroup):
+    """Load the filter into the calling process (and what it starts). Without an IPC namespace whose limits the
+    sandbox set (`ipc_bounded`), SysV IPC and POSIX message queues are denied too; without a memory cgroup
+    (`memory_cgroup`), so is memfd_create (its memory would be counted nowhere)."""
     context = library.seccomp_init(ACT_ALLOW)
     if not context:
         raise OSError(errno.ENOMEM, "seccomp_init failed")
     try:
-        for name in DENIED + (() if own_ipc else SHARED_IPC):
+        for name in DENIED + (() if ipc_bounded else SHARED_IPC) + (() if memory_cgroup else ("memfd_create",)):
             _add(library, context, _errno_action(errno.EPERM), name)
         for flag in NAMESPACE_FLAGS:
             _add(library, context, _errno_action(errno.EPERM), "clone", ArgCompare(0, CMP_MASKED_EQ, flag, flag))
