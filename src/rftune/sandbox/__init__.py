@@ -1,23 +1,28 @@
 """Running untrusted code against tests: ``run(code, tests, limits) -> Result``, and a parallel, caching `Sandbox`.
 
 A program (model-written Python) runs in its own process, session and fresh directory, with a scrubbed environment,
-``HOME`` inside that directory and limits on CPU seconds, address space, processes, file size, open files and the
-directory's size; after ``timeout_s`` of wall-clock time the run ends and every process it started is killed.
-Where Linux namespaces work (as root) the program also has no network and sees no file of the machine except a
-read-only view of the system's and Python's libraries. See `rftune.sandbox.harness` for how, and for why the
-per-test-case record cannot be forged by the program.
+``HOME`` inside that directory, limits on CPU seconds, address space, processes, file size, open files and the
+directory's size and inodes, and a system-call filter (`syscalls`, through libseccomp: no keyrings, ptrace, mounts,
+namespaces, bpf, sockets but AF_UNIX); after ``timeout_s`` of wall-clock time the run ends and every process it
+started is killed. Where this process may make memory cgroups (root, mostly), each run gets one, which bounds all
+of the program's memory — shared memory and its files included — not one process's; the OOM killer takes programs
+before the caller. Where Linux namespaces work — as root, or as any user inside a user namespace where the kernel
+allows it — the program also has no network and sees no file of the machine except a read-only view of the
+system's and Python's libraries. `Isolation.describe` says what holds here; see `rftune.sandbox.harness` for how,
+and for why the per-test-case record cannot be forged by the program.
 
 Tests are a `TestSuite`: ``cases`` (Python snippets, each passing when it runs without raising), optional
 ``setup`` (test-side helpers) and ``entry_point`` (the program's function bound to ``candidate``). Test code runs
 in the harness, never in the program, and sees the world the problem defines: Python's builtins and the setup's
 names as they are; from the program only the entry point and the names the tests read without defining them
 (`harness.asked_names`), called with plain data (see `protocol`). A program that defines ``abs`` or the problem's
-own helper changes nothing the tests see. `tests_from_source` splits a test file or a HumanEval ``check(candidate)``
-function into cases.
+own helper changes nothing the tests see.
 
 Outcome (`Result.status`): ``passed`` (every case passed), ``failed`` (some case failed), ``error`` (the program
 does not load: syntax error, exception at import), ``timeout`` (wall clock or CPU limit), ``memory`` (the address
-space limit was hit), ``crashed`` (the program's process ended or closed its pipe before the tests were done).
+space limit or the run's memory cgroup bound was hit), ``crashed`` (the program's process ended or closed its pipe
+before the tests were done, whatever the signal; or the sandbox itself failed). A call never raises for what a
+program does.
 """
 
 from __future__ import annotations
@@ -59,10 +64,11 @@ class SandboxError(RftuneError):
 class Limits:
     timeout_s: float = 10.0  # wall clock for the whole run (loading the program and every test case)
     cpu_s: int = 5  # CPU seconds of the program's process
-    memory_mb: int = 512  # address space of the program's process
+    memory_mb: int = 512  # address space of each of its processes; with a memory cgroup, the run's bound is
+    #                       memory_mb + disk_mb + HARNESS_MB for all of them, shared memory and files included
     max_processes: int = 16  # processes the program may have at once (its own included)
     max_file_mb: int = 16  # size of any one file it writes
-    disk_mb: int = 32  # total size of its directory (isolated mode)
+    disk_mb: int = 32  # total size of its directory (isolated mode), with 256 files or folders per MB
     max_open_files: int = 64
 
 
@@ -157,11 +163,14 @@ class Isolation:
     def describe(self) -> str:
         filtered = ("a system-call filter (no keyrings, ptrace, mounts, namespaces, bpf, sockets but AF_UNIX)"
                     if self.syscall_filter else f"NO system-call filter ({syscalls.MISSING})")
+        memory = ("a memory cgroup per run" if self.memory_cgroup else
+                  "memory limited per process (no memory cgroup can be made here)")
         if self.isolated:
-            return ("rftune sandbox: isolated: own network, mount and PID namespaces, a read-only root of the system "
-                    f"and Python libraries only, unprivileged uids, resource limits, {filtered}")
-        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits and {filtered} in "
-                "their own session and directory, but can read every file this user can; set "
+            how = ("in a user namespace, without root" if self.user_namespace else "as root, with unprivileged uids")
+            return (f"rftune sandbox: isolated {how}: own network, mount, PID and IPC namespaces, a read-only root "
+                    f"of the system and Python libraries only, resource limits, {memory}, {filtered}")
+        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits, {memory} and "
+                f"{filtered} in their own session and directory, but can read every file this user can; set "
                 "sandbox.require_isolation: true to refuse to run like this")
 
 

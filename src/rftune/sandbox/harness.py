@@ -1,27 +1,38 @@
 """The sandbox's child side: builds the jail, starts the program in it, runs the tests, writes the only record.
 
 Run as ``python -I -S harness.py`` (standard library only) with a job on stdin; the record of the run goes to
-stdout as one JSON object. ``--probe`` checks whether the isolated mode works here and prints what failed.
+stdout as one JSON object. ``--probe FOLDER [--user-namespace]`` checks whether the isolated mode works here and
+prints what failed.
 
-Isolated mode (Linux, as root):
-  launcher   unshares mount, network, PID, IPC and UTS namespaces, forks, waits; its stdout is the record pipe.
+Isolated mode (Linux; as root, or as any user inside a new user namespace where the kernel allows that):
+  launcher   joins the run's memory cgroup (where the parent made one), unshares mount, network, PID, IPC and UTS
+             namespaces (without root: a user namespace too, mapping only its own uid and gid), bounds SysV shared
+             memory and message queues in the new IPC namespace (as root), forks, waits; its stdout is the record
+             pipe.
   harness    PID 1 of the new PID namespace (so when it ends the kernel kills every process left in it, detached
-             ones too). It mounts a fresh root: read-only, nosuid binds of /usr and the Python installation, three
-             device nodes, and a size-limited tmpfs at /sandbox for the program; nothing else of the machine's
-             files is in it. It forks the program, then chroots itself and drops to its own unprivileged uid.
+             ones too, and the program cannot signal it to death). It mounts a fresh root: binds of /usr and the
+             Python installation that are read-only, nosuid and nodev all the way down (mount_setattr with
+             AT_RECURSIVE: a mount below them too), three device nodes, and a tmpfs at /sandbox for the program,
+             limited in size and inodes; nothing else of the machine's files is in it. It forks the program, then
+             chroots itself and (as root) drops to its own unprivileged uid.
   program    in its own session, chrooted, cwd and HOME /sandbox, a scrubbed environment, resource limits, no new
-             privileges, a second unprivileged uid; it holds only the two pipe ends of the call protocol.
-The network namespace has only a loopback interface that is down: no connection leaves it.
+             privileges, the OOM killer's first choice, a second unprivileged uid (without root: the user's own uid
+             in the user namespace, with every capability lost at exec), and the system-call filter (`syscalls`);
+             it holds only the two pipe ends of the call protocol.
+The network namespace has only a loopback interface that is down, and the filter allows no socket family but
+AF_UNIX: no connection leaves it.
 
 Why the record cannot be forged: pass/fail is decided here, in the harness, by running each test case's source;
 the program never receives a test or an expected value — the tests' calls of its functions travel over a pipe as
 plain data (`protocol`), so frame inspection, patched builtins or ``SystemExit`` act only in the program's own
-process. The record goes out on a descriptor the program never inherits, owned by another uid, so it can neither
-write to it nor signal or trace the harness; exit codes and printed text are not read at all.
+process. The tests see Python's builtins and their setup's names as they are, and take from the program only the
+names the problem asks for (`asked_names`). The record goes out on a descriptor the program never inherits; the
+program can neither trace the harness (another uid as root, fewer capabilities in a user namespace, and the filter)
+nor kill it (PID 1 of its namespace); exit codes and printed text are not read at all.
 
 Fallback mode (no namespaces): the same two processes, without the jail: the program runs in a fresh directory in
-its own session with the same resource limits; a child-subreaper harness kills every descendant at the end. The
-program can then use the network and reach every file its uid can.
+its own session with the same resource limits and the same filter (so no network, no keyrings, no host SysV IPC);
+a child-subreaper harness kills every descendant at the end. The program can then read every file its uid can.
 """
 
 import ast
@@ -333,6 +344,7 @@ def run_cases(channel, job, record):
 
 def run_harness(job, root, results_fd):
     """Start the program, run the tests against it, write the record; returns when the record is written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets only the signals it handles: then none at all
     calls_read, calls_write = os.pipe()
     replies_read, replies_write = os.pipe()
     pid = start_program(job, root, calls_read, replies_write)
