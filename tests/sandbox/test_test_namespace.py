@@ -132,3 +132,9 @@ def test_all_164_humaneval_problems_keep_their_canonical_pass_and_refuse_redefin
                    if h.cases != b.cases or h.status == "passed"}
         assert changed == {}, f"redefinitions returning {name} changed what the tests saw"
         assert {r.status for r in hostile} == {"failed"}  # each loaded, ran its tests, and failed some
+
+
+def test_a_case_that_does_not_parse_fails_alone():
+    result = sandbox.run("def f():\n    return 1\n", ["assert f() == 1", "assert f( ==", "assert f() == 1"], FAST)
+    assert (result.status, result.cases) == ("failed", (True, False, True))
+    assert "SyntaxError" in result.case_errors[1]

@@ -28,6 +28,7 @@ program does.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -148,6 +149,7 @@ def _unparse(nodes: list[ast.stmt]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ isolation
+@functools.lru_cache(maxsize=1)
 def _libseccomp_present() -> bool:
     return syscalls.load_libseccomp() is not None
 
@@ -217,8 +219,8 @@ def run(code: str, tests: TestSuite | Sequence[str] | str = (), limits: Limits =
         isolation = isolation or detect_isolation()
         staging, group = tempfile.mkdtemp(prefix="rftune-sandbox-"), None
         try:
-            if isolation.memory_cgroup:
-                group = cgroup.RunCgroup(cgroup.parent(), memory_bound_mb(limits))
+            if isolation.memory_cgroup and (where := cgroup.parent()) is not None:
+                group = cgroup.RunCgroup(where, memory_bound_mb(limits))
             job = _job(code, suite, limits, isolation, staging, group)
             return _memory_verdict(_launch(job, limits), group, limits)
         finally:

@@ -290,7 +290,11 @@ def asked_names(job):
     nothing the tests see."""
     read, bound = set(), set(dir(builtins))
     for source in [job["setup"], *job["cases"]]:
-        for node in ast.walk(ast.parse(source)):
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue  # that case fails when it runs
+        for node in ast.walk(tree):
             if isinstance(node, ast.Name):
                 (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -24,7 +24,6 @@ System calls of another architecture's ABI (i386, x32 on x86-64) kill the proces
 """
 
 import ctypes
-import ctypes.util
 import errno
 
 ACT_ALLOW = 0x7FFF0000
@@ -60,9 +59,8 @@ def _errno_action(number):
 
 def load_libseccomp():
     """libseccomp, or None where it is not installed (`MISSING` says so)."""
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
-        library = ctypes.CDLL(name, use_errno=True)
+        library = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError:
         return None
     library.seccomp_init.restype = ctypes.c_void_p
