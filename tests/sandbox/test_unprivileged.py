@@ -251,6 +251,13 @@ def test_the_battery_as_an_unprivileged_user(host_files, find_processes):
                 return True
         """, ["assert detach()"]),
         "sleeper": _job("import time\ntime.sleep(60)\n", ["assert True"], timeout_s=1),
+        "signal_harness": _job("""
+            import os, signal
+            def attack():  # the harness is PID 1 here, under the same uid
+                for number in (signal.SIGINT, signal.SIGTERM, signal.SIGSTOP, signal.SIGKILL):
+                    os.kill(1, number)
+                return True
+        """, ["assert attack()", "assert attack()"]),
     }
     try:
         results = _unprivileged(jobs)["results"]
@@ -263,7 +270,7 @@ def test_the_battery_as_an_unprivileged_user(host_files, find_processes):
         "correct": ("passed", [True]), "signal": ("crashed", [False]), "redefined_builtins": ("failed", [False]),
         "keys": ("passed", [True]), "write_below_usr": ("failed", [False]), "filter": ("passed", [True, True]),
         "files": ("failed", [False, False, True]), "network": ("failed", [False]), "fork_count": ("passed", [True]),
-        "detached": ("passed", [True]), "sleeper": ("timeout", [False]),
+        "detached": ("passed", [True]), "sleeper": ("timeout", [False]), "signal_harness": ("passed", [True, True]),
     }, {name: r["error"] for name, r in results.items()}
     assert "Read-only file system" in results["write_below_usr"]["error"]
     assert "FileNotFoundError" in results["files"]["errors"][0]

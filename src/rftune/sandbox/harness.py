@@ -348,10 +348,10 @@ def run_cases(channel, job, record):
 
 def run_harness(job, root, results_fd):
     """Start the program, run the tests against it, write the record; returns when the record is written."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # PID 1 gets only the signals it handles: then none at all
     calls_read, calls_write = os.pipe()
     replies_read, replies_write = os.pipe()
     pid = start_program(job, root, calls_read, replies_write)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as PID 1 it gets only the signals it handles: then none
     os.close(calls_read)
     os.close(replies_write)
     if root:
