@@ -48,36 +48,42 @@ def parent() -> Parent | None:
 
 
 def _candidates() -> list[Parent]:
-    mounts = {}  # "2" or a v1 controller -> (mount point, mount root)
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            fstype, options = fields[fields.index("-") + 1], fields[fields.index("-") + 3]
-            if fstype == "cgroup2":
-                mounts.setdefault("2", (fields[4], fields[3]))
-            elif fstype == "cgroup" and "memory" in options.split(","):
-                mounts.setdefault("memory", (fields[4], fields[3]))
+    with open("/proc/self/mountinfo") as mountinfo, open("/proc/self/cgroup") as membership:
+        found = candidates(mountinfo.read(), membership.read())
+    usable = []
+    for candidate in found:
+        if candidate.version == 2:
+            try:
+                enabled = (candidate.path / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                continue
+            if "memory" not in enabled:
+                continue
+        usable.append(candidate)
+    return sorted(usable, key=lambda candidate: -candidate.version)  # version 2 first where it has the controller
+
+
+def candidates(mountinfo: str, membership: str) -> list[Parent]:
+    """This process's own cgroups that could hold a memory controller, from ``/proc/self/mountinfo`` and
+    ``/proc/self/cgroup``: its version 2 group, and its group in a version 1 ``memory`` hierarchy."""
+    mounts = {}  # "2" or "memory" -> (mount point, mount root)
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        separator = fields.index("-")
+        fstype, options = fields[separator + 1], fields[separator + 3]
+        if fstype == "cgroup2":
+            mounts.setdefault("2", (fields[4], fields[3]))
+        elif fstype == "cgroup" and "memory" in options.split(","):
+            mounts.setdefault("memory", (fields[4], fields[3]))
     found = []
-    with open("/proc/self/cgroup") as handle:
-        for line in handle:
-            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-            key = "2" if hierarchy == "0" else ("memory" if "memory" in controllers.split(",") else None)
-            if key not in mounts:
-                continue
-            mount_point, mount_root = mounts[key]
-            relative = os.path.relpath(path, mount_root) if path.startswith(mount_root) else None
-            if relative is None:
-                continue
-            own = Path(mount_point) / relative
-            if key == "2":
-                try:
-                    enabled = (own / "cgroup.subtree_control").read_text().split()
-                except OSError:
-                    continue
-                if "memory" in enabled:
-                    found.insert(0, Parent(own, 2))  # version 2 first where it has the controller
-            else:
-                found.append(Parent(own, 1))
+    for line in membership.splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        key = "2" if hierarchy == "0" else ("memory" if "memory" in controllers.split(",") else None)
+        if key not in mounts:
+            continue
+        mount_point, mount_root = mounts[key]
+        if path == mount_root or path.startswith(mount_root.rstrip("/") + "/"):
+            found.append(Parent(Path(mount_point) / os.path.relpath(path, mount_root), 2 if key == "2" else 1))
     return found
 
 

@@ -20,7 +20,7 @@ Everything is allowed except what no test program needs; those calls fail with a
                   has no IPC namespace with limits that the sandbox set (the fallback: they would be the host's
                   and outlive the program; a user namespace: an unprivileged user cannot set the limits);
   unbounded memory  memfd_create, where the run has no memory cgroup to count its pages.
-System calls of another architecture's ABI (i386, x32 on x86-64) kill the process (libseccomp's default).
+System calls of another architecture's ABI (i386, x32 on x86-64) kill the calling thread (libseccomp's default).
 """
 
 import ctypes
