@@ -39,8 +39,9 @@ def test_moved_keys_still_work_as_overrides_and_the_new_keys_without_a_warning(t
         warnings.simplefilter("error")
         assert load_config(None, ["sft.kwargs.num_games=4", "eval.kwargs.sampled=true"]).eval.kwargs == {
             "sampled": True}
-        assert load_config(write(tmp_path, "sft:\n  kwargs:\n    detour_share: 0.5\n")).sft.kwargs == {
-            "detour_share": 0.5}
+        config = load_config(write(tmp_path, "sft:\n  kwargs:\n    detour_share: 0.5\neval:\n  kwargs:\n"
+                                             "    num_games: 3\n"))
+        assert config.sft.kwargs == {"detour_share": 0.5} and config.eval.kwargs == {"num_games": 3}
     with pytest.raises(ConfigError, match=r"sft.num_games and sft.kwargs.num_games are both set; keep "
                                           r"sft.kwargs.num_games"):
         load_config(None, ["sft.kwargs.num_games=4", "sft.num_games=5"])

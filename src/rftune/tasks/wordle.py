@@ -73,7 +73,7 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
         raise ConfigError(f"task 'wordle' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown) or ['task.path']}")
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
-    hooks = {"sft_traces": sft_traces, "evaluator": evaluate_games}
+    hooks = {"sft_traces": solver_traces, "evaluator": evaluate_games}
     if mode == "history":
         num_games, max_openings = _int_option(options, "num_games", 200, 1), _int_option(options, "max_openings", 2, 0)
         solver_share = float(options.get("solver_share", 0.5))
@@ -117,7 +117,7 @@ def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2,
                       detour_share=detour_share)
 
 
-def sft_traces(options: dict, seed: int) -> list[list[dict]]:
+def solver_traces(options: dict, seed: int) -> list[list[dict]]:
     """The task's SFT data: solver traces with the ``sft.kwargs`` options (see the module docstring)."""
     options = _checked("sft.kwargs", options, SFT_OPTIONS)
     num_games = _int_option(options, "num_games", 100, 1, "sft.kwargs")
