@@ -96,6 +96,9 @@ def test_train_and_eval_the_example_task_by_name_through_the_cli(tiny_model_dir,
     assert [row["player"] for row in report["rows"]] == ["base", "sft", "sft+grpo", "bisect"]
     assert len(report["secrets"]) == 2 and set(report["secrets"]) <= set(split_numbers(100)[1])
     assert report["rows"][-1]["won"] == 1.0 and "bisect" in evaluated.stdout
+    page = rftune("report", str(tmp_path / "run"))
+    assert page.returncode == 0, page.stderr[-3000:]
+    assert "(the task's own evaluation)" in (tmp_path / "run" / "report.html").read_text()
     bad = rftune("eval", "examples/number_guess/config.yaml", *overrides, "--games", "21")
     assert bad.returncode == 2 and "error: eval.kwargs.num_games: at most 20" in bad.stderr
     assert "Traceback" not in bad.stderr
