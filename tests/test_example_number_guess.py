@@ -11,8 +11,7 @@ import pytest
 from examples.number_guess.env import NumberGuessEnv
 from examples.number_guess.game import Range, answer, extract_guess
 from examples.number_guess.rewards import guess_consistent, guess_format, guess_won
-from examples.number_guess.task import (bisect_game, bisect_traces, make_task, play_bisect, split_numbers,
-                                        summary_row)
+from examples.number_guess.task import bisect_game, bisect_traces, make_task, play_bisect, split_numbers, summary_row
 from rftune.errors import ConfigError
 from rftune.sft import load_chat_jsonl
 

@@ -10,9 +10,8 @@ this guess left open; a guess inside it uses the feedback).
 
 from __future__ import annotations
 
-from rftune.envs import StepResult
-
 from examples.number_guess.game import Range, answer, extract_guess
+from rftune.envs import StepResult
 
 SYSTEM = ("We play a guessing game. I have picked a whole number from 1 to {high}. You have {turns} guesses. After "
           "each guess I say whether my number is higher or lower. Reply with your guess only, as <guess>N</guess>.")

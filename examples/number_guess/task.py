@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import random
 
+from examples.number_guess.env import NumberGuessEnv, opening, reply_to
+from examples.number_guess.game import Range, answer, bisect_guess
 from rftune.config import RewardSpec
 from rftune.data import samples_from_rows
 from rftune.errors import ConfigError
 from rftune.tasks import EvalOutcome, Task
-
-from examples.number_guess.env import NumberGuessEnv, opening, reply_to
-from examples.number_guess.game import Range, answer, bisect_guess
 
 TASK_OPTIONS = {"high": 100, "max_turns": 7, "size": 200, "seed": 0}
 SFT_OPTIONS = {"num_games": 50}
