@@ -1,13 +1,15 @@
 """The ``rftune`` command line: one subcommand per module in `rftune.commands`.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. User
-mistakes (`RftuneError`) are printed as ``error: ...`` with exit status 2 and no traceback; Ctrl-C exits 130.
+mistakes (`RftuneError`) are printed as ``error: ...`` with exit status 2 and no traceback (under torchrun by
+rank 0 only; the other ranks exit with the same status quietly); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rftune.errors import RftuneError
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except RftuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the error: rank 0 says it
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -3,7 +3,12 @@
 A user dataset is a JSONL, CSV or Parquet file with a ``prompt`` column — either text or a list of chat messages
 (``{"role", "content"}``). Every other column is passed to reward functions. Text prompts become a user message,
 preceded by the task's system prompt when there is one. A malformed row raises `DataError` naming the file and
-the row (1-based line number for JSONL/CSV, 0-based row index for Parquet).
+the row (1-based line number for JSONL/CSV, 0-based row index for Parquet); so does a line that is not UTF-8,
+and an empty file is named as such.
+
+`check_prompt_lengths` measures every prompt in tokens, as the sampler will see it, against a limit
+(``task.max_prompt_tokens``, by default the model's context less ``generation.max_new_tokens``): a longer prompt
+is an error naming its row, or with ``task.on_long_prompt: drop`` it is left out and counted.
 
 `PromptStream` hands out prompts in a seeded shuffled order, epoch after epoch; its ``position`` (prompts consumed
 so far) is all it needs to resume exactly where a run stopped.
@@ -12,6 +17,7 @@ so far) is all it needs to resume exactly where a run stopped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,8 +50,10 @@ def to_messages(prompt: Any, system_prompt: str | None, where: str) -> list[dict
     return messages
 
 
-def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | None = None) -> list[Sample]:
-    """Build samples from (location, row) pairs; the location names the row in error messages."""
+def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | None = None,
+                      source: str = "the dataset") -> list[Sample]:
+    """Build samples from (location, row) pairs; the location names the row in error messages, `source` the
+    dataset when it has no rows."""
     samples = []
     for where, row in rows:
         if not isinstance(row, dict):
@@ -53,9 +61,9 @@ def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | Non
         if "prompt" not in row:
             raise DataError(f"{where}: missing 'prompt' (columns: {', '.join(map(str, row)) or 'none'})")
         samples.append(Sample(prompt=to_messages(row["prompt"], system_prompt, where), example=dict(row),
-                              index=len(samples)))
+                              index=len(samples), where=where))
     if not samples:
-        raise DataError("the dataset has no rows")
+        raise DataError(f"{source} has no rows")
     return samples
 
 
@@ -68,24 +76,36 @@ def load_dataset_file(path: str | Path, system_prompt: str | None = None) -> lis
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported dataset format {path.suffix!r} (use .jsonl, .csv or .parquet)")
-    return samples_from_rows(reader(path), system_prompt)
+    empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+    return samples_from_rows(reader(path), system_prompt, source=f"{path}{empty}")
 
 
 def _jsonl_rows(path: Path):
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+    for number, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The file's lines as text; a line that is not UTF-8 is a `DataError` naming the file, line and byte."""
+    lines = path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        try:
+            lines[number - 1] = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                            f"{exc.start + 1}); convert the file to UTF-8") from None
+    return lines
 
 
 def _csv_rows(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
-            yield f"{path}:{number}", _parse_json_cells(row)
+    text = "\n".join(_text_lines(path))
+    for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):  # line 1: the header
+        yield f"{path}:{number}", _parse_json_cells(row)
 
 
 def _parse_json_cells(row: dict) -> dict:
@@ -108,6 +128,27 @@ def _parquet_rows(path: Path):
         raise DataError(f"{path}: cannot read Parquet: {exc}") from exc
     for number, row in enumerate(table.to_pylist()):
         yield f"{path}: row {number}", row
+
+
+def check_prompt_lengths(samples: list[Sample], lengths: list[int], limit: int, policy: str,
+                         where: str) -> tuple[list[Sample], int]:
+    """(the samples whose prompt has at most `limit` tokens (`lengths`), how many were dropped). A longer prompt
+    is a `DataError` naming its row unless `policy` is ``drop``; `where` says where the limit comes from."""
+    kept = []
+    for sample, tokens in zip(samples, lengths):
+        if tokens <= limit:
+            kept.append(sample)
+        elif policy != "drop":
+            raise DataError(f"{_row_name(sample)}: the prompt has {tokens} tokens, more than {limit} ({where}); "
+                            "shorten it, or set task.on_long_prompt=drop to leave such rows out")
+    if samples and not kept:
+        raise DataError(f"every prompt is longer than {limit} tokens ({where})")
+    return kept, len(samples) - len(kept)
+
+
+def _row_name(sample: Sample) -> str:
+    text = sample.prompt[-1]["content"].replace("\n", " ")
+    return f"{sample.where or f'row {sample.index}'} (prompt {text[:60]!r}{'...' if len(text) > 60 else ''})"
 
 
 class PromptStream:

@@ -59,6 +59,7 @@ class Setup:
     samples: list[Sample]
     reward_functions: list
     correct_reward: str | None
+    reward_timeout: float | None = None  # rewards.timeout: seconds one reward call may take
 
 
 def held_out_rows(task: Task, config: Config) -> list[Sample]:
@@ -84,7 +85,7 @@ def player_setup(config: Config) -> tuple[Setup, list[str]]:
     if correct is not None and correct not in [f.name for f in functions]:
         raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions "
                           f"({', '.join(f.name for f in functions)})")
-    return Setup(samples, functions, correct), [task.content_key(s.example) for s in samples]
+    return Setup(samples, functions, correct, config.rewards.timeout), [task.content_key(s.example) for s in samples]
 
 
 def evaluate(players: Sequence[Player], device: torch.device | str = "cpu", progress: bool = True) -> dict:
@@ -185,7 +186,7 @@ def _complete(model, tokenizer, samples: list[Sample], params: SamplingParams, c
 def _score(batch: RolloutBatch, setup: Setup, on_error: str) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, K] per-function rewards, NaN = not applicable; [B] weighted totals)."""
     per_func, _ = score_completions(setup.reward_functions, [s.prompt for s in batch.samples], batch.completions,
-                                    [s.example for s in batch.samples], on_error)
+                                    [s.example for s in batch.samples], on_error, setup.reward_timeout)
     return per_func, weighted_total(per_func, [f.weight for f in setup.reward_functions])
 
 

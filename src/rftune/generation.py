@@ -25,6 +25,7 @@ the uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -99,6 +100,14 @@ def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, 
              for messages in prompts]
     encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     return encoded["input_ids"], encoded["attention_mask"]
+
+
+def prompt_lengths(tokenizer, prompts: list[list[dict]]) -> list[int]:
+    """The number of tokens of each prompt as `encode_prompts` encodes it."""
+    texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+             for messages in prompts]
+    counter = copy.deepcopy(tokenizer)  # encoding sets a tokenizer's padding state, which save_pretrained writes
+    return [len(ids) for ids in counter(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

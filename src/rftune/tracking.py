@@ -1,8 +1,10 @@
 """What a run leaves behind while it trains: metrics.jsonl, completions.jsonl, a live progress line, and the
 trackers of ``train.report_to``.
 
-Both JSONL files get one flushed line per record. On resume they are first cut back to the checkpoint's step,
-so records of steps that will be redone are not duplicated.
+Both JSONL files get one flushed line per record, strict JSON (a NaN or infinity is written as ``null``, "no
+value"). On resume they are first cut back to the checkpoint's step, so records of steps that will be redone are
+not duplicated. A kill can cut the last line anywhere, even inside a multi-byte character: `jsonl_records` works
+on bytes and drops that partial last line, for resume and for every reader (`read_jsonl`, the report) alike.
 
 `Trackers` sends every metrics record to metrics.jsonl (always) and to each configured tracker with the same keys
 and step numbers: ``tensorboard`` (event files in ``<run>/tensorboard``, via ``torch.utils.tensorboard``; scalars
@@ -20,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftune.atomic_io import write_text_atomic
-from rftune.errors import ConfigError
+from rftune.atomic_io import storage_errors, write_bytes_atomic
+from rftune.errors import ConfigError, DataError
 
 TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb"}  # name -> module that must import
 SHOWN_COMPLETIONS = 2  # best and worst completions of a step sent to the trackers, each
@@ -38,20 +40,15 @@ class JsonlLog:
         self._handle = self.path.open("a", encoding="utf-8")
 
     def _truncate(self, last_step: int) -> None:
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if record.get("step", 0) <= last_step:
-                kept.append(line)
-        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+        kept = [raw for raw, record in jsonl_records(self.path, skip_bad=True) if record.get("step", 0) <= last_step]
+        write_bytes_atomic(self.path, b"".join(raw + b"\n" for raw in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
-        self._handle.flush()
+        with storage_errors(self.path, "to the log"):
+            for record in records:
+                self._handle.write(json.dumps(_no_nan(record), ensure_ascii=False, default=_jsonable,
+                                              allow_nan=False) + "\n")
+            self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
@@ -65,8 +62,51 @@ def _jsonable(value):
     return str(value)
 
 
+def _no_nan(value):
+    """`value` with every NaN or infinite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(item) for item in value]
+    return value
+
+
+def jsonl_records(path: str | Path, skip_bad: bool = False) -> list[tuple[bytes, dict]]:
+    """(raw line, record) of every line of a JSONL file of objects, read as bytes.
+
+    A last line without its newline that does not parse was cut by a kill and is dropped. Any other line that is
+    not a JSON object (or not UTF-8) is skipped with `skip_bad`, else a `DataError` naming the file and line.
+    """
+    data = Path(path).read_bytes()
+    lines = data.split(b"\n")
+    partial = lines.pop()  # b"" when the file ends with a newline
+    found = []
+    for number, raw in enumerate(lines, start=1):
+        record = _parse_line(raw)
+        if record is not None:
+            found.append((raw, record))
+        elif raw.strip() and not skip_bad:
+            raise DataError(f"{path}:{number}: not a JSON object (the file is damaged; a run's own files are only "
+                            "ever cut at their last line)")
+    record = _parse_line(partial)
+    if record is not None:
+        found.append((partial, record))
+    return found
+
+
+def _parse_line(raw: bytes) -> dict | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8 (a line cut inside a multi-byte character)
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a JSONL file (see `jsonl_records`; a cut last line is left out)."""
+    return [record for _, record in jsonl_records(path)]
 
 
 def format_progress(metrics: dict[str, float], max_steps: int) -> str:

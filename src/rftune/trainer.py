@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,16 +32,17 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rftune import checkpoint, sandbox
+from rftune.atomic_io import write_folder
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.data import PromptStream, RankShard, samples_from_rows
-from rftune.errors import ConfigError
+from rftune.data import PromptStream, RankShard, check_prompt_lengths, samples_from_rows
+from rftune.errors import ConfigError, RewardError, StorageError
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
-from rftune.generation import SamplingParams, resolve_backend, sample_completions
+from rftune.generation import SamplingParams, prompt_lengths, resolve_backend, sample_completions
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
@@ -96,6 +98,7 @@ class GRPOTrainer:
             sandbox.configure(**dataclasses.asdict(config.sandbox))
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
+        self._check_prompts()
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
         self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom",
                               config.model.dtype) + self._speed_layer_summary(rollout_fn is None))
@@ -105,6 +108,7 @@ class GRPOTrainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0
         self.stream_position = 0
+        self.unavailable_streak = 0  # steps in a row whose rewards were unavailable (see `_unavailable`)
         self._eval_setup = None  # the held-out rows and rewards of `evaluate`, built at its first call
         if config.train.eval_steps or config.train.eval_before_train:
             self._check_eval_rows()
@@ -134,6 +138,36 @@ class GRPOTrainer:
             rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
             return Task(samples=samples_from_rows(rows, cfg.system_prompt))
         return task_from_config(self.config)  # held-out rows are left out of training
+
+    def _check_prompts(self) -> None:
+        """Every prompt fits the context (see `rftune.data.check_prompt_lengths`), and a step's prompts are
+        distinct rows."""
+        cfg, task = self.config, self.task
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if cfg.task.max_prompt_tokens is not None:
+            limit, where = cfg.task.max_prompt_tokens, "task.max_prompt_tokens"
+        elif context:
+            limit = context - cfg.generation.max_new_tokens
+            where = (f"the model's context of {context} tokens less generation.max_new_tokens="
+                     f"{cfg.generation.max_new_tokens}")
+        else:
+            limit = None
+        if limit is not None:
+            dropped = 0
+            for key in ("samples", "eval_samples"):
+                samples = getattr(task, key)
+                lengths = prompt_lengths(self.tokenizer, [s.prompt for s in samples])
+                kept, count = check_prompt_lengths(samples, lengths, limit, cfg.task.on_long_prompt, where)
+                task, dropped = replace(task, **{key: kept}), dropped + count
+            self.task = task
+            if dropped:
+                self._say(f"task.on_long_prompt=drop: left out {dropped} rows whose prompt is longer than {limit} "
+                          f"tokens ({where})")
+        if len(self.task.samples) < cfg.prompts_per_step:
+            raise ConfigError(f"the task has {len(self.task.samples)} training rows, fewer than the "
+                              f"{cfg.prompts_per_step} prompts of one step (train.batch_size / "
+                              "generation.num_generations): a step would repeat rows; add rows or lower "
+                              "train.batch_size")
 
     def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
         if reward_funcs is not None:
@@ -211,20 +245,27 @@ class GRPOTrainer:
             raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions")
 
     def _maybe_resume(self) -> Path | None:
-        latest = checkpoint.latest_checkpoint(self.output_dir)
+        """With train.resume: restore the newest complete checkpoint (naming the newer ones skipped); a folder with
+        no checkpoint at all starts from step 0 with a notice. Without it, a folder that holds checkpoints is
+        refused."""
         if not self.config.train.resume:
-            if latest is not None:
+            existing = checkpoint.list_checkpoints(self.output_dir)
+            if existing:
                 raise ConfigError(f"train.output_dir {self.output_dir} already holds checkpoints (latest "
-                                  f"{latest.name}); resume with --resume or pick another train.output_dir")
+                                  f"{existing[-1].name}); resume with --resume or pick another train.output_dir")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
+        latest, skipped = checkpoint.find_resumable(self.output_dir)
+        for path, problems in skipped:
+            self._say(f"--resume: skipping {path}: {problems}")
         if latest is None:
+            if skipped:
+                raise StorageError(f"--resume: no complete checkpoint in {checkpoint.checkpoint_root(self.output_dir)}"
+                                   f" (every one is damaged, see above); start a new train.output_dir")
+            self._say(f"--resume: {self.output_dir} holds no checkpoint yet; starting from step 0")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
-        saved_fsdp = checkpoint.read_trainer_state(latest).get("fsdp", False)
-        if saved_fsdp != self.fsdp:
-            raise ConfigError(f"{latest} was saved {'with' if saved_fsdp else 'without'} sharding (train.fsdp under "
-                              f"torchrun); resume it {'with' if saved_fsdp else 'without'} sharding too")
+        self._check_resumable(latest)
         state = checkpoint.load_checkpoint(latest, self.model, self.optimizer, self.scheduler,
                                            lora=self.config.lora.enabled, rank=self.world.rank,
                                            world_size=self.world.size)
@@ -235,6 +276,18 @@ class GRPOTrainer:
                       f"{self.world.size}: training continues from the same step and data position, but the sampled "
                       "completions will differ from an uninterrupted run")
         return latest
+
+    def _check_resumable(self, latest: Path) -> None:
+        """The checkpoint was saved with the same sharding and the same shape keys as this run."""
+        saved_fsdp = checkpoint.read_trainer_state(latest).get("fsdp", False)
+        if saved_fsdp != self.fsdp:
+            raise ConfigError(f"{latest} was saved {'with' if saved_fsdp else 'without'} sharding (train.fsdp under "
+                              f"torchrun); resume it {'with' if saved_fsdp else 'without'} sharding too")
+        changes = checkpoint.shape_changes(latest, to_dict(self.config))
+        if changes:
+            raise ConfigError(f"--resume: {latest} was saved with other values of keys that cannot change on resume "
+                              f"({'; '.join(changes)}); set them back, or train from scratch in a new "
+                              "train.output_dir")
 
     # -------------------------------------------------------------------------------------------- the loop
     def train(self) -> list[dict[str, Any]]:
@@ -254,8 +307,8 @@ class GRPOTrainer:
                     self.save_checkpoint(stream)
             weights = model_state(self.model) if self.fsdp else None  # gathered by every rank
             if self.world.is_main:
-                self.model.save_pretrained(self.output_dir / "final", safe_serialization=True, state_dict=weights)
-                self.tokenizer.save_pretrained(self.output_dir / "final")
+                write_folder(self.output_dir / "final", functools.partial(self._save_final, weights=weights),
+                             "the final adapter/weights")
             barrier(self.world)
         finally:
             for log in (self.metrics_log, self.completions_log):
@@ -265,25 +318,68 @@ class GRPOTrainer:
                 self.lock.release()
         return history
 
+    def _save_final(self, folder: Path, weights: dict | None) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+        self.tokenizer.save_pretrained(folder)
+
     def step(self, stream) -> dict[str, Any]:
         """One GRPO step: rollout, rewards, advantages, reference, update, record."""
         start = time.perf_counter()
         self.step_count += 1
         torch.manual_seed(self.config.train.seed * 100_003 + self.step_count + 7_919 * self.world.rank)
         scored, rollout_metrics = self._collect(stream)
+        reward_metrics = self._reward_metrics(scored)
+        unavailable = self._unavailable(scored, reward_metrics)
+        self.unavailable_streak = self.unavailable_streak + 1 if unavailable else 0
         advantages, adv_metrics = self._advantages(scored.rewards)  # [B] this rank's rows
         t0 = time.perf_counter()
-        train_metrics = self._update(scored.rollout, advantages.to(self.device))
+        if unavailable and self.config.rewards.on_unavailable != "continue":
+            train_metrics = {"update_skipped": 1}
+        else:
+            train_metrics = self._update(scored.rollout, advantages.to(self.device))
+            train_metrics["time/update"] = time.perf_counter() - t0 - train_metrics["time/reference"]
         rollout_metrics["time/train"] = time.perf_counter() - t0  # reference + update
-        train_metrics["time/update"] = rollout_metrics["time/train"] - train_metrics["time/reference"]
-        metrics = {"step": self.step_count, **self._reward_metrics(scored), **adv_metrics, **rollout_metrics,
+        metrics = {"step": self.step_count, **reward_metrics, **adv_metrics, **rollout_metrics,
                    **train_metrics, "lr": self.scheduler.get_last_lr()[0]}
+        if unavailable:
+            metrics["rewards/unavailable"] = 1
         metrics["time/step"] = time.perf_counter() - start
         tokens = sum_(scored.rollout.completion_mask.sum(), self.world).item()
         metrics = combine_metrics(gather_objects(metrics, self.world))
         metrics["tokens_per_s"] = tokens / metrics["time/step"]
         self._record(metrics, scored, advantages)
+        if unavailable:
+            self._announce_unavailable(unavailable)
         return metrics
+
+    def _unavailable(self, scored: ScoredBatch, reward_metrics: dict[str, float]) -> list[str]:
+        """Why this step's rewards cannot be trusted, over all ranks: a reward function with no value for any
+        completion, or most judge calls failed or unreadable (empty: the rewards are usable)."""
+        valid = sum_((~torch.isnan(scored.rewards_per_func)).sum(dim=0).to(self.device), self.world).tolist()  # [K]
+        rows = scored.rewards.shape[0] * self.world.size
+        reasons = [f"reward function {rf.name!r} had no value for any of the {rows} completions"
+                   for rf, count in zip(self.reward_functions, valid) if count == 0]
+        asked = reward_metrics.get("judge/calls", 0) + reward_metrics.get("judge/cache_hits", 0)
+        failed = reward_metrics.get("judge/failures", 0) + reward_metrics.get("judge/parse_failures", 0)
+        asked, failed = sum_(torch.tensor([asked, failed], device=self.device), self.world).tolist()
+        if asked and 2 * failed > asked:
+            reasons.append(f"{failed} of {asked} judgments failed or could not be read")
+        return reasons
+
+    def _announce_unavailable(self, reasons: list[str]) -> None:
+        """Say loudly that this step's rewards were unavailable; under rewards.on_unavailable=stop, stop the run
+        once that has happened rewards.max_unavailable_steps times in a row."""
+        rewards = self.config.rewards
+        what = "; ".join(reasons)
+        if rewards.on_unavailable == "stop" and self.unavailable_streak >= rewards.max_unavailable_steps:
+            raise RewardError(f"step {self.step_count}: rewards unavailable for {self.unavailable_streak} steps in a "
+                              f"row ({what}); stopping (rewards.on_unavailable=stop, rewards.max_unavailable_steps="
+                              f"{rewards.max_unavailable_steps}). The checkpoints and metrics so far are kept.")
+        action = ("trained on anyway (rewards.on_unavailable=continue)" if rewards.on_unavailable == "continue"
+                  else f"its update skipped (rewards.on_unavailable={rewards.on_unavailable})")
+        if self.world.is_main:
+            print(f"warning: step {self.step_count}: rewards unavailable: {what}; {action}", file=sys.stderr,
+                  flush=True)
 
     def _advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Group-relative advantages of this rank's rows, computed on the whole batch's rewards (in one process
@@ -328,7 +424,8 @@ class GRPOTrainer:
         examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
             if rollout.episodes else [s.example for s in rollout.samples]
         rewards_per_func, failures = score_completions(self.reward_functions, [s.prompt for s in rollout.samples],
-                                                       rollout.completions, examples, self.config.rewards.on_error)
+                                                       rollout.completions, examples, self.config.rewards.on_error,
+                                                       self.config.rewards.timeout)
         rewards = weighted_total(rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
         timings["time/generation"] += t1 - t0
         timings["time/reward"] += time.perf_counter() - t1
@@ -435,7 +532,10 @@ class GRPOTrainer:
     def _reward_metrics(self, scored: ScoredBatch) -> dict[str, float]:
         rollout = scored.rollout
         lengths = rollout.completion_mask.sum(dim=1).float()  # [B]
-        metrics = {"reward/mean": scored.rewards.mean().item(), "reward/std": scored.rewards.std(unbiased=False).item(),
+        has_value = ~torch.isnan(scored.rewards_per_func).all(dim=1)  # [B] rows some function scored
+        totals = scored.rewards[has_value]
+        metrics = {"reward/mean": totals.mean().item() if totals.numel() else math.nan,
+                   "reward/std": totals.std(unbiased=False).item() if totals.numel() else math.nan,
                    "completion_len/mean": lengths.mean().item(), "completion_len/min": lengths.min().item(),
                    "completion_len/max": lengths.max().item(),
                    "truncated_frac": rollout.truncated.float().mean().item()}
@@ -483,7 +583,7 @@ class GRPOTrainer:
         config = self.config
         if self._eval_setup is None:
             self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
-                                     config.eval.correct_reward or self.task.correct_reward)
+                                     config.eval.correct_reward or self.task.correct_reward, config.rewards.timeout)
         params = replace(sampling_params(config, self.device), bf16=self.bf16,
                          backend=self.backend if self.backend != "vllm" else "auto")
         self.model.eval()
@@ -512,7 +612,7 @@ class GRPOTrainer:
         if self.world.is_main:
             path = checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer,
                                               self.scheduler, state, self.config.train.save_total_limit, rng,
-                                              *gathered)
+                                              *gathered, config=to_dict(self.config))
         barrier(self.world)
         return path
 

@@ -12,6 +12,11 @@ out of the weighted total and of that function's mean.
 
 A function that raises or returns an unusable value stops scoring with a `RewardError` naming the function and
 the sample, unless ``on_error="skip"``: then the value becomes ``None`` and the failure is counted.
+
+With a ``timeout`` (``rewards.timeout``) each call runs in a daemon thread and a call that has not returned in
+time is such a failure, naming the function and the limit; the rest of that batch is not asked of the same
+function again (each would wait as long). Python cannot stop a thread, so a call that hangs for good keeps its
+thread until the process exits.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -66,13 +72,13 @@ def unique_names(functions: Sequence[RewardFunction]) -> list[RewardFunction]:
 
 def score_completions(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any],
                       completions: Sequence[str], examples: Sequence[dict],
-                      on_error: str = "raise") -> tuple[torch.Tensor, dict[str, int]]:
-    """Score every completion with every function.
+                      on_error: str = "raise", timeout: float | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+    """Score every completion with every function, each call within `timeout` seconds (None: no limit).
 
     Returns ``rewards_per_func`` of shape [B, K] (NaN where a function returned None or failed under
     ``on_error="skip"``) and the number of failures per function name.
     """
-    columns = [_score_one(rf, prompts, completions, examples, on_error) for rf in reward_functions]
+    columns = [_score_one(rf, prompts, completions, examples, on_error, timeout) for rf in reward_functions]
     failures = {rf.name: count for rf, (_, count) in zip(reward_functions, columns)}
     values = [[math.nan if v is None else v for v in col] for col, _ in columns]
     rewards_per_func = torch.tensor(values, dtype=torch.float32).T.reshape(len(completions), len(reward_functions))
@@ -85,25 +91,57 @@ def weighted_total(rewards_per_func: torch.Tensor, weights: Sequence[float]) -> 
     return torch.nansum(rewards_per_func * w, dim=1)  # [B]
 
 
-def _score_one(rf: RewardFunction, prompts, completions, examples, on_error: str) -> tuple[list, int]:
+class RewardTimeout(Exception):
+    """A reward call did not return within ``rewards.timeout``."""
+
+
+def _call(fn: Callable, timeout: float | None, /, *args, **kwargs):
+    """``fn(*args, **kwargs)``, in a daemon thread when there is a `timeout`."""
+    if timeout is None:
+        return fn(*args, **kwargs)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except Exception as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="rftune-reward")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RewardTimeout(f"did not return within rewards.timeout={timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _score_one(rf: RewardFunction, prompts, completions, examples, on_error: str,
+               timeout: float | None) -> tuple[list, int]:
     if rf.batched:
-        return _score_batched(rf, prompts, completions, examples, on_error)
+        return _score_batched(rf, prompts, completions, examples, on_error, timeout)
     values, failures = [], 0
     for i, (prompt, completion, example) in enumerate(zip(prompts, completions, examples)):
         try:
-            value = _check_value(rf.fn(prompt, completion, example, **rf.kwargs))
+            value = _check_value(_call(rf.fn, timeout, prompt, completion, example, **rf.kwargs))
         except Exception as exc:  # a user function failed: name it and the sample
             if on_error != "skip":
                 raise RewardError(_describe(rf, i, prompt, exc)) from exc
+            if isinstance(exc, RewardTimeout):  # the others would wait as long: all of them count as failed
+                skipped = len(completions) - len(values)
+                return values + [None] * skipped, failures + skipped
             value, failures = None, failures + 1
         values.append(value)
     return values, failures
 
 
-def _score_batched(rf: RewardFunction, prompts, completions, examples, on_error: str) -> tuple[list, int]:
+def _score_batched(rf: RewardFunction, prompts, completions, examples, on_error: str,
+                   timeout: float | None) -> tuple[list, int]:
     columns = {key: [ex.get(key) for ex in examples] for key in examples[0] if key != "prompt"} if examples else {}
     try:
-        result = list(rf.fn(prompts=list(prompts), completions=list(completions), **columns, **rf.kwargs))
+        result = list(_call(rf.fn, timeout, prompts=list(prompts), completions=list(completions), **columns,
+                            **rf.kwargs))
         if len(result) != len(completions):
             raise ValueError(f"returned {len(result)} values for {len(completions)} completions")
     except Exception as exc:
