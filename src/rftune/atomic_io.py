@@ -146,15 +146,19 @@ def verify_folder(folder: str | Path) -> list[str]:
 
 def free_space(path: str | Path) -> str:
     """Free space on the file system holding `path` (or its nearest existing parent), e.g. '12.3 MB'."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    free = shutil.disk_usage(path).free
+    free = _free_bytes(path)
     for unit in ("bytes", "KB", "MB", "GB"):
         if free < 1000 or unit == "GB":
             return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
         free /= 1000
     return ""
+
+
+def _free_bytes(path: str | Path) -> int:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
@@ -166,7 +170,8 @@ WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota 
 def storage_errors(target: str | Path, what: str):
     """Re-raise a failed write under `target` as a `StorageError` naming `what`, the cause and the free space.
 
-    torch.save reports a full disk as a RuntimeError ("file write failed"); it is read as one too.
+    torch.save reports a full disk as a RuntimeError from its zip writer (``inline_container``, ``iostream
+    error``, "file write failed"); those are read as one too.
     """
     try:
         yield
@@ -175,9 +180,11 @@ def storage_errors(target: str | Path, what: str):
             raise
         raise StorageError(_write_failure(target, what, WRITE_ERRORS[exc.errno])) from exc
     except RuntimeError as exc:
-        if "write" not in str(exc):
+        if not any(sign in str(exc) for sign in ("inline_container", "iostream error", "write failed")):
             raise
-        raise StorageError(_write_failure(target, what, "a write failed (is the disk full?)")) from exc
+        full = _free_bytes(target) < 1_000_000
+        raise StorageError(_write_failure(target, what, "the disk is full" if full else f"a write failed ({exc})")) \
+            from exc
 
 
 def _write_failure(target: str | Path, what: str, cause: str) -> str:
