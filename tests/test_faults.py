@@ -9,8 +9,10 @@ never a traceback and never a silent zero.
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -461,11 +463,58 @@ def verify_size(folder: Path) -> int:
 
 
 # --------------------------------------------------------------------------------- 10: torchrun ranks
-def test_an_error_is_printed_by_rank_0_only(tmp_path, capsys, monkeypatch):
-    args = ["train", str(tmp_path / "missing.yaml")]
+def test_a_rank_other_than_0_waits_then_names_itself(tmp_path, capsys, monkeypatch):
+    import rftune.cli
+
+    monkeypatch.setattr(rftune.cli, "RANK_GRACE_S", 0.0)
     monkeypatch.setenv("RANK", "1")
-    assert main(args) == 2
-    assert capsys.readouterr().err == ""
-    monkeypatch.setenv("RANK", "0")
-    assert main(args) == 2
-    assert one_error_line(capsys.readouterr().err) == f"error: config file not found: {tmp_path / 'missing.yaml'}"
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert one_error_line(capsys.readouterr().err) == f"error: rank 1: config file not found: {tmp_path / 'missing.yaml'}"
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_config_error_is_printed_once(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "rftune", "train",
+                             str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count(f"error: config file not found: {tmp_path / 'missing.yaml'}") == 1, result.stderr
+    assert "rank 1:" not in result.stderr
+
+
+# ------------------------------------------------------------------- the new keys, in YAML and as overrides
+def test_new_config_keys_load_from_yaml_and_overrides_and_are_checked(tmp_path):
+    from rftune.config import load_config
+    from rftune.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("rewards: {timeout: 2.5, on_unavailable: skip_step, max_unavailable_steps: 5}\n"
+                    "task: {max_prompt_tokens: 300, on_long_prompt: drop}\n")
+    config = load_config(path)
+    assert (config.rewards.timeout, config.rewards.on_unavailable, config.rewards.max_unavailable_steps) == \
+        (2.5, "skip_step", 5)
+    assert (config.task.max_prompt_tokens, config.task.on_long_prompt) == (300, "drop")
+    config = load_config(path, ["rewards.timeout=1", "rewards.on_unavailable=continue",
+                                "rewards.max_unavailable_steps=2", "task.max_prompt_tokens=null",
+                                "task.on_long_prompt=error"])
+    assert (config.rewards.timeout, config.rewards.on_unavailable, config.rewards.max_unavailable_steps) == \
+        (1.0, "continue", 2)
+    assert (config.task.max_prompt_tokens, config.task.on_long_prompt) == (None, "error")
+    for override, message in [("rewards.on_unavailable=off", "must be one of 'stop', 'skip_step', 'continue', "
+                                                              "got False"),
+                              ("rewards.timeout=0", "rewards.timeout: must be >= 0.001"),
+                              ("rewards.max_unavailable_steps=0", "must be >= 1"),
+                              ("task.on_long_prompt=no", "must be one of 'error', 'drop', got False"),
+                              ("task.max_prompt_tokens=0", "task.max_prompt_tokens: must be >= 1")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path, [override])
+
+
+def test_sft_data_that_is_not_utf8_is_named(tmp_path):
+    from rftune.errors import DataError
+    from rftune.sft import load_chat_jsonl
+
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(b'{"messages": [{"role": "user", "content": "\xff"}]}\n')
+    with pytest.raises(DataError, match=re.escape(f"{path}:1: not UTF-8 text (byte 0xff at column 44)")):
+        load_chat_jsonl(path)

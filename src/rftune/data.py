@@ -81,7 +81,7 @@ def load_dataset_file(path: str | Path, system_prompt: str | None = None) -> lis
 
 
 def _jsonl_rows(path: Path):
-    for number, line in enumerate(_text_lines(path), start=1):
+    for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -90,7 +90,7 @@ def _jsonl_rows(path: Path):
             raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
 
 
-def _text_lines(path: Path) -> list[str]:
+def text_lines(path: Path) -> list[str]:
     """The file's lines as text; a line that is not UTF-8 is a `DataError` naming the file, line and byte."""
     lines = path.read_bytes().split(b"\n")
     for number, raw in enumerate(lines, start=1):
@@ -103,7 +103,7 @@ def _text_lines(path: Path) -> list[str]:
 
 
 def _csv_rows(path: Path):
-    text = "\n".join(_text_lines(path))
+    text = "\n".join(text_lines(path))
     for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):  # line 1: the header
         yield f"{path}:{number}", _parse_json_cells(row)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from rftune.atomic_io import verify_folder, write_folder, write_text_atomic
-from rftune.data import ROLES
+from rftune.data import ROLES, text_lines
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
@@ -88,10 +88,9 @@ def load_chat_jsonl(path: str | Path) -> list[list[dict]]:
     if not path.is_file():
         raise DataError(f"SFT data file not found: {path}")
     conversations = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                conversations.append(_check_messages(_parse(line, path, number), f"{path}:{number}"))
+    for number, line in enumerate(text_lines(path), start=1):
+        if line.strip():
+            conversations.append(_check_messages(_parse(line, path, number), f"{path}:{number}"))
     if not conversations:
         raise DataError(f"{path}: no conversations")
     return conversations

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.data import samples_from_rows, text_lines
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.text import copy_fraction
 from rftune.tasks import Task
@@ -69,13 +69,12 @@ def _resolve(path: str | None, base_dir: str) -> Path:
 def _records(file: Path):
     if not file.is_file():
         raise DataError(f"summarize data file not found: {file}")
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield f"{file}:{number}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{number}: invalid JSON: {exc.msg}") from exc
+    for number, line in enumerate(text_lines(file), start=1):
+        if line.strip():
+            try:
+                yield f"{file}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{file}:{number}: invalid JSON: {exc.msg}") from exc
 
 
 def _row(where: str, record: dict, limit: int) -> tuple[str, dict]:
