@@ -158,6 +158,29 @@ def test_resume_after_a_kill_that_cut_the_logs_inside_a_multibyte_character(trai
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+def test_sigkill_mid_run_then_resume_leaves_every_file_whole(tiny_model_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    config = write_config(tmp_path, tiny_model_dir, out, extra="train: {max_steps: 6, output_dir: " + str(out) +
+                          ", batch_size: 4, save_steps: 1, save_total_limit: 3, threads: 1}")
+    process = subprocess.Popen([sys.executable, "-m", "rftune", "train", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000002").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert train(config, "--resume") == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    rows = (out / "completions.jsonl").read_bytes().decode("utf-8").splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [s for s in range(1, 7) for _ in "abcd"]
+    assert all(verify_folder(p) == [] for p in checkpoint.list_checkpoints(out)) and verify_folder(out / "final") == []
+    assert not list(out.rglob(".tmp-*"))
+
+
 def test_report_skips_a_cut_last_line_and_names_a_damaged_one(trained, tmp_path, capsys):
     config, out = trained
     cut_inside_a_character(out / "metrics.jsonl", {"step": 4, "note": "é"})
