@@ -541,3 +541,13 @@ def test_sft_data_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes(b'{"messages": [{"role": "user", "content": "\xff"}]}\n')
     with pytest.raises(DataError, match=re.escape(f"{path}:1: not UTF-8 text (byte 0xff at column 44)")):
         load_chat_jsonl(path)
+
+
+def test_pruning_never_removes_the_checkpoint_just_written_next_to_a_damaged_newer_one(trained):
+    config, out = trained
+    step1, step2, step3 = checkpoint.list_checkpoints(out)
+    (step3 / "state.pt").unlink()
+    shutil.rmtree(step2)
+    assert train(config, "train.max_steps=2", "train.save_total_limit=1", "--resume") == 0
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == ["step-000002", "step-000003"]
+    assert checkpoint.find_resumable(out)[0].name == "step-000002"

@@ -147,11 +147,13 @@ def verify_folder(folder: str | Path) -> list[str]:
 def free_space(path: str | Path) -> str:
     """Free space on the file system holding `path` (or its nearest existing parent), e.g. '12.3 MB'."""
     free = _free_bytes(path)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if free < 1000 or unit == "GB":
-            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+    if free < 1000:
+        return f"{free} bytes"
+    for unit in ("KB", "MB", "GB"):
         free /= 1000
-    return ""
+        if free < 1000 or unit == "GB":
+            break
+    return f"{free:.1f} {unit}"
 
 
 def _free_bytes(path: str | Path) -> int:

@@ -42,7 +42,7 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(found, key=_step_of)
 
 
 def find_resumable(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
@@ -112,9 +112,16 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         _write_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, trainer_state=trainer_state,
         rng_per_rank=rng_per_rank, model_state=model_state, optimizer_state=optimizer_state, config=config),
         "checkpoint")  # a checkpoint of this step from an earlier attempt is replaced
-    for old in list_checkpoints(output_dir)[:-keep]:
+    # keep the `keep` newest up to this step; newer folders are damaged ones a resume went back past, left to be
+    # replaced when their step is redone (pruning by name alone could delete the checkpoint just written)
+    older = [p for p in list_checkpoints(output_dir) if _step_of(p) < step]
+    for old in older[:max(0, len(older) - keep + 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(PREFIX):])
 
 
 def _write_checkpoint(staging: Path, model, optimizer, scheduler, trainer_state: dict, rng_per_rank, model_state,
