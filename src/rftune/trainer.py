@@ -2,7 +2,9 @@
 
 Each step:
     1. rollout     sample G completions for each of P prompts (or play G episodes per prompt in an environment)
-    2. rewards     score every completion with every reward function; R = weighted sum
+    2. rewards     score every completion with every reward function; R = weighted sum. A step whose rewards are
+                   unavailable (a function with no value at all, most judgments failed) is announced, and by
+                   rewards.on_unavailable its update skipped or the run stopped (`rftune.rewards.availability`)
     3. advantages  group-relative; with dynamic sampling, groups with equal rewards are replaced first
     4. reference   log-probs under the reference policy (adapters disabled / frozen copy), only if beta > 0
     5. update      num_iterations passes of clipped, KL-regularised policy-gradient updates, micro-batched
@@ -23,7 +25,6 @@ import dataclasses
 import functools
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, RankShard, check_prompt_lengths, samples_from_rows
-from rftune.errors import ConfigError, RewardError, StorageError
+from rftune.errors import ConfigError, StorageError
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
@@ -48,6 +49,7 @@ from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
                             weighted_total)
+from rftune.rewards.availability import UnavailableSteps, unavailable_reasons
 from rftune.rollout_env import env_rollout
 from rftune.run_lock import RunLock, stale_note
 from rftune.sharding import full_tensor, model_state, optimizer_state, shard
@@ -108,7 +110,7 @@ class GRPOTrainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0
         self.stream_position = 0
-        self.unavailable_streak = 0  # steps in a row whose rewards were unavailable (see `_unavailable`)
+        self.unavailable_steps = UnavailableSteps(config.rewards.on_unavailable, config.rewards.max_unavailable_steps)
         self._eval_setup = None  # the held-out rows and rewards of `evaluate`, built at its first call
         if config.train.eval_steps or config.train.eval_before_train:
             self._check_eval_rows()
@@ -330,10 +332,9 @@ class GRPOTrainer:
         scored, rollout_metrics = self._collect(stream)
         reward_metrics = self._reward_metrics(scored)
         unavailable = self._unavailable(scored, reward_metrics)
-        self.unavailable_streak = self.unavailable_streak + 1 if unavailable else 0
         advantages, adv_metrics = self._advantages(scored.rewards)  # [B] this rank's rows
         t0 = time.perf_counter()
-        if unavailable and self.config.rewards.on_unavailable != "continue":
+        if self.unavailable_steps.skip_update(unavailable):
             train_metrics = {"update_skipped": 1}
         else:
             train_metrics = self._update(scored.rollout, advantages.to(self.device))
@@ -349,37 +350,17 @@ class GRPOTrainer:
         metrics["tokens_per_s"] = tokens / metrics["time/step"]
         self._record(metrics, scored, advantages)
         if unavailable:
-            self._announce_unavailable(unavailable)
+            self.unavailable_steps.announce(self.step_count, unavailable, speak=self.world.is_main)
         return metrics
 
     def _unavailable(self, scored: ScoredBatch, reward_metrics: dict[str, float]) -> list[str]:
-        """Why this step's rewards cannot be trusted, over all ranks: a reward function with no value for any
-        completion, or most judge calls failed or unreadable (empty: the rewards are usable)."""
-        valid = sum_((~torch.isnan(scored.rewards_per_func)).sum(dim=0).to(self.device), self.world).tolist()  # [K]
-        rows = scored.rewards.shape[0] * self.world.size
-        reasons = [f"reward function {rf.name!r} had no value for any of the {rows} completions"
-                   for rf, count in zip(self.reward_functions, valid) if count == 0]
-        asked = reward_metrics.get("judge/calls", 0) + reward_metrics.get("judge/cache_hits", 0)
-        failed = reward_metrics.get("judge/failures", 0) + reward_metrics.get("judge/parse_failures", 0)
-        asked, failed = sum_(torch.tensor([asked, failed], device=self.device), self.world).tolist()
-        if asked and 2 * failed > asked:
-            reasons.append(f"{failed} of {asked} judgments failed or could not be read")
-        return reasons
-
-    def _announce_unavailable(self, reasons: list[str]) -> None:
-        """Say loudly that this step's rewards were unavailable; under rewards.on_unavailable=stop, stop the run
-        once that has happened rewards.max_unavailable_steps times in a row."""
-        rewards = self.config.rewards
-        what = "; ".join(reasons)
-        if rewards.on_unavailable == "stop" and self.unavailable_streak >= rewards.max_unavailable_steps:
-            raise RewardError(f"step {self.step_count}: rewards unavailable for {self.unavailable_streak} steps in a "
-                              f"row ({what}); stopping (rewards.on_unavailable=stop, rewards.max_unavailable_steps="
-                              f"{rewards.max_unavailable_steps}). The checkpoints and metrics so far are kept.")
-        action = ("trained on anyway (rewards.on_unavailable=continue)" if rewards.on_unavailable == "continue"
-                  else f"its update skipped (rewards.on_unavailable={rewards.on_unavailable})")
-        if self.world.is_main:
-            print(f"warning: step {self.step_count}: rewards unavailable: {what}; {action}", file=sys.stderr,
-                  flush=True)
+        """Why this step's rewards are unavailable, over all ranks (see `rftune.rewards.availability`)."""
+        values = sum_((~torch.isnan(scored.rewards_per_func)).sum(dim=0).to(self.device), self.world)  # [K]
+        judged = [reward_metrics.get("judge/calls", 0) + reward_metrics.get("judge/cache_hits", 0),
+                  reward_metrics.get("judge/failures", 0) + reward_metrics.get("judge/parse_failures", 0)]
+        judgments, failed = sum_(torch.tensor(judged, device=self.device), self.world).tolist()
+        return unavailable_reasons([rf.name for rf in self.reward_functions], values.tolist(),
+                                   scored.rewards.shape[0] * self.world.size, judgments, failed)
 
     def _advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Group-relative advantages of this rank's rows, computed on the whole batch's rewards (in one process
