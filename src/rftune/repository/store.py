@@ -328,8 +328,9 @@ class Repository:
 
     def damaged_files(self, version: Version) -> list[str]:
         """The version's files whose blobs are present but no longer hash to their sha256."""
-        present = [(rel, entry) for rel, entry in version.manifest.items() if rel not in self.missing_files(version)]
-        return [rel for rel, entry in present if file_sha256(self.blob_path(entry["sha256"])) != entry["sha256"]]
+        missing = set(self.missing_files(version))
+        return [rel for rel, entry in version.manifest.items()
+                if rel not in missing and file_sha256(self.blob_path(entry["sha256"])) != entry["sha256"]]
 
     def problems(self, version: Version) -> str | None:
         """What is wrong with the version's stored files (None: every file verifies)."""
