@@ -252,8 +252,10 @@ def test_a_read_only_output_folder_is_a_clear_error(tiny_model_dir, tmp_path, tm
 
 # ------------------------------------------------------------------------------ 6: data it cannot use
 @pytest.mark.parametrize("name, content, expected", [
-    ("bad.jsonl", b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n', "bad.jsonl:2: not UTF-8 text (byte 0xe9 at column 16); convert the file to UTF-8"),
-    ("bad.csv", b'prompt\nfine\n"caf\xe9"\n', "bad.csv:3: not UTF-8 text (byte 0xe9 at column 5); convert the file to UTF-8"),
+    ("bad.jsonl", b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n',
+     "bad.jsonl:2: not UTF-8 text (byte 0xe9 at column 16); convert the file to UTF-8"),
+    ("bad.csv", b'prompt\nfine\n"caf\xe9"\n',
+     "bad.csv:3: not UTF-8 text (byte 0xe9 at column 5); convert the file to UTF-8"),
     ("empty.jsonl", b"", "empty.jsonl (the file is empty) has no rows"),
     ("blank.csv", b"prompt\n", "blank.csv has no rows"),
 ])
@@ -456,7 +458,8 @@ def test_import_refuses_a_folder_that_could_never_load(trained, tmp_path, capsys
     shutil.copytree(out / "final", folder)
     (folder / "adapter_config.json").write_text("{not json")
     assert main(["models", "import", str(folder)]) == 2
-    assert one_error_line(capsys.readouterr().err).startswith(f"error: {folder / 'adapter_config.json'}: not valid JSON")
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {folder / 'adapter_config.json'}: not valid JSON")
     shutil.copyfile(out / "final" / "adapter_config.json", folder / "adapter_config.json")
     (folder / "adapter_model.safetensors").unlink()
     assert main(["models", "import", str(folder)]) == 2
@@ -492,7 +495,8 @@ def test_a_rank_other_than_0_waits_then_names_itself(tmp_path, capsys, monkeypat
     monkeypatch.setattr(rftune.cli, "RANK_GRACE_S", 0.0)
     monkeypatch.setenv("RANK", "1")
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
-    assert one_error_line(capsys.readouterr().err) == f"error: rank 1: config file not found: {tmp_path / 'missing.yaml'}"
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"error: rank 1: config file not found: {tmp_path / 'missing.yaml'}"
 
 
 @pytest.mark.slow

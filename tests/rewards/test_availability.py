@@ -34,4 +34,5 @@ def test_skip_step_and_continue_never_stop(capsys, policy, skipped, said):
     for step in range(1, 5):
         assert steps.skip_update(["x"]) is skipped
         steps.announce(step, ["x"], speak=step == 1)
-    assert capsys.readouterr().err == f"warning: step 1: rewards unavailable: x; {said} (rewards.on_unavailable={policy})\n"
+    said = f"warning: step 1: rewards unavailable: x; {said} (rewards.on_unavailable={policy})\n"
+    assert capsys.readouterr().err == said

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rftune.atomic_io import MANIFEST_NAME, file_sha256, replace_dir, write_bytes_atomic
+from rftune.atomic_io import MANIFEST_NAME, file_sha256, replace_dir, storage_errors, write_bytes_atomic
 from rftune.errors import RepositoryError
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -245,7 +245,8 @@ class Repository:
         if kind not in ("adapter", "full"):
             raise RepositoryError(f"version kind must be 'adapter' or 'full', got {kind!r}")
         manifest = manifest_of(folder)
-        self._store_blobs(folder, manifest)
+        with storage_errors(self.root, "to the model repository"):
+            self._store_blobs(folder, manifest)
         with self._connect() as db, _transaction(db):
             self._store_blobs(folder, manifest, only_missing=True)  # a concurrent `rm` may have removed shared ones
             row = db.execute("SELECT next_version FROM names WHERE name = ?", (name,)).fetchone()
