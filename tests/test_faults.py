@@ -414,6 +414,27 @@ rewards:
     assert record["rewards/judge_score/mean"] == pytest.approx(0.7) and record["update_skipped"] == 1
 
 
+def test_an_unreachable_judge_is_named_not_scored_zero(tiny_model_dir, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path, tiny_model_dir, tmp_path / "run", extra=f"""
+rewards:
+  functions:
+    - name: judge_score
+      kwargs: {{judge: {{backend: openai, model: m, base_url: "http://127.0.0.1:{port}/v1", api_key_env: null,
+                max_retries: 0, timeout: 5}}}}
+""")
+    assert train(config, "train.max_steps=3", "rewards.max_unavailable_steps=1") == 2
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error: step 1: rewards unavailable for 1 steps in a row (reward function 'judge_score' had no value for any "
+        "of the 4 completions; 4 of 4 judgments failed or could not be read)")
+    (record,) = strict_records(tmp_path / "run" / "metrics.jsonl")
+    assert record["reward/mean"] is None and record["judge/failures"] == 4
+
+
 # ----------------------------------------------------------------------- 8: damage in the repository
 @pytest.fixture
 def registered(trained, capsys):
