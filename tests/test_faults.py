@@ -247,6 +247,10 @@ def test_a_read_only_output_folder_is_a_clear_error(tiny_model_dir, tmp_path, tm
                            "read-only")
     assert train(config, f"train.output_dir={tmpfs / 'new'}") == 2
     assert "read-only" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                                         '{"role": "assistant", "content": "hé"}]}\n', encoding="utf-8")
+    assert main(["sft", str(config), "sft.data=chat.jsonl", f"sft.output_dir={tmpfs / 'sft'}", "sft.max_steps=1"]) == 2
+    assert "the file system is read-only" in one_error_line(capsys.readouterr().err)
     assert verify_folder(out / "checkpoints" / "step-000001") == []
 
 

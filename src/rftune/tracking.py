@@ -34,17 +34,18 @@ class JsonlLog:
 
     def __init__(self, path: str | Path, keep_through_step: int | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_through_step is not None and self.path.exists():
-            self._truncate(keep_through_step)
-        self._handle = self.path.open("a", encoding="utf-8")
+        with storage_errors(self.path, "the log"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if keep_through_step is not None and self.path.exists():
+                self._truncate(keep_through_step)
+            self._handle = self.path.open("a", encoding="utf-8")
 
     def _truncate(self, last_step: int) -> None:
         kept = [raw for raw, record in jsonl_records(self.path, skip_bad=True) if record.get("step", 0) <= last_step]
         write_bytes_atomic(self.path, b"".join(raw + b"\n" for raw in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        with storage_errors(self.path, "to the log"):
+        with storage_errors(self.path, "the log"):
             for record in records:
                 self._handle.write(json.dumps(_no_nan(record), ensure_ascii=False, default=_jsonable,
                                               allow_nan=False) + "\n")
