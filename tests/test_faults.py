@@ -291,6 +291,27 @@ def test_prompts_longer_than_the_context_are_named_or_dropped_by_policy(tiny_mod
     assert train(config, "train.max_steps=1", "task.max_prompt_tokens=20", f"train.output_dir={tmp_path / 'r2'}",
                  "task.on_long_prompt=error") == 2
     assert "more than 20 (task.max_prompt_tokens)" in one_error_line(capsys.readouterr().err)
+    run = tmp_path / "r3"
+    assert train(config, "train.max_steps=1", "task.max_prompt_tokens=40", f"train.output_dir={run}",
+                 "task.on_long_prompt=truncate") == 0
+    assert "task.on_long_prompt=truncate: truncated 1 rows whose prompt is longer than 40 tokens " \
+           "(task.max_prompt_tokens)" in capsys.readouterr().out
+    prompts = {row["prompt"][-1]["content"] for row in read_jsonl(run / "completions.jsonl")}
+    assert all(len(text) < 40 for text in prompts)  # one token per character, the chat template's share aside
+
+
+def test_truncation_keeps_the_instructions_and_the_end_of_the_last_message(tiny_model_dir):
+    from rftune.generation import prompt_lengths, truncate_prompt
+    from rftune.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    text = "é" * 50 + "a" * 50 + " question?"  # é is not in the tiny vocabulary: the text kept is the original's
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+    (length,) = prompt_lengths(tokenizer, [messages])
+    cut = truncate_prompt(tokenizer, messages, length - 70)
+    assert prompt_lengths(tokenizer, [cut]) == [length - 70]
+    assert cut[0] == messages[0] and cut[1]["content"] == "a" * 30 + " question?"
+    assert truncate_prompt(tokenizer, messages, 10) is None  # the system message alone is longer
 
 
 # ------------------------------------------------------------- 7: rewards and judges that hang or fail
@@ -556,7 +577,7 @@ def test_new_config_keys_load_from_yaml_and_overrides_and_are_checked(tmp_path):
                                                               "got False"),
                               ("rewards.timeout=0", "rewards.timeout: must be >= 0.001"),
                               ("rewards.max_unavailable_steps=0", "must be >= 1"),
-                              ("task.on_long_prompt=no", "must be one of 'error', 'drop', got False"),
+                              ("task.on_long_prompt=no", "must be one of 'error', 'truncate', 'drop', got False"),
                               ("task.max_prompt_tokens=0", "task.max_prompt_tokens: must be >= 1")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(path, [override])

@@ -122,7 +122,8 @@ class TaskConfig:
     eval_path: str | None = None  # held-out rows in a file like task.path (tasks "dataset", "summarize")
     system_prompt: str | None = None  # overrides the task's system prompt
     max_prompt_tokens: int | None = None  # longest prompt in tokens; None = the model's context - max_new_tokens
-    on_long_prompt: Literal["error", "drop"] = "error"  # a longer prompt: an error naming its row, or left out
+    on_long_prompt: Literal["error", "truncate", "drop"] = "error"  # a longer prompt: an error naming its row, cut
+    # to fit (the start of its last message goes), or left out
     kwargs: dict[str, Any] = field(default_factory=dict)  # task options (e.g. size, seed, datasets)
 
 

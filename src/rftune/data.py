@@ -8,7 +8,8 @@ and an empty file is named as such.
 
 `check_prompt_lengths` measures every prompt in tokens, as the sampler will see it, against a limit
 (``task.max_prompt_tokens``, by default the model's context less ``generation.max_new_tokens``): a longer prompt
-is an error naming its row, or with ``task.on_long_prompt: drop`` it is left out and counted.
+is an error naming its row, or by ``task.on_long_prompt`` it is cut to fit (``truncate``: the start of its last
+message goes) or left out (``drop``), and counted.
 
 `PromptStream` hands out prompts in a seeded shuffled order, epoch after epoch; its ``position`` (prompts consumed
 so far) is all it needs to resume exactly where a run stopped.
@@ -20,7 +21,8 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -130,20 +132,27 @@ def _parquet_rows(path: Path):
         yield f"{path}: row {number}", row
 
 
-def check_prompt_lengths(samples: list[Sample], lengths: list[int], limit: int, policy: str,
-                         where: str) -> tuple[list[Sample], int]:
-    """(the samples whose prompt has at most `limit` tokens (`lengths`), how many were dropped). A longer prompt
-    is a `DataError` naming its row unless `policy` is ``drop``; `where` says where the limit comes from."""
+def check_prompt_lengths(samples: list[Sample], lengths: list[int], limit: int, policy: str, where: str,
+                         shorten: Callable[[list[dict]], list[dict] | None]) -> tuple[list[Sample], int]:
+    """(the samples fitted to `limit` tokens, how many were changed). A prompt longer than `limit` (`lengths`) is
+    a `DataError` naming its row under `policy` ``error``, is left out under ``drop``, and under ``truncate`` is
+    cut to fit by `shorten` (the start of its last message goes); `where` says where the limit comes from."""
     kept = []
     for sample, tokens in zip(samples, lengths):
         if tokens <= limit:
             kept.append(sample)
-        elif policy != "drop":
+        elif policy == "truncate":
+            prompt = shorten(sample.prompt)
+            if prompt is None:
+                raise DataError(f"{_row_name(sample)}: the prompt has {tokens} tokens, more than {limit} ({where}), "
+                                "even with its last message emptied; shorten its other messages")
+            kept.append(replace(sample, prompt=prompt))
+        elif policy == "error":
             raise DataError(f"{_row_name(sample)}: the prompt has {tokens} tokens, more than {limit} ({where}); "
-                            "shorten it, or set task.on_long_prompt=drop to leave such rows out")
+                            "shorten it, or set task.on_long_prompt to truncate or drop")
     if samples and not kept:
         raise DataError(f"every prompt is longer than {limit} tokens ({where})")
-    return kept, len(samples) - len(kept)
+    return kept, sum(tokens > limit for tokens in lengths)
 
 
 def _row_name(sample: Sample) -> str:

@@ -103,11 +103,37 @@ def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, 
 
 
 def prompt_lengths(tokenizer, prompts: list[list[dict]]) -> list[int]:
-    """The number of tokens of each prompt as `encode_prompts` encodes it."""
+    """The number of tokens of each prompt as `encode_prompts` encodes it (counted on a copy of the tokenizer:
+    encoding sets its padding state, which save_pretrained writes)."""
+    return _count_tokens(copy.deepcopy(tokenizer), prompts)
+
+
+def truncate_prompt(tokenizer, messages: list[dict], limit: int) -> list[dict] | None:
+    """`messages` with the start of the last message's text cut away, as little as needed for the prompt to have
+    at most `limit` tokens (the instructions before it and the end of its text, usually the question, stay; the
+    text kept is the original's, never re-decoded); None when even an empty last message would not fit."""
+    counter = copy.deepcopy(tokenizer)  # (as in `prompt_lengths`)
+    text = messages[-1]["content"]
+
+    def keeping(start: int) -> list[dict]:
+        return [*messages[:-1], {**messages[-1], "content": text[start:]}]
+
+    def fits(start: int) -> bool:
+        return _count_tokens(counter, [keeping(start)])[0] <= limit
+
+    if not fits(len(text)):
+        return None
+    low, high = 0, len(text)  # binary search for the first start that fits: fits(high) holds throughout
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle + 1, high)
+    return keeping(high)
+
+
+def _count_tokens(tokenizer, prompts: list[list[dict]]) -> list[int]:
     texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
              for messages in prompts]
-    counter = copy.deepcopy(tokenizer)  # encoding sets a tokenizer's padding state, which save_pretrained writes
-    return [len(ids) for ids in counter(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
-from rftune.generation import SamplingParams, prompt_lengths, resolve_backend, sample_completions
+from rftune.generation import SamplingParams, prompt_lengths, resolve_backend, sample_completions, truncate_prompt
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
@@ -155,16 +155,18 @@ class GRPOTrainer:
         else:
             limit = None
         if limit is not None:
-            dropped = 0
+            changed = 0
+            shorten = functools.partial(truncate_prompt, self.tokenizer, limit=limit)
             for key in ("samples", "eval_samples"):
                 samples = getattr(task, key)
                 lengths = prompt_lengths(self.tokenizer, [s.prompt for s in samples])
-                kept, count = check_prompt_lengths(samples, lengths, limit, cfg.task.on_long_prompt, where)
-                task, dropped = replace(task, **{key: kept}), dropped + count
+                kept, count = check_prompt_lengths(samples, lengths, limit, cfg.task.on_long_prompt, where, shorten)
+                task, changed = replace(task, **{key: kept}), changed + count
             self.task = task
-            if dropped:
-                self._say(f"task.on_long_prompt=drop: left out {dropped} rows whose prompt is longer than {limit} "
-                          f"tokens ({where})")
+            if changed:
+                done = "truncated" if cfg.task.on_long_prompt == "truncate" else "left out"
+                self._say(f"task.on_long_prompt={cfg.task.on_long_prompt}: {done} {changed} rows whose prompt is "
+                          f"longer than {limit} tokens ({where})")
         if len(self.task.samples) < cfg.prompts_per_step:
             raise ConfigError(f"the task has {len(self.task.samples)} training rows, fewer than the "
                               f"{cfg.prompts_per_step} prompts of one step (train.batch_size / "
