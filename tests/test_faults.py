@@ -284,13 +284,17 @@ def test_prompts_longer_than_the_context_are_named_or_dropped_by_policy(tiny_mod
     assert train(config) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"error: {tmp_path / 'prompts.jsonl'}:5 (prompt 'Spell xxx" in line
-    assert "more than 1018 (the model's context of 1024 tokens less generation.max_new_tokens=6)" in line
+    assert "more than 1018 (the model's context of 1024 tokens less the 6 tokens of a completion)" in line
     config.write_text(config.read_text() + "task: {name: dataset, path: prompts.jsonl, on_long_prompt: drop}\n")
     assert train(config, "train.max_steps=1") == 0
     assert "task.on_long_prompt=drop: left out 1 rows whose prompt is longer than 1018" in capsys.readouterr().out
     assert train(config, "train.max_steps=1", "task.max_prompt_tokens=20", f"train.output_dir={tmp_path / 'r2'}",
                  "task.on_long_prompt=error") == 2
     assert "more than 20 (task.max_prompt_tokens)" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"prompt": "y" * 2000}) + "\n")
+    assert main(["eval", str(config), f"task.eval_path={tmp_path / 'heldout.jsonl'}", "eval.max_new_tokens=2",
+                 "--no-base", "--adapter", str(tmp_path / "run" / "final")]) == 2  # drop is for training rows
+    assert f"{tmp_path / 'heldout.jsonl'}:1 (prompt 'yyy" in one_error_line(capsys.readouterr().err)
     run = tmp_path / "r3"
     assert train(config, "train.max_steps=1", "task.max_prompt_tokens=40", f"train.output_dir={run}",
                  "task.on_long_prompt=truncate") == 0

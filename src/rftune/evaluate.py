@@ -33,8 +33,8 @@ import torch
 from rftune.atomic_io import write_text_atomic
 from rftune.config import Config
 from rftune.errors import ConfigError
-from rftune.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
-                               rollout_batch)
+from rftune.generation import (SamplingParams, encode_prompts, eos_token_ids, fit_prompts, generate_ids,
+                               in_process_backend, rollout_batch)
 from rftune.rewards import reward_functions, score_completions, weighted_total
 from rftune.stats import estimate, paired_difference, pass_at_k
 from rftune.tasks import Task, task_from_config
@@ -128,11 +128,21 @@ def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
     model, tokenizer = load_model_and_tokenizer(player.model, dtype=config.model.dtype, adapter=player.adapter)
     model.to(device).eval()
     params = sampling_params(config, device)
+    setup = _fit_rows(setup, tokenizer, model, params.max_new_tokens, config.task)
     try:
         return score_player(model, tokenizer, setup, params, config.eval, config.rewards.on_error,
                             desc=player.name, progress=progress)
     finally:
         del model
+
+
+def _fit_rows(setup: Setup, tokenizer, model, max_new_tokens: int, task) -> Setup:
+    """The setup with every held-out prompt fitted to the model's context by ``task.on_long_prompt`` (see
+    `rftune.generation.fit_prompts`); every player keeps every row, so ``drop`` is an error here."""
+    policy = "error" if task.on_long_prompt == "drop" else task.on_long_prompt
+    context = getattr(model.config, "max_position_embeddings", None)
+    fitted, _, _ = fit_prompts(setup.samples, tokenizer, context, max_new_tokens, task.max_prompt_tokens, policy)
+    return dataclasses.replace(setup, samples=fitted)
 
 
 def sampling_params(config: Config, device) -> SamplingParams:

@@ -26,6 +26,7 @@ the uninterrupted run would have.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ import torch
 from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate, group_uniforms, sample_tokens
+from rftune.data import check_prompt_lengths
 from rftune.device import autocast, model_device
 from rftune.errors import ConfigError
 from rftune.sharding import is_sharded
@@ -106,6 +108,24 @@ def prompt_lengths(tokenizer, prompts: list[list[dict]]) -> list[int]:
     """The number of tokens of each prompt as `encode_prompts` encodes it (counted on a copy of the tokenizer:
     encoding sets its padding state, which save_pretrained writes)."""
     return _count_tokens(copy.deepcopy(tokenizer), prompts)
+
+
+def fit_prompts(samples: list[Sample], tokenizer, context: int | None, max_new_tokens: int,
+                max_prompt_tokens: int | None, policy: str) -> tuple[list[Sample], int, str]:
+    """(the samples fitted to the prompt limit by `policy`, how many were changed, the limit in words) — see
+    `rftune.data.check_prompt_lengths`. The limit is `max_prompt_tokens`, else the model's `context` less
+    `max_new_tokens`; with neither, the samples are returned as they are."""
+    if max_prompt_tokens is not None:
+        limit, where = max_prompt_tokens, "task.max_prompt_tokens"
+    elif context:
+        limit = context - max_new_tokens
+        where = f"the model's context of {context} tokens less the {max_new_tokens} tokens of a completion"
+    else:
+        return samples, 0, "no limit"
+    lengths = prompt_lengths(tokenizer, [s.prompt for s in samples])
+    shorten = functools.partial(truncate_prompt, tokenizer, limit=limit)
+    fitted, changed = check_prompt_lengths(samples, lengths, limit, policy, where, shorten)
+    return fitted, changed, f"longer than {limit} tokens ({where})"
 
 
 def truncate_prompt(tokenizer, messages: list[dict], limit: int) -> list[dict] | None:

@@ -37,13 +37,13 @@ from rftune.atomic_io import write_folder
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.data import PromptStream, RankShard, check_prompt_lengths, samples_from_rows
+from rftune.data import PromptStream, RankShard, samples_from_rows
 from rftune.errors import ConfigError, StorageError
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
-from rftune.generation import SamplingParams, prompt_lengths, resolve_backend, sample_completions, truncate_prompt
+from rftune.generation import SamplingParams, fit_prompts, resolve_backend, sample_completions
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
@@ -142,31 +142,19 @@ class GRPOTrainer:
         return task_from_config(self.config)  # held-out rows are left out of training
 
     def _check_prompts(self) -> None:
-        """Every prompt fits the context (see `rftune.data.check_prompt_lengths`), and a step's prompts are
-        distinct rows."""
-        cfg, task = self.config, self.task
+        """Every prompt fits the context (`rftune.generation.fit_prompts`), and a step's prompts are distinct
+        rows."""
+        cfg, task, changed = self.config, self.task, 0
         context = getattr(self.model.config, "max_position_embeddings", None)
-        if cfg.task.max_prompt_tokens is not None:
-            limit, where = cfg.task.max_prompt_tokens, "task.max_prompt_tokens"
-        elif context:
-            limit = context - cfg.generation.max_new_tokens
-            where = (f"the model's context of {context} tokens less generation.max_new_tokens="
-                     f"{cfg.generation.max_new_tokens}")
-        else:
-            limit = None
-        if limit is not None:
-            changed = 0
-            shorten = functools.partial(truncate_prompt, self.tokenizer, limit=limit)
-            for key in ("samples", "eval_samples"):
-                samples = getattr(task, key)
-                lengths = prompt_lengths(self.tokenizer, [s.prompt for s in samples])
-                kept, count = check_prompt_lengths(samples, lengths, limit, cfg.task.on_long_prompt, where, shorten)
-                task, changed = replace(task, **{key: kept}), changed + count
-            self.task = task
-            if changed:
-                done = "truncated" if cfg.task.on_long_prompt == "truncate" else "left out"
-                self._say(f"task.on_long_prompt={cfg.task.on_long_prompt}: {done} {changed} rows whose prompt is "
-                          f"longer than {limit} tokens ({where})")
+        for key in ("samples", "eval_samples"):
+            fitted, count, limit = fit_prompts(getattr(task, key), self.tokenizer, context,
+                                               cfg.generation.max_new_tokens, cfg.task.max_prompt_tokens,
+                                               cfg.task.on_long_prompt)
+            task, changed = replace(task, **{key: fitted}), changed + count
+        self.task = task
+        if changed:
+            done = "truncated" if cfg.task.on_long_prompt == "truncate" else "left out"
+            self._say(f"task.on_long_prompt={cfg.task.on_long_prompt}: {done} {changed} rows whose prompt is {limit}")
         if len(self.task.samples) < cfg.prompts_per_step:
             raise ConfigError(f"the task has {len(self.task.samples)} training rows, fewer than the "
                               f"{cfg.prompts_per_step} prompts of one step (train.batch_size / "
