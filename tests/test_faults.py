@@ -254,6 +254,20 @@ def test_a_read_only_output_folder_is_a_clear_error(tiny_model_dir, tmp_path, tm
     assert verify_folder(out / "checkpoints" / "step-000001") == []
 
 
+def test_a_full_disk_under_the_model_repository_is_a_clear_error(trained, tmpfs, monkeypatch, capsys):
+    config, out = trained
+    monkeypatch.setenv("RFTUNE_REPOSITORY", str(tmpfs / "repository"))
+    assert main(["models", "list"]) == 0  # the (empty) index exists
+    fill(tmpfs, leave=4_000)
+    capsys.readouterr()
+    assert main(["models", "import", str(out / "final"), "--name", "v"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: cannot write to the model repository {tmpfs / 'repository'}: the disk is full")
+    (tmpfs / "filler").unlink()
+    assert not list((tmpfs / "repository").rglob(".tmp-*"))
+    assert main(["models", "list"]) == 0 and "no versions" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------ 6: data it cannot use
 @pytest.mark.parametrize("name, content, expected", [
     ("bad.jsonl", b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n',
@@ -277,7 +291,7 @@ def test_fewer_rows_than_one_step_takes_is_an_error(tiny_model_dir, tmp_path, ca
         one_error_line(capsys.readouterr().err)
 
 
-def test_prompts_longer_than_the_context_are_named_or_dropped_by_policy(tiny_model_dir, tmp_path, capsys):
+def test_prompts_longer_than_the_context_are_named_truncated_or_dropped_by_policy(tiny_model_dir, tmp_path, capsys):
     # the tiny model's context is 1024 tokens, one per character: 2000 characters cannot fit
     rows = WORDS[:4] + ["x" * 2000]
     config = write_config(tmp_path, tiny_model_dir, tmp_path / "run", rows=rows)
