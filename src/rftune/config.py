@@ -4,6 +4,11 @@ Everything is validated once, at load, with messages a user can act on: an unkno
 one, a wrong type names the key and the expected type, out-of-range values say the allowed range, and the batch
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
+YAML 1.1 reads ``yes``/``no``/``on``/``off`` as booleans, so ``train.cpu_kernels: off`` would arrive as False.
+rftune's loader keeps such a word as written (a `BoolWord`): a string field (``cpu_kernels: off``) gets the text, a
+boolean field (``lora.enabled: no``) and an untyped value (reward ``kwargs``) get the boolean YAML 1.1 means.
+Only ``true``/``false`` are plain booleans. Overrides are read by the same loader.
+
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
 before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (registering finished runs) and
 ``sandbox`` (limits for running generated code).
@@ -225,6 +230,29 @@ RANGES = {
 }
 
 
+class BoolWord(str):
+    """A YAML 1.1 boolean word (yes, no, on, off in any case) kept as the text the user wrote."""
+
+    def as_bool(self) -> bool:
+        return self.lower() in ("yes", "on")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that yes/no/on/off stay `BoolWord`s (see the module docstring)."""
+
+    def construct_yaml_bool(self, node):
+        text = self.construct_scalar(node)
+        return text.lower() == "true" if text.lower() in ("true", "false") else BoolWord(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_yaml_bool)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML the way config files and overrides are parsed (yes/no/on/off kept as `BoolWord`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML file (optional), apply ``section.key=value`` overrides, validate, and return a Config."""
     raw: dict[str, Any] = {}
@@ -234,7 +262,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
         if not isinstance(raw, dict):
@@ -277,7 +305,7 @@ def _override_value(item: str, text: str) -> Any:
         return ""
     bracketed = text.lstrip()[:1] in ("[", "{")
     try:
-        value = yaml.safe_load(text)
+        value = read_yaml(text)
     except yaml.YAMLError as exc:
         if bracketed:
             raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
@@ -319,7 +347,7 @@ def _convert(hint, value, where: str):
         choices = typing.get_args(hint)
         if value not in choices:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
+        return str(value) if isinstance(value, BoolWord) else value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
@@ -328,8 +356,19 @@ def _convert(hint, value, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return dict(value)
+        return {key: _plain(item) for key, item in value.items()}
     return _convert_scalar(hint, value, where)
+
+
+def _plain(value: Any) -> Any:
+    """An untyped value with every `BoolWord` turned into the boolean YAML 1.1 gives it."""
+    if isinstance(value, BoolWord):
+        return value.as_bool()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _convert_union(options, value, where: str):
@@ -346,7 +385,12 @@ def _convert_union(options, value, where: str):
 
 def _convert_scalar(hint, value, where: str):
     if hint is Any:
-        return value
+        return _plain(value)
+    if isinstance(value, BoolWord):
+        if hint is str:
+            return str(value)
+        if hint is bool:
+            return value.as_bool()
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML reads 1e-5 as a string
@@ -356,7 +400,12 @@ def _convert_scalar(hint, value, where: str):
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it, with its type: a `BoolWord` as the text written."""
+    return f"str {str(value)!r}" if isinstance(value, BoolWord) else f"{type(value).__name__} {value!r}"
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
