@@ -2,6 +2,10 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. User
 mistakes (`RftuneError`) are printed as ``error: ...`` with exit status 2 and no traceback; Ctrl-C exits 130.
+
+``KEY=VALUE`` overrides may come anywhere after the config path, between and after options (``rftune eval c.yaml
+--adapter a eval.num_rows=50``), as in TRL's and Hydra's command lines: argparse stops filling the ``overrides``
+positional at the first option, so the words it leaves over are added to it when each is a ``KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -36,8 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed, with overrides given after options gathered into ``overrides``."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    _add_late_overrides(parser, args, extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except RftuneError as exc:
@@ -46,6 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _add_late_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Append the ``KEY=VALUE`` words found after an option to ``args.overrides``; anything else is an error."""
+    late = [word for word in extra if "=" in word and not word.startswith("-")]
+    unknown = [word for word in extra if word not in late]
+    if late and not hasattr(args, "overrides"):
+        unknown = extra
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if late:
+        args.overrides = list(args.overrides) + late
 
 
 if __name__ == "__main__":
