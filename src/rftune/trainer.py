@@ -35,7 +35,7 @@ from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, RankShard, samples_from_rows
-from rftune.errors import ConfigError
+from rftune.errors import ConfigError, RewardError
 from rftune.cpu import enable_training_kernels
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
@@ -44,8 +44,8 @@ from rftune.generation import SamplingParams, resolve_backend, sample_completion
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
-from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
-                            weighted_total)
+from rftune.rewards import (RewardFunction, RewardLogs, TrainerState, as_reward_function, reward_functions,
+                            score_completions, unique_names, weighted_total)
 from rftune.rollout_env import env_rollout
 from rftune.run_lock import RunLock, stale_note
 from rftune.sharding import full_tensor, model_state, optimizer_state, shard
@@ -60,6 +60,8 @@ class ScoredBatch:
     rewards_per_func: torch.Tensor  # [B, K], NaN = not applicable
     rewards: torch.Tensor  # [B]
     failures: dict[str, int]
+    logged: list[dict[str, Any]]  # [B] the columns reward functions logged with log_extra, per row
+    logged_metrics: dict[str, list[float]]  # what they logged with log_metric: name -> values
 
 
 class GRPOTrainer:
@@ -318,12 +320,16 @@ class GRPOTrainer:
         t1 = time.perf_counter()
         examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
             if rollout.episodes else [s.example for s in rollout.samples]
-        rewards_per_func, failures = score_completions(self.reward_functions, [s.prompt for s in rollout.samples],
-                                                       rollout.completions, examples, self.config.rewards.on_error)
+        logs = RewardLogs()
+        rewards_per_func, failures = score_completions(
+            self.reward_functions, [s.prompt for s in rollout.samples], rollout.completions, examples,
+            self.config.rewards.on_error, completion_ids=rollout.generated_ids(),
+            state=TrainerState(self.step_count - 1, self.config.train.max_steps), logs=logs)
         rewards = weighted_total(rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
         timings["time/generation"] += t1 - t0
         timings["time/reward"] += time.perf_counter() - t1
-        return ScoredBatch(rollout, rewards_per_func, rewards, failures)
+        return ScoredBatch(rollout, rewards_per_func, rewards, failures, _rows_of(logs.columns, rollout.size),
+                           logs.metrics)
 
     def _fill_informative(self, scored: ScoredBatch, stream, timings) -> tuple[ScoredBatch, int]:
         """DAPO dynamic sampling: keep groups whose rewards differ; sample more prompts until P groups or the cap.
@@ -332,7 +338,7 @@ class GRPOTrainer:
         stays P * G.
         """
         g, wanted = self.config.generation.num_generations, self.prompts_per_rank
-        kept, spare, failures = [], [], [scored.failures]
+        kept, spare, failures, logged_metrics = [], [], [scored.failures], [scored.logged_metrics]
         rounds = 0
         while scored is not None:
             informative = ~zero_std_groups(scored.rewards, g)  # [P']
@@ -350,10 +356,12 @@ class GRPOTrainer:
             scored = self._sample_and_score([self.task.samples[i] for i in indices], positions,
                                             timings) if indices else None
             failures.append(scored.failures if scored is not None else {})
+            logged_metrics.append(scored.logged_metrics if scored is not None else {})
         chosen = (kept + spare)[:wanted]
         merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
                              torch.cat([c.rewards_per_func for c in chosen]), torch.cat([c.rewards for c in chosen]),
-                             _sum_counts(failures))
+                             _sum_counts(failures), [row for c in chosen for row in c.logged],
+                             _merge_lists(logged_metrics))
         return merged, rounds
 
     # ----------------------------------------------------------------------------------------------- update
@@ -443,6 +451,7 @@ class GRPOTrainer:
         if self.uses_sandbox:  # programs run by the code rewards this step, by outcome, and cache hits
             metrics.update(sandbox.SANDBOX_STATS.snapshot_and_reset())
         metrics.update(JUDGE_STATS.snapshot_and_reset())  # judge calls made by reward functions this step
+        metrics.update({name: sum(values) / len(values) for name, values in scored.logged_metrics.items()})
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:
@@ -452,10 +461,10 @@ class GRPOTrainer:
             names = [rf.name for rf in self.reward_functions]
             rows = [{"step": self.step_count, "prompt": sample.prompt, "completion": text,
                      "rewards": {n: (None if math.isnan(v) else v) for n, v in zip(names, per_func.tolist())},
-                     "reward": total, "advantage": adv}
-                    for sample, text, per_func, total, adv in zip(
+                     "reward": total, "advantage": adv, **({"logged": logged} if logged else {})}
+                    for sample, text, per_func, total, adv, logged in zip(
                         scored.rollout.samples, scored.rollout.completions, scored.rewards_per_func,
-                        scored.rewards.tolist(), advantages.tolist())]
+                        scored.rewards.tolist(), advantages.tolist(), scored.logged)]
             rows = [row for part in gather_objects(rows, self.world) for row in part]
         if not self.world.is_main:
             return
@@ -531,7 +540,24 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 
 def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:
     rows = list(range(group * g, (group + 1) * g))
-    return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {})
+    return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {},
+                       [scored.logged[i] for i in rows], {})
+
+
+def _rows_of(columns: dict[str, list], size: int) -> list[dict[str, Any]]:
+    """log_extra's columns turned into one dict per row (a column must hold one value per completion)."""
+    for name, values in columns.items():
+        if len(values) != size:
+            raise RewardError(f"log_extra({name!r}, ...) was given {len(values)} values for {size} completions")
+    return [{name: values[i] for name, values in columns.items()} for i in range(size)]
+
+
+def _merge_lists(parts: list[dict[str, list]]) -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for part in parts:
+        for key, values in part.items():
+            merged.setdefault(key, []).extend(values)
+    return merged
 
 
 def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
