@@ -77,9 +77,12 @@ def test_file_errors(tmp_path):
         load_config(None, ["train.max_steps"])
 
 
-def test_dataset_task_needs_a_path():
-    with pytest.raises(ConfigError, match="task.path"):
-        load_config(None, ["task.name=dataset"])
+def test_dataset_task_needs_a_path_unless_rows_are_passed_in_code():
+    from rftune.tasks import task_from_config
+
+    config = load_config(None, ["task.name=dataset"])  # the Python API may pass the rows (GRPOTrainer(dataset=...))
+    with pytest.raises(ConfigError, match=r"task.name=dataset needs task.path .* or the rows passed in code"):
+        task_from_config(config)
 
 
 def test_algorithm_names_come_from_the_registries(monkeypatch):

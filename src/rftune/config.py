@@ -9,6 +9,8 @@ rftune's loader keeps such a word as written (a `BoolWord`): a string field (``c
 boolean field (``lora.enabled: no``) and an untyped value (reward ``kwargs``) get the boolean YAML 1.1 means.
 Only ``true``/``false`` are plain booleans. Overrides are read by the same loader.
 
+TRL's ``GRPOConfig`` key names are read as aliases, each with a one-line notice (`rftune.trl_keys`).
+
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
 before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (registering finished runs) and
 ``sandbox`` (limits for running generated code).
@@ -16,9 +18,11 @@ before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (regi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ import yaml
 
 from rftune.errors import ConfigError
 from rftune.repository.store import NAME_PATTERN
+from rftune.trl_keys import translate_trl_keys
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         base_dir = str(path.resolve().parent)
     for item in overrides or []:
         apply_override(raw, item)
+    _say_notices(translate_trl_keys(raw))
     raw.setdefault("base_dir", base_dir)
     config = build_dataclass(Config, raw, "")
     validate(config)
@@ -278,9 +284,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (the Python API's equivalent of a YAML file)."""
-    config = build_dataclass(Config, dict(raw), "")
+    raw = copy.deepcopy(raw)
+    _say_notices(translate_trl_keys(raw))
+    config = build_dataclass(Config, raw, "")
     validate(config)
     return config
+
+
+def _say_notices(notices: list[str]) -> None:
+    for notice in notices:
+        print(notice, file=sys.stderr)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -433,8 +446,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.batch_size={b} is not divisible by train.gradient_accumulation_steps={accum}")
     if config.algorithm.epsilon_high < config.algorithm.epsilon_low:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
-    if config.task.name == "dataset" and not config.task.path:
-        raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
     _check_fsdp(config)
     name = config.repository.name
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
