@@ -15,11 +15,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
 
 
+def _log_requests_to_stderr() -> None:
+    """The server's one line per request (the ``rftune.serve`` logger), with the time, on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("rftune.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def run(args) -> int:
     from rftune.device import model_device
     from rftune.generation import resolve_backend
     from rftune.serve import load_service, make_server
 
+    _log_requests_to_stderr()
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     service = load_service(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device,
