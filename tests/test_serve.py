@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -209,6 +210,11 @@ def test_one_log_line_per_request(client, caplog):
     client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, temperature=0)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, temperature=9)
+    deadline = time.monotonic() + 10  # the handler thread writes its line just after the reply is sent
+    while len(lines := [r.getMessage() for r in caplog.records if r.name == "rftune.serve"]) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.01)
+    time.sleep(0.2)
     lines = [r.getMessage() for r in caplog.records if r.name == "rftune.serve"]
     assert len(lines) == 2
     assert " POST /v1/chat/completions 200 model=tiny n=1 prompt_tokens=" in lines[0]
