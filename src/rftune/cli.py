@@ -6,15 +6,21 @@ mistakes (`RftuneError`) are printed as ``error: ...`` with exit status 2 and no
 ``KEY=VALUE`` overrides may come anywhere after the config path, between and after options (``rftune eval c.yaml
 --adapter a eval.num_rows=50``), as in TRL's and Hydra's command lines: argparse stops filling the ``overrides``
 positional at the first option, so the words it leaves over are added to it when each is a ``KEY=VALUE``.
+``$RFTUNE_OVERRIDES`` (shell-quoted ``KEY=VALUE`` words) is applied after the command line's overrides by every
+command that reads a config: a quick run of a documented command, e.g. ``RFTUNE_OVERRIDES="train.max_steps=1"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
 
 from rftune.errors import RftuneError
+
+ENV_OVERRIDES = "RFTUNE_OVERRIDES"  # KEY=VALUE words applied after the command line's
 
 # name -> module; the module is imported only when its command runs (or for --help).
 COMMANDS = {
@@ -45,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     _add_late_overrides(parser, args, extra)
+    if hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + shlex.split(os.environ.get(ENV_OVERRIDES, ""))
     return args
 
 
