@@ -104,7 +104,7 @@ class TrainConfig:
     log_completions: bool = True  # write completions.jsonl
     eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
     eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
-    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])  # trackers
+    report_to: list[Literal["jsonl", "tensorboard", "wandb", "trackio"]] = field(default_factory=lambda: ["jsonl"])  # trackers
 
 
 @dataclass(frozen=True)
