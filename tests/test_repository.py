@@ -384,3 +384,29 @@ def test_location_and_what_counts_as_a_reference(tmp_path, monkeypatch):
     (tmp_path / "odd@1").mkdir()
     monkeypatch.chdir(tmp_path)
     assert not is_reference("odd@1")  # an existing folder of that name is a path
+
+
+@pytest.mark.parametrize("base, portable", [
+    ("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),  # the embedded default: its hub id
+    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),  # a hub id stays
+    (None, None),  # a local folder (the tiny model's): not portable
+])
+def test_export_records_a_portable_base_id_and_its_sha256(adapter_dir, tiny_model_dir, tmp_path, base, portable):
+    from rftune.models import default_model_dir
+
+    base = base or tiny_model_dir
+    info = {"base_model": {"name": base, "sha256": "ab" * 32}, "stage": "grpo"}
+    version = open_repository().register("port", variant(adapter_dir, tmp_path / "v", "x"), kind="adapter", info=info)
+    assert main(["models", "export", version.ref, str(tmp_path / "out")]) == 0
+    adapter_config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    record = json.loads((tmp_path / "out" / "rftune.json").read_text())
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert record["base_model"] == {"name": base, "portable_id": portable, "sha256": "ab" * 32}
+    assert f"- weights sha256: `{'ab' * 32}`" in card
+    assert str(default_model_dir()) not in (tmp_path / "out" / "adapter_config.json").read_text()
+    if portable:
+        assert adapter_config["base_model_name_or_path"] == portable and f"- portable id: `{portable}`" in card
+        assert f"AutoModelForCausalLM.from_pretrained({portable!r})" in card
+    else:
+        assert "- portable id: none" in card and "was a local folder of the machine that trained" in card
+    assert ("Q4_1 GGUF" in card) == (base == "smollm2-135m-instruct")
