@@ -38,12 +38,13 @@ from rftune.data import PromptStream, RankShard, samples_from_rows
 from rftune.errors import ConfigError, RewardError
 from rftune.cpu import enable_training_kernels
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
-from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
-                                process_device, sum_, sum_gradients)
+from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, launched_world,
+                                max_int, process_device, sum_, sum_gradients)
 from rftune.generation import SamplingParams, resolve_backend, sample_completions
 from rftune.judges.base import JUDGE_STATS
 from rftune.logprobs import completion_logprobs
 from rftune.models import apply_lora, load_model, load_tokenizer, resolve_model_path
+from rftune.repository.runs import begin_run, register_grpo, register_sft
 from rftune.rewards import (RewardFunction, RewardLogs, TrainerState, as_reward_function, reward_functions,
                             score_completions, unique_names, weighted_total)
 from rftune.rollout_env import env_rollout
@@ -70,15 +71,23 @@ class GRPOTrainer:
     ``reward_funcs``: callables (see `rftune.rewards.base`) or `RewardFunction`s; they replace the config's.
     ``dataset``: rows (dicts with a ``prompt``) replacing the config's task data.
     ``model``/``tokenizer``: an already-loaded model to train instead of ``config.model``.
+    With ``sft.enabled`` the SFT stage runs first (its finished adapter is reused), as in ``rftune train``; not with
+    a model passed in (an error says so). With ``register_run`` and ``repository.register`` (the defaults) the
+    finished run is registered in the model repository, as ``rftune train`` does (the command registers its runs
+    itself, with their SFT stage as parent, and passes ``register_run=False``).
     """
 
     def __init__(self, config: Config, reward_funcs: Sequence[Callable | RewardFunction] | None = None,
                  dataset: Sequence[dict] | None = None, model=None, tokenizer=None, rollout_fn: Callable | None = None,
-                 progress: bool = True):
-        self.config = config
+                 progress: bool = True, register_run: bool = True):
         self.progress = progress
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        self.run_start = begin_run(config) if register_run and config.repository.register else None
+        self.parent = self.run_start.parent if self.run_start else None
+        if config.sft.enabled:
+            config = self._sft_stage(config, model)
+        self.config = config
         torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
         device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
         self.world = init_world(device, config.train.dist_timeout)
@@ -121,6 +130,28 @@ class GRPOTrainer:
             self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
             if resumed_from is None:
                 (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
+
+    def _sft_stage(self, config: Config, model) -> Config:
+        """The config continuing the SFT stage's adapter (the stage run now unless finished before)."""
+        from rftune.sft import finished_adapter, with_sft_adapter
+
+        finished = finished_adapter(config)
+        if finished is not None and config.model.adapter and Path(config.model.adapter).resolve() == finished.resolve():
+            return config  # `rftune train` ran the stage and continues from its adapter
+        if model is not None:
+            raise ConfigError("sft.enabled: the SFT stage trains model.name_or_path, not a model passed in; run "
+                              "rftune.sft.run_sft(config) first, or set sft.enabled: false")
+        world = launched_world()
+        if world.distributed and finished is None:
+            raise ConfigError("sft.enabled: the SFT stage runs in one process: run it first (`rftune sft CONFIG`), "
+                              "then start the torchrun job, which reuses its adapter")
+        chained = with_sft_adapter(config, self.progress)
+        if self.run_start is not None and world.is_main:
+            self.parent = register_sft(self.run_start, config, Path(chained.model.adapter),
+                                       reuse=finished is not None)
+            if self.progress:
+                print(f"SFT stage: {self.parent.ref}", flush=True)
+        return chained
 
     def _check_world(self) -> None:
         prompts, size = self.config.prompts_per_step, self.world.size
@@ -249,6 +280,8 @@ class GRPOTrainer:
             if self.world.is_main:
                 self.model.save_pretrained(self.output_dir / "final", safe_serialization=True, state_dict=weights)
                 self.tokenizer.save_pretrained(self.output_dir / "final")
+                if self.run_start is not None:
+                    self._say(f"registered {register_grpo(self.run_start, self.config, self, self.parent).ref}")
             barrier(self.world)
         finally:
             for log in (self.metrics_log, self.completions_log):

@@ -39,7 +39,7 @@ def run(args) -> int:
         if config.repository.register and world.is_main:
             parent = register_sft(start, start.config, finished_adapter(config), reuse=reused)
             print(f"SFT stage: {parent.ref}")
-    trainer = GRPOTrainer(config)
+    trainer = GRPOTrainer(config, register_run=False)  # registered below, with the SFT stage as parent
     trainer.train()
     if world.is_main:  # under torchrun, rank 0 reports and registers the run once
         print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")
