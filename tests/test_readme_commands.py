@@ -3,7 +3,8 @@ counts given through ``$RFTUNE_OVERRIDES`` (not by editing the commands).
 
 Commands run in README order in one scratch folder holding a copy of ``configs/``, with two exceptions: the Wordle
 section runs before the model-repository section (whose examples name the versions a Wordle run registers), and a
-command that starts a new run where an earlier example left one runs in a fresh folder. A command that cannot run
+command that starts a new run where an earlier example left one runs in a fresh folder (the torchrun example's
+holding the SFT stage the first example finished: the README says to run that stage in one process first). A command that cannot run
 here says why in `NOT_RUN` (a placeholder name or hardware this machine lacks); one whose documented outcome is a
 refusal is in `REFUSED`. Slow: about two dozen processes, each loading the 135M model.
 """
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ("train.max_steps=1 train.batch_size=4 generation.num_generations=2 generation.max_new_tokens=8 "
-         "train.threads=1 sft.max_steps=1 sft.batch_size=2 sft.num_games=2 sft.num_examples=4 sft.max_length=256 "
+         "train.threads=1 sft.max_steps=1 sft.batch_size=2 sft.num_games=2 sft.num_examples=4 "
          "eval.num_rows=2 eval.num_samples=2 eval.num_games=1 eval.bootstrap=20 eval.max_new_tokens=8 "
          "eval.batch_size=2")
 NOT_RUN = {
@@ -114,6 +115,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
         if command in FRESH:
             cwd = tmp_path / f"fresh-{number}"
             shutil.copytree(ROOT / "configs", cwd / "configs")
+            if command.startswith("torchrun"):
+                shutil.copytree(workspace / "runs" / "arithmetic" / "sft", cwd / "runs" / "arithmetic" / "sft")
         if command.startswith("rftune report runs/a runs/b"):  # the example's two runs: copies of one made above
             for name in ("a", "b"):
                 shutil.copytree(workspace / "runs" / "arithmetic", workspace / "runs" / name, dirs_exist_ok=True)
