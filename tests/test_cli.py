@@ -112,6 +112,9 @@ def test_two_steps_on_the_default_model(tmp_path):
     assert "sft: 8 conversations" in result.stderr and "sft step 2/2" in result.stderr  # the warm start first
     assert "step 2/2 | reward" in result.stderr
     assert "device: cpu, " in result.stdout and "; generation: cpu-fast" in result.stdout
+    in_force = "lora_fused, matmul_attention, rms_norm, decoder, prepacked"  # every part fits SmolLM2 (fp32 here)
+    assert f"; cpu kernels: {in_force}" in result.stdout or f"cpu kernels: bf16_weights, {in_force}" in result.stdout
+    assert "sft: cpu kernels: " in result.stderr and "not in force" not in result.stderr
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["completion_len/max"] <= 32 for m in metrics)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate, group_uniforms, sample_tokens
 from rftune.device import autocast, model_device
@@ -136,6 +137,8 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
     generators = _group_generators(params.seeds, prompt_ids.shape[0]) if not greedy else None
     if backend == "cpu-fast":
         decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
+        if decoder.prepacked_in_force() is False:
+            warn_not_in_force("prepacked")
         completion_ids = generate(decoder, prompt_ids, prompt_mask, g, max_new_tokens, eos_ids,
                                   tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy,
                                   generators)

@@ -33,7 +33,7 @@ from rftune.atomic_io import replace_dir, write_text_atomic
 from rftune.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
-from rftune.cpu import enable_training_kernels
+from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.logprobs import final_states, position_ids_from_mask, selected_logprobs
 from rftune.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
                            run_summary)
@@ -193,6 +193,10 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
     if cpu_kernels and device.type == "cpu":
         enable_training_kernels(model, bf16)
     model.train()
+    if cpu_kernels and device.type == "cpu":  # read back after train(), which may re-bind forwards
+        in_force = report_parts(parts_in_force(model, bf16))
+        if progress:
+            print(f"sft: cpu kernels: {in_force}", file=sys.stderr, flush=True)
     step = 0
     try:
         for epoch in range(epochs):

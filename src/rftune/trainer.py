@@ -36,7 +36,7 @@ from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
 from rftune.data import PromptStream, RankShard, samples_from_rows
 from rftune.errors import ConfigError, RewardError
-from rftune.cpu import enable_training_kernels
+from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, launched_world,
                                 max_int, process_device, sum_, sum_gradients)
@@ -109,7 +109,7 @@ class GRPOTrainer:
         self.model, self.ref_model = self._build_models(model)
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
         self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom",
-                              config.model.dtype))
+                              config.model.dtype) + self._speed_layer_summary(rollout_fn is None))
         if self.fsdp:
             self._say(f"train.fsdp: weights, gradients and optimizer state sharded over {self.world.size} processes")
         self.rollout_fn, self.sync_weights = (rollout_fn, None) if rollout_fn else self._default_rollout()
@@ -199,6 +199,15 @@ class GRPOTrainer:
                 enable_training_kernels(network, self.bf16)
         model.train()
         return model, ref_model
+
+    def _speed_layer_summary(self, own_rollouts: bool) -> str:
+        """The CPU speed layer's parts in force, read back from the model (a part that fits but is not in force
+        warns): for the start line."""
+        if not self.cpu_kernels:
+            return ""
+        chosen = own_rollouts and self.config.generation.backend in ("auto", "cpu-fast")
+        parts = parts_in_force(self.model, self.bf16, self.backend if chosen else None)
+        return f"; cpu kernels: {report_parts(parts)}"
 
     def _default_rollout(self) -> tuple[Callable, Callable | None]:
         """(rollout function, weight sync after each optimizer step or None): environment episodes for multi-turn

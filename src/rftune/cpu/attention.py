@@ -61,3 +61,11 @@ def use_matmul_attention(model) -> bool:
     _register()
     inner.set_attn_implementation(NAME)
     return True
+
+
+def matmul_attention_in_force(model) -> bool | None:
+    """Whether `model`'s attention runs through `matmul_attention`; None when its architecture is not served."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not fits(inner, "attention"):
+        return None
+    return getattr(inner.config, "_attn_implementation", None) == NAME

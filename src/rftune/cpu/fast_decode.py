@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from rftune.cpu.architectures import fits
-from rftune.cpu.prepacked import linear, prepack
+from rftune.cpu.prepacked import linear, onednn_serves, prepack
 
 COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
 MIN_SHARED_PREFIX = 16  # a common prefix of fewer tokens is not worth a separate pass
@@ -141,6 +141,13 @@ class LeanDecoder:
                 out["qkv_bias"] = torch.cat([bias.detach() for _, _, bias in (q, k, v)]).to(self.dtype)
             fused.append(out)
         return fused
+
+    def prepacked_in_force(self) -> bool | None:
+        """Whether every projection weight that oneDNN serves is prepacked; None where it serves none (see
+        `rftune.cpu.prepacked.onednn_serves`)."""
+        weights = [layer[name] for layer in self.layers for name in ("qkv", "o", "gate_up", "down")]
+        served = [weight for weight in weights + [self.lm_head] if onednn_serves(weight.device, weight.dtype)]
+        return all(weight.is_mkldnn for weight in served) if served else None
 
     def _keeps_adapters_apart(self, linears) -> bool:
         return any(factors for _, factors, _ in linears) and linears[0][0].dtype != self.dtype

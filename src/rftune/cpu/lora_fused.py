@@ -81,3 +81,11 @@ def fuse_lora_layers(model) -> int:
             module.forward = types.MethodType(_fused_forward, module)
             count += 1
     return count
+
+
+def fused_lora_in_force(model) -> bool | None:
+    """Whether every eligible LoRA linear of `model` runs the fused forward; None when it has none to fuse."""
+    eligible = [module for module in model.modules() if _eligible(module)]
+    if not eligible:
+        return None
+    return all(getattr(module.forward, "__func__", None) is _fused_forward for module in eligible)

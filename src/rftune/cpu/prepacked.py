@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from rftune.cpu.features import cpu_features
 
 
+def onednn_serves(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `prepack` reorders a weight of `dtype` on `device` (else it returns the weight as it is)."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
+        return False
+    return dtype == torch.float32 or cpu_features().onednn_bf16_weights
+
+
 def prepack(weight: torch.Tensor) -> torch.Tensor:
     """The weight [out, in] in oneDNN's blocked matmul layout where oneDNN serves it; else the weight itself."""
-    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) \
-            or not torch.backends.mkldnn.is_available():
-        return weight
-    if weight.dtype == torch.bfloat16 and not cpu_features().onednn_bf16_weights:
+    if not onednn_serves(weight.device, weight.dtype):
         return weight
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
 

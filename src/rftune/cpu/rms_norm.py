@@ -33,8 +33,21 @@ def use_fused_rms_norm(model) -> int:
     if not fits(inner, "rms_norm"):
         return 0
     count = 0
-    for module in inner.modules():
-        if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
-            module.forward = types.MethodType(_fused_forward, module)
-            count += 1
+    for module in _norms(inner):
+        module.forward = types.MethodType(_fused_forward, module)
+        count += 1
     return count
+
+
+def fused_rms_norm_in_force(model) -> bool | None:
+    """Whether every RMS norm of `model` runs the fused forward; None when its architecture is not served."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    norms = list(_norms(inner)) if fits(inner, "rms_norm") else []
+    if not norms:
+        return None
+    return all(getattr(module.forward, "__func__", None) is _fused_forward for module in norms)
+
+
+def _norms(inner):
+    return (module for module in inner.modules()
+            if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"))
