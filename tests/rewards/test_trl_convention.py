@@ -96,10 +96,18 @@ def test_classification_and_arguments_by_signature():
     async def later(completions, **kwargs):  # TRL awaits coroutine functions
         return [2.0 for _ in completions]
 
-    wrapped = [as_reward_function(f) for f in (per_sample, only_ids, later)]
-    assert [f.batched for f in wrapped] == [False, True, True]
+    def per_sample_with_options(prompt, completion, example, **options):
+        return 3.0
+
+    def columns_only(**kwargs):  # TRL passes everything by keyword
+        return [float(len(kwargs["completions"][0]))]
+
+    functions = (per_sample, only_ids, later, per_sample_with_options, columns_only,
+                 lambda p, c, e: 4.0)  # any names, no **kwargs: per sample
+    wrapped = [as_reward_function(f) for f in functions]
+    assert [f.batched for f in wrapped] == [False, True, True, False, True, False]
     values, _ = score_completions(wrapped, ["p"], ["abc"], [{"prompt": "p"}], completion_ids=[[1, 2]])
-    torch.testing.assert_close(values, torch.tensor([[1.0, 2.0, 2.0]]))
+    torch.testing.assert_close(values, torch.tensor([[1.0, 2.0, 2.0, 3.0, 3.0, 4.0]]))
 
 
 def test_trl_rewards_in_a_training_step(tiny_model_dir, tmp_path):

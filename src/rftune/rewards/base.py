@@ -14,9 +14,11 @@ Two signatures are accepted, so users can bring reward functions written for TRL
       ``log_metric``      ``log_metric(name, value)``: a scalar logged in the step's metrics (mean of the calls)
       every dataset column (but ``prompt``) as a list aligned with ``completions``.
     A function without ``**kwargs`` receives only the arguments it names. Coroutine functions are awaited.
-A function is per sample when it has a parameter named ``completion`` and none of TRL's (``prompts``,
-``completions``, ``completion_ids``); every other callable is called as TRL calls it. ``None`` means "not
-applicable": the value is left out of the weighted total and of that function's mean.
+A function with a parameter named after one of TRL's (``prompts``, ``completions``, ``completion_ids``) is called as
+TRL calls it; so is one taking ``**kwargs`` (TRL passes every column, so its rewards take them), unless its first
+parameters are ``prompt, completion, example``. Any other callable is per sample (called with those three,
+positionally). ``None`` means "not applicable": the value is left out of the weighted total and of that
+function's mean.
 
 A function that raises or returns an unusable value stops scoring with a `RewardError` naming the function and
 the sample, unless ``on_error="skip"``: then the value becomes ``None`` and the failure is counted.
@@ -76,10 +78,18 @@ def as_reward_function(fn: Callable, name: str | None = None, weight: float = 1.
     """Wrap a user callable; `kwargs` are bound as keyword arguments on every call."""
     if isinstance(fn, RewardFunction):
         return fn
-    params = inspect.signature(fn).parameters
-    batched = "completion" not in params or any(p in params for p in TRL_PARAMS)
-    return RewardFunction(name=name or _callable_name(fn), fn=fn, weight=float(weight), batched=batched,
+    return RewardFunction(name=name or _callable_name(fn), fn=fn, weight=float(weight), batched=_is_trl_style(fn),
                           kwargs=dict(kwargs or {}))
+
+
+def _is_trl_style(fn: Callable) -> bool:
+    """Whether `fn` takes TRL's keyword arguments rather than rftune's per-sample ones (see the module docstring)."""
+    params = inspect.signature(fn).parameters
+    if any(name in params for name in TRL_PARAMS):
+        return True
+    if tuple(params)[:3] == PER_SAMPLE_PARAMS:
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _callable_name(fn: Callable) -> str:
