@@ -40,6 +40,7 @@ def run(args) -> int:
         server = make_server(service, args.host, args.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    _stop_on_interrupt(server)
     host, port = server.server_address[:2]
     print(f"serving {service.served_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)
     print(f"device: {model_device(service.model)}; dtype {args.dtype}; generation: "
@@ -47,8 +48,19 @@ def run(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} without authentication", flush=True)
     with server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("stopped", flush=True)
+        server.serve_forever()
+    print("stopped", flush=True)
     return 0
+
+
+def _stop_on_interrupt(server) -> None:
+    """Ctrl-C (SIGINT) asks the server to stop, from the moment it exists: no KeyboardInterrupt can land between
+    the "serving" line and the serving loop, or inside a request. `shutdown` waits for the loop, so it runs on a
+    thread of its own; asked before the loop starts, the loop ends at once."""
+    import signal
+    import threading
+
+    def stop(signum, frame) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
