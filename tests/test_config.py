@@ -77,9 +77,12 @@ def test_file_errors(tmp_path):
         load_config(None, ["train.max_steps"])
 
 
-def test_dataset_task_needs_a_path():
-    with pytest.raises(ConfigError, match="task.path"):
-        load_config(None, ["task.name=dataset"])
+def test_dataset_task_needs_a_path_unless_rows_are_passed_in_code():
+    from rftune.tasks import task_from_config
+
+    config = load_config(None, ["task.name=dataset"])  # the Python API may pass the rows (GRPOTrainer(dataset=...))
+    with pytest.raises(ConfigError, match=r"task.name=dataset needs task.path .* or the rows passed in code"):
+        task_from_config(config)
 
 
 def test_algorithm_names_come_from_the_registries(monkeypatch):
@@ -95,3 +98,56 @@ def test_algorithm_names_come_from_the_registries(monkeypatch):
     monkeypatch.setitem(advantages.SCALERS, "rank", advantages.no_scale)
     config = load_config(None, ["algorithm.loss_type=seq_sum", "algorithm.scale_rewards=rank"])
     assert (config.algorithm.loss_type, config.algorithm.scale_rewards) == ("seq_sum", "rank")
+
+
+def _choice_fields():
+    """(section.key, value) for every value a string field documents: each Literal's choices (the shipped
+    `train.cpu_kernels: off` among them) and the algorithm names from their registries."""
+    import dataclasses
+    import typing
+
+    from rftune.algo.advantages import SCALERS
+    from rftune.algo.losses import AGGREGATORS, RATIOS
+    from rftune.config import Config
+
+    pairs = []
+    for section, section_type in typing.get_type_hints(Config).items():
+        if not dataclasses.is_dataclass(section_type):
+            continue
+        for key, hint in typing.get_type_hints(section_type).items():
+            options = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+            for option in options:
+                if typing.get_origin(option) is typing.Literal:
+                    pairs += [(f"{section}.{key}", choice) for choice in typing.get_args(option)]
+    registries = {"loss_type": AGGREGATORS, "importance_sampling_level": RATIOS, "scale_rewards": SCALERS}
+    pairs += [(f"algorithm.{key}", name) for key, registry in registries.items() for name in registry]
+    return pairs
+
+
+@pytest.mark.parametrize("key,value", _choice_fields())
+def test_every_documented_choice_loads_from_yaml_and_override(tmp_path, key, value):
+    section, name = key.split(".")
+    from_yaml = load_config(write(tmp_path, f"{section}:\n  {name}: {value}\n"))  # unquoted, as a user writes it
+    from_override = load_config(None, [f"{key}={value}"])
+    assert getattr(getattr(from_yaml, section), name) == value
+    assert getattr(getattr(from_override, section), name) == value
+
+
+def test_yaml_1_1_boolean_words_are_kept_as_written(tmp_path):
+    text = ("train:\n  cpu_kernels: off\n  bf16: on\n  resume: yes\nlora:\n  enabled: no\n"
+            "task:\n  system_prompt: Yes\n  kwargs: {flag: off, nested: [on, x]}\n"
+            "rewards:\n  functions:\n    - {name: exact_answer, kwargs: {require_tag: no}}\n")
+    config = load_config(write(tmp_path, text))
+    assert config.train.cpu_kernels == "off" and type(config.train.cpu_kernels) is str
+    assert config.train.bf16 is True and config.train.resume is True and config.lora.enabled is False
+    assert config.task.system_prompt == "Yes"  # a string field: the text
+    assert config.task.kwargs == {"flag": False, "nested": [True, "x"]}  # untyped: YAML 1.1's boolean
+    assert config.rewards.functions[0].kwargs == {"require_tag": False}
+    overridden = load_config(None, ["train.cpu_kernels=off", "lora.enabled=no", "train.bf16=OFF",
+                                    "task.system_prompt=on"])
+    assert (overridden.train.cpu_kernels, overridden.lora.enabled) == ("off", False)
+    assert overridden.train.bf16 is False and overridden.task.system_prompt == "on"
+    with pytest.raises(ConfigError, match=r"train.max_steps: expected int, got str 'no'"):
+        load_config(None, ["train.max_steps=no"])
+    with pytest.raises(ConfigError, match=r"train.cpu_kernels: must be one of 'auto', 'off', got 'on'"):
+        load_config(None, ["train.cpu_kernels=on"])

@@ -592,10 +592,10 @@ def test_new_config_keys_load_from_yaml_and_overrides_and_are_checked(tmp_path):
         (1.0, "continue", 2)
     assert (config.task.max_prompt_tokens, config.task.on_long_prompt) == (None, "error")
     for override, message in [("rewards.on_unavailable=off", "must be one of 'stop', 'skip_step', 'continue', "
-                                                              "got False"),
+                                                              "got 'off'"),  # as the user wrote it, not YAML's False
                               ("rewards.timeout=0", "rewards.timeout: must be >= 0.001"),
                               ("rewards.max_unavailable_steps=0", "must be >= 1"),
-                              ("task.on_long_prompt=no", "must be one of 'error', 'truncate', 'drop', got False"),
+                              ("task.on_long_prompt=no", "must be one of 'error', 'truncate', 'drop', got 'no'"),
                               ("task.max_prompt_tokens=0", "task.max_prompt_tokens: must be >= 1")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(path, [override])

@@ -27,6 +27,7 @@ LAYERS = [
     "rftune.algo",               # pure tensor maths: advantages, losses, the sampler, LoRA merge
     "rftune.evaluation.stats",   # bootstrap intervals, pass@k: plain maths, below everything that reports figures
     "rftune.cpu",                # the CPU speed layer: a backend the core runs without; it knows only the two above
+    "rftune.trl_keys",           # TRL's GRPOConfig key names and their rftune keys
     "rftune.config",             # typed configs, checked against the algo registries
     "rftune.runtime",            # cache paths, atomic I/O, run lock, device, distributed, sharding, trackers
     "rftune.repository",         # trained versions and their names
@@ -38,8 +39,9 @@ LAYERS = [
     "rftune.envs",               # environments (the Env protocol, Wordle)
     "rftune.tasks",              # named bundles of data, prompts and rewards; dataset files; held-out splits
     "rftune.evaluation",         # held-out evaluation of a model (the trainer's eval steps use it too)
-    "rftune.train",              # the GRPO and SFT loops, log-probs, checkpoints
     "rftune.repository.runs",    # recording training runs and evaluations as versions
+    "rftune.train",              # the GRPO and SFT loops, log-probs, checkpoints (they register their runs)
+    "rftune.trl",                # TRL's GRPOConfig/GRPOTrainer names over rftune's trainer
     "rftune.repository.export",  # exporting and importing versions
     "rftune.evaluation.report",  # the HTML run report (reads runs from the repository)
     "rftune.serve",              # the OpenAI-compatible server

@@ -1,12 +1,14 @@
 """`rftune serve` on loopback with the tiny model, called with the official openai client and raw HTTP."""
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -65,16 +67,6 @@ def test_greedy_is_repeatable_and_seeded_sampling_too(client):
     texts = [[c.message.content for c in reply.choices] for reply in sampled]
     assert len(texts[0]) == 3 and texts[0] == texts[1]
     assert [c.index for c in sampled[0].choices] == [0, 1, 2]
-
-
-def test_stop_strings_cut_the_reply(client):
-    full = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], max_tokens=12,
-                                          temperature=1.0, seed=0).choices[0].message.content
-    stop = full[4:6]
-    assert stop, "the tiny model should have produced some text"
-    cut = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], max_tokens=12,
-                                         temperature=1.0, seed=0, stop=[stop]).choices[0]
-    assert cut.message.content == full[:full.index(stop)] and cut.finish_reason == "stop"
 
 
 def test_models_endpoint_lists_the_served_name(client):
@@ -138,3 +130,113 @@ def test_a_model_without_chat_template_is_refused(tiny_model_dir, tmp_path):
         extra.unlink()
     with pytest.raises(ConfigError, match="chat template"):
         load_service(str(folder))
+
+
+HI = [{"role": "user", "content": "x"}]
+
+
+def test_streaming_gives_openai_chunks_that_add_up_to_the_reply(client):
+    whole = client.chat.completions.create(model=NAME, messages=HI, max_tokens=12, temperature=1.0, seed=3, n=2)
+    stream = client.chat.completions.create(model=NAME, messages=HI, max_tokens=12, temperature=1.0, seed=3, n=2,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert {c.id for c in chunks} == {chunks[0].id} and {c.object for c in chunks} == {"chat.completion.chunk"}
+    *content, usage = chunks
+    assert usage.choices == [] and usage.usage.model_dump() == whole.usage.model_dump()
+    for index, choice in enumerate(whole.choices):
+        mine = [c.choices[0] for c in content if c.choices[0].index == index]
+        assert mine[0].delta.role == "assistant" and mine[0].delta.content == ""
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+
+
+def test_stream_is_server_sent_events_ending_with_done(base_url):
+    body = json.dumps({"model": NAME, "messages": HI, "max_tokens": 3, "stream": True}).encode()
+    request = urllib.request.Request(base_url + "/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        events = response.read().decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    assert all(event.startswith("data: {") for event in events[:-2])
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "usage" not in chunks[0]  # only with stream_options.include_usage, as OpenAI does
+    assert chunks[-1]["choices"][0]["delta"] == {} and chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_stop_string_ends_generation(client):
+    full = client.chat.completions.create(model=NAME, messages=HI, max_tokens=12, temperature=1.0, seed=0)
+    text = full.choices[0].message.content
+    stop = text[4:6]
+    cut = client.chat.completions.create(model=NAME, messages=HI, max_tokens=12, temperature=1.0, seed=0, stop=stop)
+    assert cut.choices[0].message.content == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    # the tiny model's tokens are single characters: generation stopped at the token completing the stop string
+    assert cut.usage.completion_tokens == text.index(stop) + len(stop) < full.usage.completion_tokens
+    streamed = client.chat.completions.create(model=NAME, messages=HI, max_tokens=12, temperature=1.0, seed=0,
+                                              stop=[stop, "never"], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == text[:text.index(stop)]
+
+
+def test_logprobs_are_the_models_own(client, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reply = client.chat.completions.create(model=NAME, messages=HI, max_tokens=4, temperature=0, logprobs=True,
+                                           top_logprobs=3)
+    choice = reply.choices[0]
+    tokens = choice.logprobs.content
+    assert "".join(t.token for t in tokens) == choice.message.content and len(tokens) >= 1
+    for t in tokens:  # greedy: the chosen token is the most likely one
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token
+        assert t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert t.bytes == list(t.token.encode())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt = tokenizer.apply_chat_template(HI, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        first = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+    assert tokens[0].logprob == pytest.approx(first.max().item(), abs=1e-4)
+    streamed = client.chat.completions.create(model=NAME, messages=HI, max_tokens=4, temperature=0, logprobs=True,
+                                              stream=True)
+    pieces = [t for c in streamed if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.logprob for t in pieces] == pytest.approx([t.logprob for t in tokens])
+
+
+def test_one_log_line_per_request(client, caplog):
+    caplog.set_level(logging.INFO, logger="rftune.serve")
+    client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, temperature=0)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, temperature=9)
+    deadline = time.monotonic() + 10  # the handler thread writes its line just after the reply is sent
+    while len(lines := [r.getMessage() for r in caplog.records if r.name == "rftune.serve"]) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.01)
+    time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rftune.serve"]
+    assert len(lines) == 2
+    assert " POST /v1/chat/completions 200 model=tiny n=1 prompt_tokens=" in lines[0]
+    assert "completion_tokens=" in lines[0] and lines[0].endswith("s")
+    assert " POST /v1/chat/completions 400" in lines[1]
+
+
+@pytest.mark.parametrize("extra", [{"user": "u1"}, {"metadata": {"k": "v"}}, {"store": False},
+                                   {"frequency_penalty": 0}, {"presence_penalty": 0.0}, {"logit_bias": {}}])
+def test_fields_openai_ignores_are_accepted(client, extra):
+    reply = client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, temperature=0, extra_body=extra)
+    assert reply.choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty"), ({"logit_bias": {"5": 10}}, "logit_bias"),
+    ({"made_up_field": 1}, "made_up_field"), ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"stream_options": {"include_usage": True}},
+                                                                "stream_options"),
+])
+def test_fields_that_would_be_ignored_are_refused(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=NAME, messages=HI, max_tokens=2, extra_body=extra)
+    assert error.value.body["param"] == param and param in error.value.body["message"]

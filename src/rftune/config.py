@@ -4,6 +4,13 @@ Everything is validated once, at load, with messages a user can act on: an unkno
 one, a wrong type names the key and the expected type, out-of-range values say the allowed range, and the batch
 must be a multiple of ``generation.num_generations``. Core functions receive plain values, never this object.
 
+YAML 1.1 reads ``yes``/``no``/``on``/``off`` as booleans, so ``train.cpu_kernels: off`` would arrive as False.
+rftune's loader keeps such a word as written (a `BoolWord`): a string field (``cpu_kernels: off``) gets the text, a
+boolean field (``lora.enabled: no``) and an untyped value (reward ``kwargs``) get the boolean YAML 1.1 means.
+Only ``true``/``false`` are plain booleans. Overrides are read by the same loader.
+
+TRL's ``GRPOConfig`` key names are read as aliases, each with a one-line notice (`rftune.trl_keys`).
+
 Sections: ``model``, ``lora``, ``generation``, ``algorithm``, ``train``, ``rewards``, ``task``, ``sft`` (warm start
 before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (registering finished runs) and
 ``sandbox`` (limits for running generated code).
@@ -11,9 +18,11 @@ before GRPO), ``eval`` (held-out evaluation of every task), ``repository`` (regi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
+import sys
 import types
 import typing
 import warnings
@@ -24,6 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from rftune.errors import ConfigError
+from rftune.trl_keys import translate_trl_keys
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ class TrainConfig:
     log_completions: bool = True  # write completions.jsonl
     eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
     eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
-    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])  # trackers
+    report_to: list[Literal["jsonl", "tensorboard", "wandb", "trackio"]] = field(default_factory=lambda: ["jsonl"])  # trackers
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,29 @@ RANGES = {
 }
 
 
+class BoolWord(str):
+    """A YAML 1.1 boolean word (yes, no, on, off in any case) kept as the text the user wrote."""
+
+    def as_bool(self) -> bool:
+        return self.lower() in ("yes", "on")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that yes/no/on/off stay `BoolWord`s (see the module docstring)."""
+
+    def construct_yaml_bool(self, node):
+        text = self.construct_scalar(node)
+        return text.lower() == "true" if text.lower() in ("true", "false") else BoolWord(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_yaml_bool)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML the way config files and overrides are parsed (yes/no/on/off kept as `BoolWord`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML file (optional), apply ``section.key=value`` overrides, validate, and return a Config."""
     raw: dict[str, Any] = {}
@@ -241,7 +274,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
         if not isinstance(raw, dict):
@@ -249,12 +282,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         base_dir = str(path.resolve().parent)
     for item in overrides or []:
         apply_override(raw, item)
+    _say_notices(translate_trl_keys(raw))
     raw.setdefault("base_dir", base_dir)
     return config_from_dict(raw)
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (the Python API's equivalent of a YAML file)."""
+    raw = copy.deepcopy(raw)
+    _say_notices(translate_trl_keys(raw))
     config = build_dataclass(Config, move_deprecated(raw), "")
     validate(config)
     return config
@@ -283,6 +319,9 @@ def move_deprecated(raw: dict[str, Any]) -> dict[str, Any]:
         warnings.warn(f"config key {old} is deprecated; use {new}", FutureWarning, stacklevel=3)
         raw[section]["kwargs"] = {**options, name: value}
     return raw
+def _say_notices(notices: list[str]) -> None:
+    for notice in notices:
+        print(notice, file=sys.stderr)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -307,7 +346,7 @@ def _override_value(item: str, text: str) -> Any:
         return ""
     bracketed = text.lstrip()[:1] in ("[", "{")
     try:
-        value = yaml.safe_load(text)
+        value = read_yaml(text)
     except yaml.YAMLError as exc:
         if bracketed:
             raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
@@ -349,7 +388,7 @@ def _convert(hint, value, where: str):
         choices = typing.get_args(hint)
         if value not in choices:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
+        return str(value) if isinstance(value, BoolWord) else value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
@@ -358,8 +397,19 @@ def _convert(hint, value, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return dict(value)
+        return {key: _plain(item) for key, item in value.items()}
     return _convert_scalar(hint, value, where)
+
+
+def _plain(value: Any) -> Any:
+    """An untyped value with every `BoolWord` turned into the boolean YAML 1.1 gives it."""
+    if isinstance(value, BoolWord):
+        return value.as_bool()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _convert_union(options, value, where: str):
@@ -376,7 +426,12 @@ def _convert_union(options, value, where: str):
 
 def _convert_scalar(hint, value, where: str):
     if hint is Any:
-        return value
+        return _plain(value)
+    if isinstance(value, BoolWord):
+        if hint is str:
+            return str(value)
+        if hint is bool:
+            return value.as_bool()
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML reads 1e-5 as a string
@@ -386,7 +441,12 @@ def _convert_scalar(hint, value, where: str):
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it, with its type: a `BoolWord` as the text written."""
+    return f"str {str(value)!r}" if isinstance(value, BoolWord) else f"{type(value).__name__} {value!r}"
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -415,8 +475,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.batch_size={b} is not divisible by train.gradient_accumulation_steps={accum}")
     if config.algorithm.epsilon_high < config.algorithm.epsilon_low:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
-    if config.task.name == "dataset" and not config.task.path:
-        raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
     _check_fsdp(config)
     name = config.repository.name
     if name is not None and not re.fullmatch(NAME_PATTERN, name):

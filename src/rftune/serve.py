@@ -1,39 +1,52 @@
 """An OpenAI-compatible chat server for any model rftune can load (``rftune serve``).
 
-Endpoints: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. A request may set ``messages``,
-``max_tokens`` (or ``max_completion_tokens``), ``temperature`` (0 = greedy; default 1 as in the OpenAI API),
-``top_p``, ``n``, ``seed`` and ``stop``; other fields are accepted and ignored. The reply carries ``choices``
-(with ``finish_reason`` "stop" or "length"), ``usage`` and ``model``. Mistakes get a 4xx reply with an OpenAI-style
-``{"error": {"message", "type", "param", "code"}}`` body.
+Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``. A request may set ``messages``, ``max_tokens``
+(or ``max_completion_tokens``), ``temperature`` (0 = greedy; default 1 as in the OpenAI API), ``top_p``, ``n``,
+``seed``, ``stop`` (up to 4 strings: generation ends when one appears, and the reply ends before it),
+``logprobs``/``top_logprobs`` (each token's log-probability and up to 20 alternatives) and ``stream`` (server-sent
+events in OpenAI's ``chat.completion.chunk`` format, ending with ``data: [DONE]``; ``stream_options.include_usage``
+adds the usage chunk). Fields OpenAI itself ignores for the reply (``user``, ``metadata``, ``store``, ...) and
+penalties at their no-op value are accepted; any other field is a 400 naming it, since ignoring it would
+silently change what the client asked for. The reply carries ``choices`` (``finish_reason`` "stop" or "length"),
+``usage`` and ``model``. Mistakes get a 4xx reply with an OpenAI-style ``{"error": {"message", "type", "param",
+"code"}}`` body. Each request writes one line to the ``rftune.serve`` log: method, path, status, tokens, seconds.
 
 Connections are handled on threads, but generation runs one request at a time behind a lock: one model on one
-device, and a seeded request must not share the random stream with another. ``n`` choices of a request are
-generated together in one batch. The server binds 127.0.0.1 unless told otherwise and checks no API key.
+device, and a seeded request must not share the random stream with another. Replies are decoded token by token
+(`rftune.rollout.decoding`), the ``n`` choices one after another. The server binds 127.0.0.1 unless told otherwise and
+checks no API key.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
+from rftune.rollout.decoding import Delta, Finish, Sampling, decode_reply
 from rftune.errors import ConfigError
-from rftune.runtime.device import resolve_device
-from rftune.judges.local_judge import chat_prompt_ids, chat_replies, context_limit
+from rftune.judges.local_judge import chat_prompt_ids, context_limit
 from rftune.model.loading import load_model_and_tokenizer
+from rftune.runtime.device import resolve_device
 
 log = logging.getLogger("rftune.serve")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CHOICES = 16
 DEFAULT_MAX_TOKENS = 256
+MAX_TOP_LOGPROBS = 20
 _ROLES = {"system", "user", "assistant", "developer"}
+SERVED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop",
+          "stream", "stream_options", "logprobs", "top_logprobs"}
+IGNORED = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}  # no effect on text
+NO_OP = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},)}  # accepted at these
 
 
 class RequestError(Exception):
@@ -60,43 +73,145 @@ class ChatService:
         return {"object": "list", "data": [{"id": self.served_name, "object": "model", "created": self.created,
                                             "owned_by": "rftune"}]}
 
-    def chat_completion(self, request: Any) -> dict[str, Any]:
+    def prepare(self, request: Any) -> dict[str, Any]:
+        """The request's options, validated, with its prompt's token ids (raises `RequestError`)."""
         options = self._parse(request)
-        prompt = chat_prompt_ids(self.tokenizer, options["messages"])
+        options["prompt"] = prompt = chat_prompt_ids(self.tokenizer, options["messages"])
         limit = context_limit(self.model)
         max_tokens = options["max_tokens"]
         if limit is not None and len(prompt) + max_tokens > limit:
             raise RequestError(400, f"the prompt is {len(prompt)} tokens and max_tokens is {max_tokens}, more than "
                                     f"this model's context of {limit} tokens", "messages", "context_length_exceeded")
+        options["usage"] = {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}
+        return options
+
+    def chat_completion(self, request: Any) -> dict[str, Any]:
+        """A whole ``chat.completion`` reply to a request (its ``stream`` field is not looked at)."""
+        return self.complete(self.prepare(request))
+
+    def complete(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The ``chat.completion`` reply to prepared `options`."""
+        texts: dict[int, list[str]] = {}
+        logprobs: dict[int, list] = {}
+        finishes: dict[int, Finish] = {}
+        for index, event in self._events(options):
+            if isinstance(event, Delta):
+                texts.setdefault(index, []).append(event.text)
+                logprobs.setdefault(index, []).extend(event.logprobs)
+            else:
+                finishes[index] = event
+        choices = [{"index": i, "message": {"role": "assistant", "content": "".join(texts.get(i, []))},
+                    "finish_reason": finishes[i].reason,
+                    "logprobs": _logprobs(logprobs.get(i, [])) if options["logprobs"] else None}
+                   for i in range(options["n"])]
+        return {**self._header(options, "chat.completion"), "choices": choices, "usage": options["usage"]}
+
+    def chat_completion_chunks(self, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The ``chat.completion.chunk`` objects of a streamed reply to prepared `options`, in order."""
+        header = self._header(options, "chat.completion.chunk")
+        with_usage = bool((options["stream_options"] or {}).get("include_usage"))
+        extra = {"usage": None} if with_usage else {}
+        started: set[int] = set()
+        for index, event in self._events(options):
+            if index not in started:
+                started.add(index)
+                yield {**header, "choices": [_chunk(index, {"role": "assistant", "content": ""})], **extra}
+            if isinstance(event, Delta):
+                lp = _logprobs(event.logprobs) if options["logprobs"] else None
+                yield {**header, "choices": [_chunk(index, {"content": event.text}, logprobs=lp)], **extra}
+            else:
+                yield {**header, "choices": [_chunk(index, {}, finish_reason=event.reason)], **extra}
+        if with_usage:
+            yield {**header, "choices": [], "usage": options["usage"]}
+
+    def _events(self, options: dict[str, Any]) -> Iterator[tuple[int, Delta | Finish]]:
+        """(choice index, Delta or its Finish) as the choices are generated, one at a time under the lock."""
+        sampling = Sampling(options["max_tokens"], options["temperature"], options["top_p"], options["stop"],
+                            options["top_logprobs"])
+        generator = torch.Generator()
+        if options["seed"] is None:
+            generator.seed()
+        else:
+            generator.manual_seed(options["seed"])
+        usage = options["usage"]
         with self._lock:
-            if options["seed"] is not None:
-                torch.manual_seed(options["seed"])
-            (replies,) = chat_replies(self.model, self.tokenizer, [prompt], max_tokens, options["temperature"],
-                                          options["top_p"], options["n"])
-        choices = [_choice(i, reply.text, reply.finish_reason, options["stop"]) for i, reply in enumerate(replies)]
-        completion_tokens = sum(reply.completion_tokens for reply in replies)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.served_name, "choices": choices,
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion_tokens,
-                          "total_tokens": len(prompt) + completion_tokens}}
+            for index in range(options["n"]):
+                reply = decode_reply(self.model, self.tokenizer, options["prompt"], sampling, generator)
+                while True:
+                    try:
+                        yield index, next(reply)
+                    except StopIteration as done:
+                        usage["completion_tokens"] += done.value.completion_tokens
+                        usage["total_tokens"] += done.value.completion_tokens
+                        yield index, done.value
+                        break
+
+    def _header(self, options: dict[str, Any], kind: str) -> dict[str, Any]:
+        if "id" not in options:
+            options["id"], options["created"] = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        return {"id": options["id"], "object": kind, "created": options["created"], "model": self.served_name,
+                "system_fingerprint": None}
 
     def _parse(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict):
             raise RequestError(400, "the request body must be a JSON object")
-        if request.get("stream"):
-            raise RequestError(400, "streaming is not supported by rftune serve; send stream=false", "stream")
+        request = {key: value for key, value in request.items() if value is not None}  # null = not given
+        _check_fields(request)
         model = request.get("model")
         if model != self.served_name:
             raise RequestError(404, f"model {model!r} is not served here; this server serves {self.served_name!r}",
                                "model", "model_not_found")
         max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+        logprobs = _flag(request.get("logprobs"), "logprobs")
+        top_logprobs = _number(request.get("top_logprobs"), "top_logprobs", 0, 0, MAX_TOP_LOGPROBS, integer=True)
+        if top_logprobs and not logprobs:
+            raise RequestError(400, "top_logprobs needs logprobs=true", "top_logprobs")
+        stream = _flag(request.get("stream"), "stream")
+        stream_options = request.get("stream_options")
+        if stream_options is not None and (not stream or not isinstance(stream_options, dict)
+                                           or set(stream_options) - {"include_usage"}):
+            raise RequestError(400, "stream_options must be {\"include_usage\": true|false}, with stream=true",
+                               "stream_options")
         return {"messages": _messages(request.get("messages")),
                 "max_tokens": _number(max_tokens, "max_tokens", DEFAULT_MAX_TOKENS, 1, None, integer=True),
                 "temperature": _number(request.get("temperature"), "temperature", 1.0, 0.0, 2.0),
                 "top_p": _number(request.get("top_p"), "top_p", 1.0, 1e-9, 1.0),
                 "n": _number(request.get("n"), "n", 1, 1, MAX_CHOICES, integer=True),
                 "seed": _number(request.get("seed"), "seed", None, 0, None, integer=True),
-                "stop": _stop(request.get("stop"))}
+                "stop": _stop(request.get("stop")), "logprobs": logprobs, "top_logprobs": top_logprobs,
+                "stream": stream, "stream_options": stream_options}
+
+
+def _check_fields(request: dict[str, Any]) -> None:
+    """Refuse a field this server would otherwise ignore while it changes the reply (see the module docstring)."""
+    for key, value in request.items():
+        if key in SERVED or key in IGNORED or (key in NO_OP and value in NO_OP[key]):
+            continue
+        why = f"only {NO_OP[key][0]!r} is supported" if key in NO_OP else "rftune serve does not support it"
+        raise RequestError(400, f"unsupported request field {key!r}: {why}", key, "unsupported_parameter")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(400, f"{name} must be true or false, got {value!r}", name)
+    return value
+
+
+def _chunk(index: int, delta: dict[str, Any], logprobs: dict | None = None,
+           finish_reason: str | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def _logprobs(tokens: list) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` object for these tokens."""
+    def entry(text: str, logprob: float) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = [{**entry(t.token, t.logprob), "top_logprobs": [entry(text, lp) for text, lp in t.top]}
+               for t in tokens]
+    return {"content": content, "refusal": None}
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:
@@ -140,36 +255,48 @@ def _stop(stop: Any) -> list[str]:
     return stops
 
 
-def _choice(index: int, text: str, finish_reason: str, stops: list[str]) -> dict[str, Any]:
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    if cut >= 0:
-        text, finish_reason = text[:cut], "stop"
-    return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason,
-            "logprobs": None}
-
-
 def _handler_class(service: ChatService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "rftune-serve"
 
         def log_message(self, format: str, *args) -> None:
-            log.info("%s - %s", self.address_string(), format % args)
+            """http.server's own access line is replaced by `_log_request`'s, one per request."""
 
         def do_GET(self) -> None:
+            start = time.perf_counter()
             if self.path.rstrip("/") == "/v1/models":
-                return self._send(200, service.list_models())
-            self._send_error(RequestError(404, f"no such endpoint: GET {self.path}", code="not_found"))
+                self._send(200, service.list_models())
+            else:
+                self._send_error(RequestError(404, f"no such endpoint: GET {self.path}", code="not_found"))
+            self._log_request(start)
 
         def do_POST(self) -> None:
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                return self._send_error(RequestError(404, f"no such endpoint: POST {self.path}", code="not_found"))
+            start, options = time.perf_counter(), None
             try:
-                self._send(200, service.chat_completion(self._read_json()))
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    raise RequestError(404, f"no such endpoint: POST {self.path}", code="not_found")
+                options = service.prepare(self._read_json())
+                if options["stream"]:
+                    self._send_events(service.chat_completion_chunks(options))
+                else:
+                    self._send(200, service.complete(options))
             except RequestError as exc:
                 self._send_error(exc)
+            except (BrokenPipeError, ConnectionResetError):
+                self.status = 499  # the client went away mid-stream
             except Exception:  # a bug or resource failure: answer 500 and keep serving
                 log.exception("chat completion failed")
-                self._send_error(RequestError(500, "generation failed on the server; see its log"))
+                if not getattr(self, "streaming", False):
+                    self._send_error(RequestError(500, "generation failed on the server; see its log"))
+            self._log_request(start, options)
+
+        def _log_request(self, start: float, options: dict | None = None) -> None:
+            line = f"{self.command} {self.path} {getattr(self, 'status', '-')}"
+            if options is not None:
+                usage = options["usage"]
+                line += (f" model={service.served_name} n={options['n']} prompt_tokens={usage['prompt_tokens']} "
+                         f"completion_tokens={usage['completion_tokens']}" + (" stream" if options["stream"] else ""))
+            log.info("%s %s %.2fs", self.address_string(), line, time.perf_counter() - start)
 
         def _read_json(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
@@ -183,8 +310,23 @@ def _handler_class(service: ChatService) -> type[BaseHTTPRequestHandler]:
         def _send_error(self, error: RequestError) -> None:
             self._send(error.status, error.body())
 
+        def _send_events(self, chunks: Iterator[dict[str, Any]]) -> None:
+            """Server-sent events: one ``data: {chunk}`` per chunk as it is made, then ``data: [DONE]``."""
+            first = next(chunks)  # generation starts (and may fail) before the status line is sent
+            self.status, self.streaming = 200, True
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for chunk in itertools.chain([first], chunks):
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode("utf-8"))
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
         def _send(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode("utf-8")
+            self.status = status
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

@@ -50,6 +50,10 @@ class RolloutBatch:
     def size(self) -> int:
         return self.completion_ids.shape[0]
 
+    def generated_ids(self) -> list[list[int]]:
+        """[B] each row's policy-generated tokens (up to and including EOS), as lists: TRL's ``completion_ids``."""
+        return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
+
     def select(self, rows: torch.Tensor | list[int]) -> "RolloutBatch":
         """A new batch with only `rows` (in that order)."""
         index = torch.as_tensor(rows, dtype=torch.long)

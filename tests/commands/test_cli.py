@@ -16,10 +16,35 @@ def rftune(*args, cwd=ROOT, timeout=600, env=None):
                           timeout=timeout, env=None if env is None else {**os.environ, **env})
 
 
+@pytest.mark.parametrize("argv, overrides", [
+    (["eval", "c.yaml", "--adapter", "runs/a/final", "eval.num_rows=50", "eval.num_samples=8"],
+     ["eval.num_rows=50", "eval.num_samples=8"]),  # the README's example
+    (["train", "c.yaml", "--resume", "train.max_steps=1"], ["train.max_steps=1"]),
+    (["eval", "c.yaml", "a.b=1", "--games", "5", "train.output_dir=runs/x"], ["a.b=1", "train.output_dir=runs/x"]),
+    (["sft", "c.yaml", "sft.max_steps=2"], ["sft.max_steps=2"]),
+])
+def test_overrides_go_anywhere_after_the_config(argv, overrides):
+    from rftune.cli import parse_args
+
+    args = parse_args(argv)
+    assert args.config == "c.yaml" and args.overrides == overrides
+
+
+@pytest.mark.parametrize("argv", [["train", "c.yaml", "--resume", "--bogus"], ["train", "c.yaml", "--resume", "x"],
+                                  ["report", "runs/a", "--steps", "1", "-o", "r.html", "a.b=1"]])
+def test_words_that_are_not_overrides_are_refused(argv, capsys):
+    from rftune.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "configs/arithmetic.yaml", "train.max_step=3"], "did you mean 'train.max_steps'"),
     (["train", "configs/arithmetic.yaml", "train.batch_size=30"], "not a multiple of generation.num_generations=8"),
     (["train", "configs/missing.yaml"], "config file not found"),
+    (["train", "configs/arithmetic.yaml", "--resume", "train.max_step=3"], "did you mean 'train.max_steps'"),
     (["train", "configs/arithmetic.yaml", "rewards.functions=[{name: exact_answr}]"], "Did you mean 'exact_answer'"),
 ])
 def test_user_mistakes_exit_2_without_traceback(args, message):

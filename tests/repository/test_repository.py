@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from rftune.cli import main
+from rftune.errors import ConfigError
 from rftune.repository import open_repository
 from rftune.repository.store import Repository, manifest_of, tree_hash
 from rftune.rewards.builtin import format_regex
@@ -384,3 +385,61 @@ def test_location_and_what_counts_as_a_reference(tmp_path, monkeypatch):
     (tmp_path / "odd@1").mkdir()
     monkeypatch.chdir(tmp_path)
     assert not is_reference("odd@1")  # an existing folder of that name is a path
+
+
+@pytest.mark.parametrize("base, portable", [
+    ("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),  # the embedded default: its hub id
+    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),  # a hub id stays
+    (None, None),  # a local folder (the tiny model's): not portable
+])
+def test_export_records_a_portable_base_id_and_its_sha256(adapter_dir, tiny_model_dir, tmp_path, base, portable):
+    from rftune.model.loading import default_model_dir
+
+    base = base or tiny_model_dir
+    info = {"base_model": {"name": base, "sha256": "ab" * 32}, "stage": "grpo"}
+    version = open_repository().register("port", variant(adapter_dir, tmp_path / "v", "x"), kind="adapter", info=info)
+    assert main(["models", "export", version.ref, str(tmp_path / "out")]) == 0
+    adapter_config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    record = json.loads((tmp_path / "out" / "rftune.json").read_text())
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert record["base_model"] == {"name": base, "portable_id": portable, "sha256": "ab" * 32}
+    assert f"- weights sha256: `{'ab' * 32}`" in card
+    assert str(default_model_dir()) not in (tmp_path / "out" / "adapter_config.json").read_text()
+    if portable:
+        assert adapter_config["base_model_name_or_path"] == portable and f"- portable id: `{portable}`" in card
+        assert f"AutoModelForCausalLM.from_pretrained({portable!r})" in card
+    else:
+        assert "- portable id: none" in card and "was a local folder of the machine that trained" in card
+    assert ("Q4_1 GGUF" in card) == (base == "smollm2-135m-instruct")
+
+
+def test_the_python_api_runs_sft_first_and_registers_both_stages(tiny_model_dir, tmp_path, capsys):
+    """GRPOTrainer honours sft.enabled as `rftune train` does, takes a dataset without task.path, and registers the
+    SFT stage and the GRPO run (its parent) in the repository."""
+    from rftune import GRPOTrainer, load_config
+
+    config = load_config(chain_config(tmp_path, tiny_model_dir), ["task.path=null", "task.eval_path=null"])
+    trainer = GRPOTrainer(config, reward_funcs=[lambda prompt, completion, example: float(len(completion))],
+                          dataset=[{"prompt": "Say hi"}, {"prompt": "Say ho"}], progress=True)
+    sft_adapter = tmp_path / "runs" / "chain" / "sft" / "adapter"
+    assert Path(trainer.config.model.adapter).resolve() == sft_adapter.resolve()
+    trainer.train()
+    out = capsys.readouterr().out
+    assert "SFT stage: chain@1" in out and "registered chain@2" in out
+    assert show("chain@2", capsys)["lineage"] == ["chain@2", "chain@1"]
+    again = GRPOTrainer(load_config(chain_config(tmp_path, tiny_model_dir), [
+        "task.path=null", "task.eval_path=null", "train.output_dir=" + str(tmp_path / "runs" / "chain2"),
+        "sft.output_dir=" + str(tmp_path / "runs" / "chain" / "sft")]),
+        reward_funcs=[lambda prompt, completion, example: 1.0], dataset=[{"prompt": "Say hi"}], progress=True)
+    assert "reusing the finished adapter" in capsys.readouterr().err and again.parent.ref == "chain@1"
+
+
+def test_the_python_api_refuses_sft_for_a_model_passed_in(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rftune import GRPOTrainer, load_config
+
+    config = load_config(chain_config(tmp_path, tiny_model_dir))
+    with pytest.raises(ConfigError, match="sft.enabled: the SFT stage trains model.name_or_path, not a model passed"):
+        GRPOTrainer(config, reward_funcs=[lambda prompt, completion, example: 1.0],
+                    model=AutoModelForCausalLM.from_pretrained(tiny_model_dir))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rftune.rewards.builtin import exact_answer, format_regex, length_penalty, reasoning_gym_answer
+from rftune.rewards.builtin import exact_answer, format_regex, length_penalty, math_answer, reasoning_gym_answer
 
 
 @pytest.mark.parametrize("completion, answer, require_tag, expected", [
@@ -18,6 +18,26 @@ from rftune.rewards.builtin import exact_answer, format_regex, length_penalty, r
 ])
 def test_exact_answer(completion, answer, require_tag, expected):
     assert exact_answer(None, completion, {"answer": answer}, require_tag=require_tag) == expected
+
+
+@pytest.mark.parametrize("completion, answer, require_tag, expected", [
+    ("so <answer>42</answer>", "42", False, 1.0),
+    ("<answer>41</answer>", "42", False, 0.0),
+    ("<answer>\\frac{1}{2}</answer>", "0.5", False, 1.0),  # equal values, written differently
+    ("<answer>1/2</answer>", "0.5", False, 1.0),
+    ("Half of it: 0.5 apples each, 2 in all. The total is 1000.", "1,000", False, 1.0),  # no tag: the last number
+    ("The total is 1000.", "1000", True, 0.0),  # a tag was required
+    ("no answer here", "7", False, 0.0),
+    ("<answer>3</answer>", "", False, None),  # the reference cannot be parsed: not applicable
+])
+def test_math_answer_compares_values_with_math_verify(completion, answer, require_tag, expected):
+    assert math_answer(None, completion, {"answer": answer}, require_tag=require_tag) == expected
+
+
+def test_math_answer_accepts_what_the_string_check_refuses():
+    for completion in ("<answer>\\frac{1}{2}</answer>", "<answer>1/2</answer>"):
+        assert exact_answer(None, completion, {"answer": "0.5"}) == 0.0
+        assert math_answer(None, completion, {"answer": "0.5"}) == 1.0
 
 
 def test_format_regex_default_and_custom():

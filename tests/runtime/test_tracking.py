@@ -5,6 +5,7 @@ run before anything loads."""
 import glob
 import json
 import math
+import os
 import struct
 import sys
 
@@ -115,3 +116,37 @@ def test_a_tracker_that_is_not_installed_is_an_error_at_start(tiny_model_dir, tm
     with pytest.raises(ConfigError, match="train.report_to\\[0\\]: must be one of 'jsonl', 'tensorboard', 'wandb'"):
         config_from_dict({"train": {"report_to": ["mlflow"]}})
 
+
+
+def test_trackio_holds_what_metrics_jsonl_holds(tiny_model_dir, tmp_path):
+    """trackio (TRL's default tracker) in its own folder ($TRACKIO_DIR), run in a child process: trackio reads that
+    folder once, when it is imported."""
+    import subprocess
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(8)))
+    config = {"model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},
+              "generation": {"num_generations": 2, "max_new_tokens": 3},
+              "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 4, "save_steps": 0,
+                        "report_to": ["jsonl", "trackio"]},
+              "task": {"name": "dataset", "path": str(tmp_path / "rows.jsonl")},
+              "rewards": {"functions": [{"name": "length_penalty", "kwargs": {"target": 1}}]}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "TRACKIO_PROJECT": "tracked"}
+    train = subprocess.run([sys.executable, "-m", "rftune.cli", "train", str(path)], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    read = ("import json; from trackio.sqlite_storage import SQLiteStorage; "
+            "print(json.dumps(SQLiteStorage.get_logs('tracked', 'run')))")
+    logs = json.loads(subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True,
+                                     timeout=120, check=True).stdout.splitlines()[-1])
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    expected = finite_series([json.loads(line) for line in metrics])
+    got: dict[str, list] = {}
+    for entry in logs:
+        for key, value in entry.items():
+            if key not in ("step", "timestamp"):
+                got.setdefault(key, []).append((entry["step"], value))
+    assert set(got) == set(expected) and "reward/mean" in got
+    for key, series in expected.items():
+        assert got[key] == [(s, pytest.approx(v, rel=1e-9)) for s, v in series], key

@@ -15,11 +15,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
 
 
+def _log_requests_to_stderr() -> None:
+    """The server's one line per request (the ``rftune.serve`` logger), with the time, on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("rftune.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def run(args) -> int:
     from rftune.runtime.device import model_device
     from rftune.rollout.generation import resolve_backend
     from rftune.serve import load_service, make_server
 
+    _log_requests_to_stderr()
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     service = load_service(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device,
@@ -28,6 +40,7 @@ def run(args) -> int:
         server = make_server(service, args.host, args.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    _stop_on_interrupt(server)
     host, port = server.server_address[:2]
     print(f"serving {service.served_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)
     print(f"device: {model_device(service.model)}; dtype {args.dtype}; generation: "
@@ -35,8 +48,19 @@ def run(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host} without authentication", flush=True)
     with server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("stopped", flush=True)
+        server.serve_forever()
+    print("stopped", flush=True)
     return 0
+
+
+def _stop_on_interrupt(server) -> None:
+    """Ctrl-C (SIGINT) asks the server to stop, from the moment it exists: no KeyboardInterrupt can land between
+    the "serving" line and the serving loop, or inside a request. `shutdown` waits for the loop, so it runs on a
+    thread of its own; asked before the loop starts, the loop ends at once."""
+    import signal
+    import threading
+
+    def stop(signum, frame) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)

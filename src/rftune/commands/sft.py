@@ -15,11 +15,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from rftune.repository.runs import begin_run, register_sft
-    from rftune.train.sft import run_sft
+    from rftune.train.sft import run_sft, sft_data_path, sft_output_dir
 
     start = begin_run(load_config(args.config, args.overrides))
     adapter = run_sft(start.config)
     print(f"done: SFT adapter in {adapter}")
     if start.config.repository.register:
-        print(f"registered {register_sft(start, start.config, adapter).ref}")
+        version = register_sft(start, start.config, adapter, sft_data_path(start.config), sft_output_dir(start.config))
+        print(f"registered {version.ref}")
     return 0

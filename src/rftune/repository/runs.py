@@ -85,18 +85,16 @@ def begin_run(config: Config) -> RunStart:
     return RunStart(config, repository, parent, base_model, now())
 
 
-def register_sft(start: RunStart, config: Config, adapter: Path, reuse: bool = False) -> Version:
-    """Register the SFT stage's adapter; with `reuse`, an existing version of exactly these files is returned
-    instead (a chained `rftune train` that reused a finished SFT adapter)."""
-    from rftune.train.sft import sft_data_path, sft_output_dir
-
+def register_sft(start: RunStart, config: Config, adapter: Path, data_path: Path, run_dir: Path,
+                 reuse: bool = False) -> Version:
+    """Register the SFT stage's adapter, trained on `data_path` in `run_dir`; with `reuse`, an existing version of
+    exactly these files is returned instead (a chained `rftune train` that reused a finished SFT adapter)."""
     if reuse:
         found = start.repository.find_by_tree(tree_hash(manifest_of(adapter)), version_name(config))
         if found is not None:
             return found
-    data_path = sft_data_path(config)
     data = {"source": str(data_path), "sha256": file_sha256(data_path), "rows": _count_lines(data_path)}
-    return _register(start, config, adapter, stage="sft", run_dir=sft_output_dir(config), data=data, rewards=[],
+    return _register(start, config, adapter, stage="sft", run_dir=run_dir, data=data, rewards=[],
                      parent=start.parent)
 
 

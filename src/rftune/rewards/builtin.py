@@ -1,4 +1,5 @@
-"""Built-in rewards for verifiable tasks: answer checks, a format check, a length penalty.
+"""Built-in rewards for verifiable tasks: answer checks (by hand, by math-verify, by reasoning-gym), a format check,
+a length penalty.
 
 All are per-sample functions ``f(prompt, completion, example, **options)``; see `rftune.rewards.base`.
 """
@@ -50,6 +51,25 @@ def exact_answer(prompt, completion: str, example: dict, answer_key: str = "answ
         return float(got_number is not None and abs(got_number - expected_number) < 1e-6
                      and NUMBER.fullmatch(answer.replace(",", "").replace(" ", "")) is not None)
     return float(answer.lower() == expected.lower())
+
+
+@register_reward("math_answer")
+def math_answer(prompt, completion: str, example: dict, answer_key: str = "answer",
+                require_tag: bool = False) -> float | None:
+    """1.0 when math-verify finds the completion's answer mathematically equal to ``example[answer_key]``
+    (``1/2`` = ``0.5`` = ``\\frac{1}{2}``, ``1,000`` = ``1000``), else 0.0; None when the reference itself cannot be
+    parsed (not applicable). The answer is the last ``<answer>`` tag's content, or with ``require_tag=False`` (the
+    default) the whole completion, where math-verify takes the last boxed or plain expression."""
+    from math_verify import parse, verify
+
+    gold = parse(str(example[answer_key]))
+    if not gold:
+        return None
+    answer = extract_answer(completion)
+    if answer is None and require_tag:
+        return 0.0
+    predicted = parse(completion if answer is None else answer)
+    return float(bool(predicted) and verify(gold, predicted))
 
 
 @register_reward("reasoning_gym_answer")

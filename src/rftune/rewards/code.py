@@ -1,9 +1,9 @@
 """Execution rewards for code: tests run in the sandbox (`rftune.sandbox`), plus a real linter (ruff).
 
-All are batched (``f(prompts, completions, **columns)``) so a step's programs run in parallel in the sandbox,
-whose cache makes a second reward on the same (code, tests) free. The sandbox is the ``sandbox`` argument: the
-trainer (and `rftune eval`) pass the one they built from the config's ``sandbox`` section; a direct call without
-one uses `rftune.sandbox.default_sandbox`. Dataset columns used:
+All are batched (``f(prompts, completions, **columns)``; completions as text or as TRL's messages) so a step's
+programs run in parallel in the sandbox, whose cache makes a second reward on the same (code, tests) free. The
+sandbox is the ``sandbox`` argument: the trainer (and `rftune eval`) pass the one they built from the config's
+``sandbox`` section; a direct call without one uses `rftune.sandbox.default_sandbox`. Dataset columns used:
   ``tests``        test code (each top-level statement holding an ``assert`` — or, in a HumanEval
                    ``check(candidate)``, each such statement of its body — is one case) or a list of case snippets;
   ``entry_point``  optional: the program's function that the tests call ``candidate``;
@@ -30,6 +30,7 @@ from typing import Sequence
 
 from rftune import sandbox
 from rftune.errors import ConfigError
+from rftune.rewards.base import completion_texts
 from rftune.rewards.registry import register_reward
 from rftune.sandbox import TestSuite, default_sandbox
 
@@ -90,7 +91,7 @@ def problem_definitions(code_prefix: str | None, entry_point: str | None) -> str
 def run_tests(completions: Sequence[str], tests: Sequence, entry_point: Sequence | None = None,
               code_prefix: Sequence | None = None, box: sandbox.Sandbox | None = None) -> list[sandbox.Result | None]:
     """Sandbox results for each completion against its row's tests (None where the row has no tests)."""
-    count = len(completions)
+    completions, count = completion_texts(completions), len(completions)
     entry_point, code_prefix = entry_point or [None] * count, code_prefix or [None] * count
     rows = [i for i in range(count) if tests[i] is not None]
     jobs = [(program_source(completions[i], code_prefix[i]), suite_for(tests[i], entry_point[i], code_prefix[i]))
@@ -120,7 +121,7 @@ def code_passes(prompts, completions, tests, entry_point=None, code_prefix=None,
 def code_runs(prompts, completions, code_prefix=None, sandbox=None, **columns) -> list[float]:
     """1.0 when the program parses and its top level runs without error (no tests are run), else 0.0."""
     prefixes = code_prefix or [None] * len(completions)
-    jobs = [(program_source(c, p), TestSuite(())) for c, p in zip(completions, prefixes)]
+    jobs = [(program_source(c, p), TestSuite(())) for c, p in zip(completion_texts(completions), prefixes)]
     return [float(r.status == "passed") for r in (sandbox or default_sandbox()).run_many(jobs)]
 
 
@@ -129,7 +130,7 @@ def code_lint(prompts, completions, select: Sequence[str] | None = None, floor: 
               **columns) -> list[float]:
     """``max(-violations / lines, floor)`` per completion, counting ruff's findings (syntax errors included) over
     the completion's code's non-blank lines; ``select`` picks ruff rules (default: ruff's defaults)."""
-    codes = [extract_code(c) for c in completions]
+    codes = [extract_code(c) for c in completion_texts(completions)]
     violations = lint_violations(codes, select)
     values = []
     for code, found in zip(codes, violations):

@@ -40,6 +40,7 @@ from rftune.judges.base import Judge, judge_counters
 from rftune.judges.cache import JudgeCache, cache_key
 from rftune.judges.factory import resolve_judge
 from rftune.judges.parsing import parse_choice, parse_score
+from rftune.rewards.base import completion_texts
 from rftune.rewards.registry import register_reward
 
 DEFAULT_RUBRIC = ("Judge how well the response does the task: it must be accurate (faithful to the source "
@@ -221,7 +222,7 @@ def quiz(prompts: Sequence[Any], completions: Sequence[str], judge: Judge | dict
     documents = _column(columns, source_key, len(completions), "quiz", required=True)
     judge = resolve_judge(judge)
     quizzes = make_quizzes([doc for doc in documents if doc], judge, num_questions, max_rounds, seed)
-    return grade_answers(completions, [quizzes.get(doc, []) if doc else [] for doc in documents], judge)
+    return grade_answers(completion_texts(completions), [quizzes.get(doc, []) if doc else [] for doc in documents], judge)
 
 
 @register_reward("judge_score")
@@ -236,7 +237,7 @@ def judge_score(prompts: Sequence[Any], completions: Sequence[str], judge: Judge
     judge = resolve_judge(judge)
     replies = judge.complete_many([score_messages(rubric, scale, prompt, completion, source, reference)
                                    for prompt, completion, source, reference
-                                   in zip(prompts, completions, sources, references)])
+                                   in zip(prompts, completion_texts(completions), sources, references)])
     scores = [parse_score(reply, scale) for reply in replies]
     judge_counters(judge).add("judge/parse_failures", sum(r is not None and s is None for r, s in zip(replies, scores)))
     return scores

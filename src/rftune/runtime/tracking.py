@@ -11,7 +11,10 @@ every reader of a run's files (the report, the repository) alike.
 and step numbers: ``tensorboard`` (event files in ``<run>/tensorboard``, via ``torch.utils.tensorboard``; scalars
 per step and a text summary of each step's best and worst completions; a resumed run purges the redone steps) and
 ``wandb`` (a run in ``<run>/wandb``, offline unless ``WANDB_MODE`` says otherwise: metrics, the resolved config,
-a table of the best and worst completions). Only finite numbers go to the trackers. A tracker whose library is not
+a table of the best and worst completions) and ``trackio`` (TRL's default tracker: a run named after the run folder
+in project ``$TRACKIO_PROJECT`` or ``rftune``, stored where trackio keeps its projects, ``$TRACKIO_DIR`` or its
+cache; ``trackio show`` opens the dashboard; metrics and the resolved config). Only finite numbers go to the
+trackers. A tracker whose library is not
 installed is a `ConfigError` at start (`check_trackers`), naming the extra to install.
 """
 
@@ -27,7 +30,7 @@ from rftune.errors import ConfigError, DataError
 from rftune.runtime.atomic_io import storage_errors, write_bytes_atomic, write_text_atomic
 from rftune.runtime.jsonl import jsonl_rows
 
-TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb"}  # name -> module that must import
+TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # name -> module that must import
 SHOWN_COMPLETIONS = 2  # best and worst completions of a step sent to the trackers, each
 
 
@@ -124,6 +127,7 @@ class Trackers:
         self.jsonl = JsonlLog(self.output_dir / "metrics.jsonl", keep_through_step)
         self.tensorboard = self._tensorboard(keep_through_step) if "tensorboard" in names else None
         self.wandb = self._wandb(config) if "wandb" in names else None
+        self.trackio = self._trackio(config) if "trackio" in names else None
 
     def _tensorboard(self, keep_through_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
@@ -140,6 +144,14 @@ class Trackers:
                           project=os.environ.get("WANDB_PROJECT", "rftune"), name=self.output_dir.name,
                           config=config)
 
+    def _trackio(self, config: dict):
+        import os
+
+        import trackio
+
+        return trackio.init(project=os.environ.get("TRACKIO_PROJECT", "rftune"), name=self.output_dir.name,
+                            config=config, resume="allow", embed=False, auto_log_gpu=False, auto_log_cpu=False)
+
     def write(self, records: list[dict[str, Any]]) -> None:
         self.jsonl.write(records)
         for record in records:
@@ -153,6 +165,8 @@ class Trackers:
                 self.tensorboard.flush()
             if self.wandb is not None:
                 self.wandb.log(scalars, step=step)
+            if self.trackio is not None:
+                self.trackio.log(scalars, step=step)
 
     def log_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
         """The step's best and worst completions (by total reward) as text (TensorBoard) and a table (W&B)."""
@@ -177,6 +191,8 @@ class Trackers:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+        if self.trackio is not None:
+            self.trackio.finish()
 
 
 def extremes(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

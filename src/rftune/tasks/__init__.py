@@ -130,6 +130,9 @@ def build_dataset_task(options: dict, system_prompt: str | None, path: str | Non
     """A user file of prompts; rewards must come from the config."""
     if options:
         raise ConfigError(f"task 'dataset' takes no task.kwargs, got {sorted(options)}")
+    if not path:
+        raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file), or the rows passed "
+                          "in code (GRPOTrainer(config, dataset=rows))")
     file = Path(path)
     if not file.is_absolute() and not file.exists():
         file = Path(base_dir) / file

