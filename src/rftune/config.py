@@ -43,6 +43,20 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintConfig:
+    """``generation.constraint``: structured generation (`rftune.constraints`); set exactly one kind."""
+
+    regex: str | None = None  # the reply (or span) matches this regular expression
+    choices: list[str] | None = None  # ... is one of these strings
+    choices_file: str | None = None  # ... is one of this file's lines (relative: from the config's folder)
+    case: Literal["keep", "upper", "lower"] = "keep"  # choices rewritten to upper or lower case
+    json_schema: dict[str, Any] | str | None = None  # ... is JSON valid under this schema (mapping, text, .json file)
+    grammar: str | None = None  # ... matches this Lark grammar (text or a .lark file)
+    gbnf: str | None = None  # ... matches this GBNF grammar (text or a .gbnf file)
+    span: list[str] | None = None  # [open, close]: constrain only the text between these tags; None = the reply
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     num_generations: int = 8  # G: completions sampled per prompt
     max_new_tokens: int = 128
@@ -50,6 +64,7 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filtering
     backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.generation
+    constraint: ConstraintConfig | None = None  # structured generation; None = unconstrained
 
 
 @dataclass(frozen=True)
@@ -387,6 +402,10 @@ def validate(config: Config) -> None:
     if config.task.name == "dataset" and not config.task.path:
         raise ConfigError("task.name=dataset needs task.path (a .jsonl, .csv or .parquet file)")
     _check_fsdp(config)
+    if config.generation.constraint is not None:
+        from rftune.constraints import check_constraint
+
+        check_constraint(config.generation.constraint, config.base_dir)
     name = config.repository.name
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(f"repository.name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "
