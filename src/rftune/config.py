@@ -371,7 +371,9 @@ def _convert_scalar(hint, value, where: str):
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    quote = " (YAML reads yes, no, on, off as booleans: quote the text)" if hint is str and isinstance(value, bool) \
+        else ""
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}{quote}")
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")

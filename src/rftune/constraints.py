@@ -49,6 +49,7 @@ class Constraint:
     eos_ids: tuple[int, ...]
     words: int  # int32 words of one token mask: ceil(tokenizer vocabulary / 32)
     executor: Any  # llguidance.LLExecutor: fills the masks of a batch's rows on a thread pool
+    never: tuple[int, ...] = ()  # tokens that write no text and are never allowed (the unknown token)
 
     def guide(self, rows: int) -> "Guide":
         """Fresh per-row state for one generation call of `rows` completions."""
@@ -68,7 +69,7 @@ class Constraint:
                     matcher = None
                     continue
                 matcher = matcher or self.matcher.deep_copy()
-                _fill(self.executor, [matcher], words[row, column:column + 1])
+                _fill(self, [matcher], words[row, column:column + 1])
                 if not matcher.consume_token(token):
                     raise ValueError(f"row {row}, position {column}: token {token} breaks the constraint "
                                      f"({self.description}); it was not sampled under it")
@@ -95,7 +96,7 @@ class Guide:
         they are (their tokens are discarded)."""
         active = [(i, row) for i, row in enumerate(rows.tolist()) if not self.finished[row]]
         words = torch.full((logits.shape[0], self.constraint.words), -1, dtype=torch.int32)  # [b, W]
-        _fill(self.constraint.executor, [self.matchers[row] for _, row in active], words, [i for i, _ in active])
+        _fill(self.constraint, [self.matchers[row] for _, row in active], words, [i for i, _ in active])
         allowed = unpack_bits(words, logits.shape[1])  # [b, V]
         for i, row in active:
             if not allowed[i].any():
@@ -118,13 +119,17 @@ class Guide:
         return int((self.dead_end_step >= 0).sum())
 
 
-def _fill(executor, matchers: list, words: torch.Tensor, indices: list[int] | None = None) -> None:
+def _fill(constraint: Constraint, matchers: list, words: torch.Tensor, indices: list[int] | None = None) -> None:
     """Write each matcher's next-token mask into row ``indices[k]`` of the bit words [n, W]."""
     import llguidance.torch
 
-    if matchers:
-        pairs = list(zip(matchers, indices if indices is not None else range(len(matchers))))
-        llguidance.torch.fill_next_token_bitmask_par(executor, pairs, words)
+    if not matchers:
+        return
+    indices = list(indices if indices is not None else range(len(matchers)))
+    llguidance.torch.fill_next_token_bitmask_par(constraint.executor, list(zip(matchers, indices)), words)
+    for token in constraint.never:
+        bit = torch.tensor(1, dtype=torch.int32) << (token % 32)
+        words[indices, token // 32] &= ~bit
 
 
 def unpack_bits(words: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -158,10 +163,12 @@ class ConstraintCompiler:
         write it (see the module docstring)."""
         lark, description = constraint_lark(spec, base_dir)
         matcher = _matcher(self.tokens, lark, description)
+        unknown = self.tokenizer.unk_token_id
         constraint = Constraint(lark=lark, description=description, matcher=matcher, eos_ids=self.eos_ids,
-                                words=(self.tokens.vocab_size + 31) // 32, executor=self.executor)
+                                words=(self.tokens.vocab_size + 31) // 32, executor=self.executor,
+                                never=(unknown,) if unknown is not None and unknown not in self.eos_ids else ())
         words = torch.zeros(1, constraint.words, dtype=torch.int32)
-        _fill(self.executor, [matcher], words)
+        _fill(constraint, [matcher], words)
         if not words.any():
             raise ConfigError(f"generation.constraint ({description}): the tokenizer cannot write any text it "
                               "allows")
