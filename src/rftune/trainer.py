@@ -191,7 +191,7 @@ class GRPOTrainer:
             from rftune.generation_vllm import VllmSampler  # imported only when selected: no vLLM on CPU machines
 
             sampler = VllmSampler(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype,
-                                  self.model)
+                                  self.model, self.constraint)
             return sampler, sampler.sync_weights
         return sample_completions, None
 
