@@ -235,3 +235,80 @@ def test_a_dead_end_ends_the_completion_as_truncated(lora_model, backend):
     assert batch.completions == ["a"] * 8
     assert batch.truncated.all() and batch.dead_ends.all()
     assert batch.completion_mask.sum(1).tolist() == [1] * 8  # the forced EOS is not the policy's token
+
+
+# ------------------------------------------------------------------------------------------------ training
+class DigitsEnv:
+    """Asks for a number three times."""
+
+    max_turns = 3
+
+    def __init__(self):
+        self.seen = 0
+
+    def reset(self, example):
+        return [{"role": "user", "content": "A number?"}]
+
+    def step(self, completion):
+        from rftune.envs.base import StepResult
+
+        self.seen += 1
+        done = self.seen >= self.max_turns
+        return StepResult([] if done else [{"role": "user", "content": "Another?"}], done, {"text": completion})
+
+
+def test_every_reply_of_an_episode_is_constrained_and_replays(lora_model):
+    from rftune.rollout_env import env_rollout
+
+    model, tokenizer = lora_model
+    constraint = compile_constraint(ConstraintConfig(regex="[0-9]{1,3}"), tokenizer, [tokenizer.eos_token_id])
+    params = SamplingParams(2, 8, backend="cpu-fast", constraint=constraint)
+    batch = env_rollout(model, tokenizer, [Sample([], {}, 0)], params, make_env=lambda example: DigitsEnv())
+    for episode in batch.episodes:
+        assert [turn["completion"].isdigit() for turn in episode["turns"]] == [True] * 3, episode
+    allowed = constraint.replay(batch.completion_ids, batch.completion_mask)  # [B, Tc, W]: one matcher per reply
+    environment = (batch.attention_mask == 1) & (batch.completion_mask == 0)
+    assert (allowed[environment] == -1).all()  # environment tokens are not the policy's: nothing masked
+    assert (allowed[batch.completion_mask.bool()] != -1).any(dim=1).all()
+    assert not batch.dead_ends.any()
+
+
+def test_grpo_steps_under_a_constraint(tiny_model_dir, tmp_path):
+    """Training rollouts decode under the constraint; the update scores them under the replayed masks; the
+    dead-end counter is logged."""
+    import json
+    import re
+
+    from rftune import GRPOTrainer, config_from_dict
+
+    config = config_from_dict({
+        "model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},
+        "generation": {"num_generations": 4, "max_new_tokens": 8, "constraint": {"regex": "[a-e]{2,5}"}},
+        "algorithm": {"beta": 0.1, "num_iterations": 2},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    })
+    dataset = [{"prompt": f"Say {w}"} for w in ["cab", "bad", "ace"]]
+    trainer = GRPOTrainer(config, reward_funcs=[lambda prompt, completion, example: completion.count("a") / 5],
+                          dataset=dataset, progress=False)
+    history = trainer.train()
+    for metrics in history:
+        assert metrics["constraint/dead_ends"] == 0
+        assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["entropy"]) and metrics["kl"] >= 0
+        assert metrics["entropy"] <= math.log(6) + 1e-4  # at most 5 letters and EOS are ever allowed
+    rows = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert rows and all(re.fullmatch("[a-e]{2,5}", row["completion"]) for row in rows)
+
+
+def test_grpo_step_with_wordle_episodes_under_the_guess_constraint(tiny_model_dir, tmp_path):
+    from rftune import GRPOTrainer, config_from_dict
+
+    config = config_from_dict({
+        "model": {"name_or_path": tiny_model_dir}, "lora": {"r": 2, "alpha": 4},
+        "generation": {"num_generations": 2, "max_new_tokens": 6,
+                       "constraint": {"choices_file": str(ALLOWED_WORDS), "case": "upper",
+                                      "span": ["<guess>", "</guess>"]}},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "batch_size": 2, "learning_rate": 1e-3},
+        "task": {"name": "wordle", "kwargs": {"mode": "episode", "size": 3}},
+    })
+    (metrics,) = GRPOTrainer(config, progress=False).train()
+    assert math.isfinite(metrics["loss"]) and metrics["constraint/dead_ends"] == 0
