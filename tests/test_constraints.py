@@ -312,3 +312,48 @@ def test_grpo_step_with_wordle_episodes_under_the_guess_constraint(tiny_model_di
     })
     (metrics,) = GRPOTrainer(config, progress=False).train()
     assert math.isfinite(metrics["loss"]) and metrics["constraint/dead_ends"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def test_every_eval_player_decodes_under_the_constraint(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from rftune.cli import main
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(30)))
+    config = {"model": {"name_or_path": tiny_model_dir}, "train": {"output_dir": str(tmp_path / "run")},
+              "generation": {"max_new_tokens": 6, "constraint": {"choices": ["odd", "even"]}},
+              "task": {"name": "dataset", "path": "rows.jsonl"},
+              "rewards": {"functions": [{"name": "format_regex", "kwargs": {"pattern": "odd"}}]},
+              "eval": {"split": 0.3, "num_rows": 4, "num_samples": 2, "batch_size": 4}}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["eval", str(path), "--model", tiny_model_dir]) == 0
+    assert "every player constrained to choices (2 strings)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["constraint"] == "choices (2 strings)"
+    for player in report["players"]:
+        assert set(report["per_row"][player["player"]]["completions"]) <= {"odd", "even"}
+    assert main(["eval", str(path), "--variant", "generation.constraint.choices=[one]"]) == 2
+    assert "generation.constraint settings differ" in capsys.readouterr().err
+
+
+def test_wordle_eval_models_decode_under_the_guess_constraint(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from rftune.cli import main
+
+    config = {"model": {"name_or_path": tiny_model_dir}, "train": {"output_dir": str(tmp_path / "run")},
+              "task": {"name": "wordle"}, "eval": {"num_games": 2, "max_new_tokens": 3},
+              "generation": {"constraint": {"choices_file": str(ALLOWED_WORDS), "case": "upper",
+                                            "span": ["<guess>", "</guess>"]}}}
+    path = tmp_path / "wordle.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["eval", str(path)]) == 0
+    assert "every model constrained to choices (file" in capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["constraint"].endswith("12972 strings) inside <guess>...</guess>")

@@ -12,6 +12,9 @@ total (``reward``), its length in tokens (``length``), and for verifiable tasks 
 player): ``mean@n`` = the share correct, ``pass@k`` for k = 1, 2, 4, ... up to n (the unbiased estimator,
 `rftune.stats.pass_at_k`), and ``reward@n`` = the mean total reward of the samples.
 
+Every player decodes under the same ``generation.constraint`` (compiled for its own tokenizer; players whose
+constraints differ are refused), and the report names it (``constraint``).
+
 Each figure is the mean over rows with a 95% bootstrap interval; every player after the first also gets the paired
 difference against the first (its per-row differences, bootstrapped). `evaluate` returns the report (JSON-ready),
 `format_table` prints it.
@@ -32,6 +35,7 @@ import torch
 
 from rftune.atomic_io import write_text_atomic
 from rftune.config import Config
+from rftune.constraints import compile_constraint, constraint_lark
 from rftune.errors import ConfigError
 from rftune.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
                                rollout_batch)
@@ -89,6 +93,9 @@ def player_setup(config: Config) -> tuple[Setup, list[str]]:
 
 def evaluate(players: Sequence[Player], device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Evaluate every player on the same held-out rows; the report (see the module docstring)."""
+    if len({repr(p.config.generation.constraint) for p in players}) > 1:
+        raise ConfigError("the players' generation.constraint settings differ; every player of an evaluation "
+                          "decodes under the same constraint, so that the comparison is fair (evaluate them apart)")
     setups, first_keys = [], None
     for player in players:
         setup, keys = player_setup(player.config)
@@ -115,6 +122,7 @@ def build_report(players: Sequence[Player], per_row: dict[str, dict], row_keys: 
                                    for m, v in values.items() if m in base}
         summaries.append(entry)
     return {"task": players[0].config.task.name, "rows": len(row_keys), "row_keys": row_keys,
+            "constraint": constraint_description(players[0].config),
             "num_samples": cfg.num_samples, "seed": cfg.seed, "baseline": first, "players": summaries,
             "per_row": per_row}
 
@@ -126,7 +134,7 @@ def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
     config = player.config
     model, tokenizer = load_model_and_tokenizer(player.model, dtype=config.model.dtype, adapter=player.adapter)
     model.to(device).eval()
-    params = sampling_params(config, device)
+    params = constrained(sampling_params(config, device), config, model, tokenizer)
     try:
         return score_player(model, tokenizer, setup, params, config.eval, config.rewards.on_error,
                             desc=player.name, progress=progress)
@@ -142,6 +150,19 @@ def sampling_params(config: Config, device) -> SamplingParams:
     backend = in_process_backend(gen.backend, cpu_kernels_enabled(config.train.cpu_kernels, torch.device(device)))
     return SamplingParams(1, config.eval.max_new_tokens or gen.max_new_tokens, gen.temperature, gen.top_p,
                           gen.top_k, bf16=bf16_enabled(config.train.bf16, device), backend=backend)
+
+
+def constrained(params: SamplingParams, config: Config, model, tokenizer) -> SamplingParams:
+    """`params` under the config's ``generation.constraint`` compiled for this model's tokenizer (None: as is)."""
+    constraint = compile_constraint(config.generation.constraint, tokenizer, eos_token_ids(tokenizer, model),
+                                    config.base_dir)
+    return dataclasses.replace(params, constraint=constraint)
+
+
+def constraint_description(config: Config) -> str | None:
+    """What every player's replies were constrained to, for reports (None: unconstrained)."""
+    spec = config.generation.constraint
+    return None if spec is None else constraint_lark(spec, config.base_dir)[1]
 
 
 def score_player(model, tokenizer, setup: Setup, params: SamplingParams, cfg, on_error: str = "raise",
@@ -242,7 +263,9 @@ def format_table(report: dict) -> str:
     """Metrics x players as ``mean [low, high]``, each later player followed by its paired difference against the
     first (``name - base``)."""
     header, body = comparison_table(report, format_interval)
-    return (f"{report['task']}: {report['rows']} held-out rows, 95% bootstrap intervals\n" + _table(header, body))
+    constraint = f"; every player constrained to {report['constraint']}" if report.get("constraint") else ""
+    return (f"{report['task']}: {report['rows']} held-out rows, 95% bootstrap intervals{constraint}\n"
+            + _table(header, body))
 
 
 def comparison_table(report: dict, cell: Callable[..., str], minus: str = "-") -> tuple[list[str], list[list[str]]]:

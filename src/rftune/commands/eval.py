@@ -99,7 +99,7 @@ def _run_wordle(args, config, adapters: dict[str, str], device) -> int:
     sampled = args.sampled or cfg.sampled
     report = evaluate_models(specs, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled, params=params,
                              batch_size=cfg.batch_size, seed=cfg.seed, dtype=config.model.dtype, device=device,
-                             resamples=cfg.bootstrap)
+                             resamples=cfg.bootstrap, config=config)
     print(report_table(report))
     path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")
