@@ -357,3 +357,66 @@ def test_wordle_eval_models_decode_under_the_guess_constraint(tiny_model_dir, tm
     assert "every model constrained to choices (file" in capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["constraint"].endswith("12972 strings) inside <guess>...</guess>")
+
+
+# ------------------------------------------------------------------------------------------------ serving
+@pytest.fixture(scope="module")
+def served(tiny_model_dir):
+    import threading
+
+    import openai
+
+    from rftune.serve import load_service, make_server
+
+    server = make_server(load_service(tiny_model_dir, served_name="tiny"), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="unused",
+                        max_retries=0, timeout=60)
+    server.shutdown()
+    server.server_close()
+
+
+def test_serve_response_format_json_schema(served):
+    import json
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    reply = served.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "n?"}], max_tokens=40, temperature=1, seed=3, n=3,
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    for choice in reply.choices:
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content)["n"], int)
+        else:  # cut at max_tokens: still a prefix the schema allows
+            assert choice.message.content.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("extra, check", [
+    ({"guided_choice": ["red", "green", "blue"]}, lambda text: text in {"red", "green", "blue"}),
+    ({"guided_regex": "[0-9]{3}"}, lambda text: text.isdigit() and len(text) == 3),
+    ({"guided_grammar": 'root ::= "x" [a-c]'}, lambda text: text in {"xa", "xb", "xc"}),
+    ({"guided_grammar": 'start: "y" /[0-9]/'}, lambda text: len(text) == 2 and text[0] == "y"),
+    ({"response_format": {"type": "json_object"}}, lambda text: text.lstrip().startswith("{")),
+])
+def test_serve_guided_extensions(served, extra, check):
+    reply = served.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}], max_tokens=24,
+                                           temperature=1, seed=1, n=2, extra_body=extra)
+    assert all(check(choice.message.content) for choice in reply.choices), reply.choices
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"guided_regex": "(a"}, "guided_regex (regex '(a'): "),
+    ({"guided_choice": "red"}, "guided_choice must be a non-empty list"),
+    ({"guided_choice": ["a"], "guided_regex": "a"}, "use one of response_format and"),
+    ({"response_format": {"type": "json_schema"}}, "response_format json_schema needs"),
+    ({"guided_json": {"type": "bogus"}}, "bogus"),
+])
+def test_serve_rejects_bad_constraints_with_400(served, extra, message):
+    import re
+
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match=re.escape(message)):
+        served.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}], max_tokens=4,
+                                       extra_body=extra)

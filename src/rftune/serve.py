@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. A request may set ``messages``,
 ``max_tokens`` (or ``max_completion_tokens``), ``temperature`` (0 = greedy; default 1 as in the OpenAI API),
-``top_p``, ``n``, ``seed`` and ``stop``; other fields are accepted and ignored. The reply carries ``choices``
+``top_p``, ``n``, ``seed`` and ``stop``, and structured output (`rftune.structured_requests`: ``response_format``
+json_schema / json_object, or ``guided_choice``, ``guided_regex``, ``guided_json``, ``guided_grammar``, compiled
+once per distinct constraint and kept); other fields are accepted and ignored. The reply carries ``choices``
 (with ``finish_reason`` "stop" or "length"), ``usage`` and ``model``. Mistakes get a 4xx reply with an OpenAI-style
 ``{"error": {"message", "type", "param", "code"}}`` body.
 
@@ -23,8 +25,11 @@ from typing import Any
 
 import torch
 
+from rftune.constraints import ConstraintCompiler
 from rftune.errors import ConfigError
 from rftune.device import resolve_device
+from rftune.generation import eos_token_ids
+from rftune.structured_requests import GUIDED, ConstraintRequestError, request_constraint
 from rftune.judges.local_judge import chat_prompt_ids, chat_replies, context_limit
 from rftune.models import load_model_and_tokenizer
 
@@ -32,6 +37,7 @@ log = logging.getLogger("rftune.serve")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CHOICES = 16
+MAX_CONSTRAINTS = 64  # compiled constraints kept, by their request fields
 DEFAULT_MAX_TOKENS = 256
 _ROLES = {"system", "user", "assistant", "developer"}
 
@@ -55,6 +61,8 @@ class ChatService:
         self.model, self.tokenizer, self.served_name = model, tokenizer, served_name
         self.created = int(time.time())
         self._lock = threading.Lock()
+        self._compiler: ConstraintCompiler | None = None  # built at the first constrained request (about 1 s)
+        self._constraints: dict[str, Any] = {}
 
     def list_models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.served_name, "object": "model", "created": self.created,
@@ -69,10 +77,11 @@ class ChatService:
             raise RequestError(400, f"the prompt is {len(prompt)} tokens and max_tokens is {max_tokens}, more than "
                                     f"this model's context of {limit} tokens", "messages", "context_length_exceeded")
         with self._lock:
+            constraint = self._compiled(*options["constraint"]) if options["constraint"] else None
             if options["seed"] is not None:
                 torch.manual_seed(options["seed"])
             (replies,) = chat_replies(self.model, self.tokenizer, [prompt], max_tokens, options["temperature"],
-                                          options["top_p"], options["n"])
+                                          options["top_p"], options["n"], constraint)
         choices = [_choice(i, reply.text, reply.finish_reason, options["stop"]) for i, reply in enumerate(replies)]
         completion_tokens = sum(reply.completion_tokens for reply in replies)
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -96,7 +105,34 @@ class ChatService:
                 "top_p": _number(request.get("top_p"), "top_p", 1.0, 1e-9, 1.0),
                 "n": _number(request.get("n"), "n", 1, 1, MAX_CHOICES, integer=True),
                 "seed": _number(request.get("seed"), "seed", None, 0, None, integer=True),
-                "stop": _stop(request.get("stop"))}
+                "stop": _stop(request.get("stop")), "constraint": _constraint(request)}
+
+    def _compiled(self, spec, param: str):
+        """The request's constraint compiled for this model (kept for later requests with the same one)."""
+        key = repr(spec)
+        if key not in self._constraints:
+            self._compiler = self._compiler or ConstraintCompiler(self.tokenizer,
+                                                                  eos_token_ids(self.tokenizer, self.model))
+            try:
+                compiled = self._compiler.compile(spec)
+            except ConfigError as exc:
+                raise RequestError(400, str(exc).replace("generation.constraint", param, 1), param) from None
+            if len(self._constraints) >= MAX_CONSTRAINTS:
+                self._constraints.pop(next(iter(self._constraints)))
+            self._constraints[key] = compiled
+        return self._constraints[key]
+
+
+def _constraint(request: dict[str, Any]):
+    """(the request's ConstraintConfig, the field that asked for it), or None."""
+    try:
+        spec = request_constraint(request)
+    except ConstraintRequestError as exc:
+        raise RequestError(400, str(exc), exc.param) from None
+    if spec is None:
+        return None
+    field = next(key for key in ("response_format", *GUIDED) if request.get(key) is not None)
+    return spec, field
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:
