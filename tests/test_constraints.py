@@ -2,6 +2,7 @@
 trainer's log-probs under the masks the sampler was under, dead ends, and bad input."""
 
 import math
+import re
 from pathlib import Path
 
 import llguidance.torch
@@ -220,10 +221,12 @@ def test_cpu_fast_equals_hf_under_a_constraint(lora_model):
     model, tokenizer = lora_model
     constraint = compile_constraint(ConstraintConfig(choices=["red", "green"], span=["[", "]"]), tokenizer,
                                     [tokenizer.eos_token_id])
-    fast, _ = sample_recorded(model, tokenizer, constraint, "cpu-fast")
-    plain, _ = sample_recorded(model, tokenizer, constraint, "hf")
+    fast, _ = sample_recorded(model, tokenizer, constraint, "cpu-fast", g=8, steps=64)
+    plain, _ = sample_recorded(model, tokenizer, constraint, "hf", g=8, steps=64)
     assert fast.completions == plain.completions
-    assert any("[" in text for text in fast.completions)  # the span was opened: its constraint was exercised
+    opened = [text for text in fast.completions if "[" in text]  # spans were opened: their constraint was in force
+    assert opened and all(re.fullmatch(r"[^\[]*(\[(red|green)\][^\[]*)*(\[(r|re|g|gr|gre|gree)?)?", text)
+                          for text in fast.completions), opened
 
 
 @pytest.mark.parametrize("backend", ["cpu-fast", "hf"])
@@ -277,7 +280,6 @@ def test_grpo_steps_under_a_constraint(tiny_model_dir, tmp_path):
     """Training rollouts decode under the constraint; the update scores them under the replayed masks; the
     dead-end counter is logged."""
     import json
-    import re
 
     from rftune import GRPOTrainer, config_from_dict
 
@@ -413,8 +415,6 @@ def test_serve_guided_extensions(served, extra, check):
     ({"guided_json": {"type": "bogus"}}, "bogus"),
 ])
 def test_serve_rejects_bad_constraints_with_400(served, extra, message):
-    import re
-
     import openai
 
     with pytest.raises(openai.BadRequestError, match=re.escape(message)):
