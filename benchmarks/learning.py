@@ -11,9 +11,9 @@ config's learning rate and warm-up, Adam betas, clipping, beta, loss type, rewar
 completion length, and the config's reward functions (TRL calls them through one wrapper). TRL runs with bf16
 where rftune's ``train.bf16`` resolves to bf16 on this machine.
 
-Afterwards `rftune.evaluate` scores the start and each framework's adapter on the config's held-out rows (the same
-rows and sampling seeds for every player) and prints the table with paired differences against the start, then
-each framework's gain and the paired difference between the two tuned players. Wall-clock training minutes are
+Afterwards `rftune.evaluation.evaluate` scores the start and each framework's adapter on the config's held-out rows
+(the same rows and sampling seeds for every player) and prints the table with paired differences against the start,
+then each framework's gain and the paired difference between the two tuned players. Wall-clock training minutes are
 printed for each framework. Results go to ``<out>/learning.json``. ``--rftune-adapter`` evaluates an rftune run of
 the same recipe instead of training one (seeded runs repeat: the recipe's GRPO run and this script's rftune run
 had the same per-step rewards).
@@ -34,7 +34,7 @@ from rftune.config import load_config
 def start_adapter(config) -> str | None:
     """The SFT adapter GRPO starts from (trained now if the config enables SFT and it is missing), or None."""
     if config.sft.enabled:
-        from rftune.sft import with_sft_adapter
+        from rftune.train.sft import with_sft_adapter
 
         return with_sft_adapter(config).model.adapter
     return config.model.adapter
@@ -61,9 +61,9 @@ def run_trl(config, start: str | None, out: Path) -> str:
     from peft import LoraConfig, PeftModel
     from trl import GRPOConfig, GRPOTrainer
 
-    from rftune.data import PromptStream
-    from rftune.device import bf16_enabled
-    from rftune.models import load_model, load_tokenizer
+    from rftune.tasks.data import PromptStream
+    from rftune.runtime.device import bf16_enabled
+    from rftune.model.loading import load_model, load_tokenizer
     from rftune.rewards import reward_functions, score_completions, weighted_total
     from rftune.tasks import task_from_config
 
@@ -106,7 +106,7 @@ def run_trl(config, start: str | None, out: Path) -> str:
 
 
 def evaluate_players(config, adapters: dict[str, str | None]) -> dict:
-    from rftune.evaluate import Player, evaluate, format_table
+    from rftune.evaluation.evaluate import Player, evaluate, format_table
 
     players = [Player(name, config.model.name_or_path, adapter, config) for name, adapter in adapters.items()]
     report = evaluate(players)
@@ -116,7 +116,7 @@ def evaluate_players(config, adapters: dict[str, str | None]) -> dict:
 
 def gains(report: dict, names: list[str]) -> dict:
     """Each tuned player's paired gain over the start, and rftune's paired difference against TRL."""
-    from rftune.stats import paired_difference
+    from rftune.evaluation.stats import paired_difference
 
     found = {name: next(p["difference"] for p in report["players"] if p["player"] == name) for name in names}
     if len(names) == 2:

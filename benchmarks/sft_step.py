@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     config = load_config(args.config)
-    from rftune.device import autocast, bf16_enabled, resolve_device
-    from rftune.sft import IGNORE, sft_loss
+    from rftune.runtime.device import autocast, bf16_enabled, resolve_device
+    from rftune.train.sft import IGNORE, sft_loss
 
     device = resolve_device(config.train.device)
     bf16 = bf16_enabled(config.train.bf16, device)
@@ -49,8 +49,8 @@ def main() -> None:
 
 def _setup(config, count: int, device: torch.device, bf16: bool):
     from rftune.cpu import enable_training_kernels
-    from rftune.models import apply_lora, load_model, load_tokenizer
-    from rftune.sft import collate, encode_conversation, sft_conversations
+    from rftune.model.loading import apply_lora, load_model, load_tokenizer
+    from rftune.train.sft import collate, encode_conversation, sft_conversations
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

@@ -12,8 +12,8 @@ import torch
 from rftune.config import ConstraintConfig, load_config
 from rftune.constraints import ConstraintCompiler, compile_constraint, unpack_bits
 from rftune.errors import ConfigError
-from rftune.generation import SamplingParams, encode_prompts, eos_token_ids, generate_ids, rollout_batch
-from rftune.logprobs import completion_logprobs
+from rftune.rollout.generation import SamplingParams, encode_prompts, eos_token_ids, generate_ids, rollout_batch
+from rftune.train.logprobs import completion_logprobs
 from rftune.testing import build_tiny_tokenizer, tiny_lora_model
 from rftune.types import Sample
 
@@ -261,7 +261,7 @@ class DigitsEnv:
 
 
 def test_every_reply_of_an_episode_is_constrained_and_replays(lora_model):
-    from rftune.rollout_env import env_rollout
+    from rftune.rollout.episodes import env_rollout
 
     model, tokenizer = lora_model
     constraint = compile_constraint(ConstraintConfig(regex="[0-9]{1,3}"), tokenizer, [tokenizer.eos_token_id])

@@ -5,16 +5,19 @@
     trainer.train()
 """
 
+from rftune._moved import serve_old_paths
+
 __version__ = "0.1.0"
+serve_old_paths()  # modules that moved into packages keep their old import paths for one release
 
 _EXPORTS = {
-    "GRPOTrainer": "rftune.trainer",
+    "GRPOTrainer": "rftune.train.trainer",
     "load_config": "rftune.config",
     "config_from_dict": "rftune.config",
     "Config": "rftune.config",
     "register_reward": "rftune.rewards.registry",
     "RewardFunction": "rftune.rewards.base",
-    "load_model_and_tokenizer": "rftune.models",
+    "load_model_and_tokenizer": "rftune.model.loading",
 }
 __all__ = list(_EXPORTS)
 

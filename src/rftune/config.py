@@ -23,7 +23,6 @@ from typing import Any, Literal
 import yaml
 
 from rftune.errors import ConfigError
-from rftune.repository.store import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filtering
-    backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.generation
+    backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.rollout.generation
     constraint: ConstraintConfig | None = None  # structured generation; None = unconstrained
 
 
@@ -377,6 +376,7 @@ def _convert_scalar(hint, value, where: str):
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a repository name (the store checks names against it too)
 
 
 def validate(config: Config) -> None:
@@ -433,6 +433,4 @@ def _check_registered(algorithm: AlgorithmConfig) -> None:
 
     for key, registry in (("loss_type", AGGREGATORS), ("importance_sampling_level", RATIOS),
                           ("scale_rewards", SCALERS)):
-        value = getattr(algorithm, key)
-        if value not in registry:
-            raise ConfigError(f"algorithm.{key}: must be one of {', '.join(map(repr, registry))}, got {value!r}")
+        registry.check(getattr(algorithm, key))

@@ -27,11 +27,11 @@ import torch
 
 from rftune.constraints import ConstraintCompiler
 from rftune.errors import ConfigError
-from rftune.device import resolve_device
-from rftune.generation import eos_token_ids
+from rftune.rollout.generation import eos_token_ids
+from rftune.runtime.device import resolve_device
 from rftune.structured_requests import GUIDED, ConstraintRequestError, request_constraint
 from rftune.judges.local_judge import chat_prompt_ids, chat_replies, context_limit
-from rftune.models import load_model_and_tokenizer
+from rftune.model.loading import load_model_and_tokenizer
 
 log = logging.getLogger("rftune.serve")
 

@@ -1,7 +1,7 @@
 """A tiny, randomly initialised chat model built locally, for tests and examples that must not download anything.
 
 `build_tiny_model(folder)` writes a 2-layer Llama with a character-level tokenizer and a ChatML chat template
-(the same template family as SmolLM2) to `folder`, loadable with `rftune.models.load_model_and_tokenizer`.
+(the same template family as SmolLM2) to `folder`, loadable with `rftune.model.loading.load_model_and_tokenizer`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def tiny_lora_model(folder: str | Path, seed: int, scale: float, r: int = 4):
     """
     import torch
 
-    from rftune.models import apply_lora, load_model_and_tokenizer
+    from rftune.model.loading import apply_lora, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(folder))
     model = apply_lora(model, r=r, alpha=2 * r, dropout=0.0, target_modules="all-linear")

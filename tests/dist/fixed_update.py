@@ -15,9 +15,9 @@ import sys
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.data import PromptStream, RankShard
-from rftune.generation import SamplingParams, sample_completions
-from rftune.sharding import full_tensor
+from rftune.tasks.data import PromptStream, RankShard
+from rftune.rollout.generation import SamplingParams, sample_completions
+from rftune.runtime.sharding import full_tensor
 from rftune.types import Sample
 
 SETTINGS = [  # (name, algorithm overrides, gradient accumulation)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rftune.envs.wordle.model_eval import evaluate_models, play_games_batched, report_table
-from rftune.evaluate import write_report
+from rftune.evaluation.evaluate import write_report
 from rftune.tasks.wordle import held_out_secrets, history_training_rows, split_answers
 
 

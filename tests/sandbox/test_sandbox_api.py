@@ -139,6 +139,8 @@ def test_require_isolation_refuses_an_unisolated_machine(monkeypatch, capsys):
     assert capsys.readouterr().err == ""  # said once
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="checks the message a non-root user gets")
-def test_non_root_user_is_told_why_there_is_no_isolation():
-    assert sandbox._probe().reason == "needs root for namespaces, mounts and uid changes"
+@pytest.mark.skipif(os.geteuid() == 0, reason="checks what a non-root user gets (test_unprivileged.py drops to one)")
+def test_non_root_user_is_isolated_in_a_user_namespace_or_told_why_not():
+    found = sandbox._probe()
+    assert found.user_namespace == found.isolated
+    assert found.isolated or found.reason.startswith("unprivileged user namespaces do not work here: ")

@@ -16,9 +16,11 @@ A group whose rewards are all equal has zero advantages: it contributes no gradi
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+
+from rftune.registry import Registry
+
+SCALERS = Registry("algorithm.scale_rewards")  # name -> std of the advantages' denominator: [P, G], eps -> [P, 1] or []
 
 def group_view(values: torch.Tensor, num_generations: int) -> torch.Tensor:
     """[B] -> [P, G]; raises when B is not a multiple of G."""
@@ -33,26 +35,22 @@ def zero_std_groups(rewards: torch.Tensor, num_generations: int, tol: float = 1e
     return (groups.max(dim=1).values - groups.min(dim=1).values) <= tol  # [P]
 
 
+@SCALERS.register("group")
 def scale_by_group(groups: torch.Tensor, eps: float) -> torch.Tensor:
     """Population std of each group, plus eps. [P, G] -> [P, 1]"""
     return groups.std(dim=1, keepdim=True, unbiased=False) + eps
 
 
+@SCALERS.register("batch")
 def scale_by_batch(groups: torch.Tensor, eps: float) -> torch.Tensor:
     """Population std over the whole batch, plus eps. [P, G] -> []"""
     return groups.std(unbiased=False) + eps
 
 
+@SCALERS.register("none")
 def no_scale(groups: torch.Tensor, eps: float) -> torch.Tensor:
     """Dr. GRPO: no division. [P, G] -> []"""
     return torch.ones((), device=groups.device)
-
-
-SCALERS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "group": scale_by_group,
-    "batch": scale_by_batch,
-    "none": no_scale,
-}
 
 
 def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group",

@@ -25,9 +25,13 @@ With a single micro-batch bnpo and dapo coincide.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+
+from rftune.registry import Registry
+
+RATIOS = Registry("algorithm.importance_sampling_level")  # name -> ratio: logprobs, old_logprobs, mask [R, T] -> [R, T]
+AGGREGATORS = Registry("algorithm.loss_type")  # name -> loss: per_token, mask [R, T], BatchNorms -> []
 
 
 @dataclass(frozen=True)
@@ -48,19 +52,18 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return total / count.clamp(min=1)
 
 
+@RATIOS.register("token")
 def token_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """rho_{i,t} = exp(logpi - logpi_old). [R, T] -> [R, T]"""
     del mask  # token-level ratios need no mask; the signature matches sequence_ratio
     return torch.exp(logprobs - old_logprobs)
 
 
+@RATIOS.register("sequence")
 def sequence_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """GSPO: s_i = exp(mean_t(logpi - logpi_old)) over the sequence's tokens, broadcast over tokens. [R, T] -> [R, T]"""
     log_ratio = masked_mean(logprobs - old_logprobs, mask, dim=1)  # [R]
     return torch.exp(log_ratio).unsqueeze(1).expand_as(logprobs)  # [R, T]
-
-
-RATIOS: dict[str, Callable] = {"token": token_ratio, "sequence": sequence_ratio}
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float,
@@ -80,30 +83,26 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+@AGGREGATORS.register("grpo")
 def aggregate_grpo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
     return masked_mean(per_token, mask, dim=1).sum() / norms.rows
 
 
+@AGGREGATORS.register("bnpo")
 def aggregate_bnpo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
     if norms.micro_batch_tokens is None:
         return masked_mean(per_token, mask) / norms.micro_batches
     return (per_token * mask).sum() / max(norms.micro_batch_tokens, 1) / norms.micro_batches
 
 
+@AGGREGATORS.register("dapo")
 def aggregate_dapo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
     return (per_token * mask).sum() / max(norms.tokens, 1)
 
 
+@AGGREGATORS.register("dr_grpo")
 def aggregate_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, norms: BatchNorms) -> torch.Tensor:
     return (per_token * mask).sum() / (norms.rows * norms.max_completion_length)
-
-
-AGGREGATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, BatchNorms], torch.Tensor]] = {
-    "grpo": aggregate_grpo,
-    "bnpo": aggregate_bnpo,
-    "dapo": aggregate_dapo,
-    "dr_grpo": aggregate_dr_grpo,
-}
 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,

@@ -6,8 +6,8 @@ base model (default: the config's finished SFT adapter and GRPO ``final`` adapte
 ``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``; named variant1,
 variant2, ... in the table, each listed above it with its override). The first player is
 the baseline of the paired differences. The table is printed and the report written to
-``<train.output_dir>/eval.json`` (see `rftune.evaluate`). For the Wordle task the players play held-out games,
-with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
+``<train.output_dir>/eval.json`` (see `rftune.evaluation.evaluate`). For the Wordle task the players play held-out
+games, with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
 
 An ``--adapter`` may be a repository reference (``NAME@V``); each adapter's results are attached to its version in
 the model repository (the referenced one, or the version whose files equal the adapter folder's).
@@ -40,8 +40,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftune.device import cpu_kernels_enabled, resolve_device, run_summary
-    from rftune.generation import in_process_backend
+    from rftune.runtime.device import cpu_kernels_enabled, resolve_device, run_summary
+    from rftune.rollout.generation import in_process_backend
 
     overrides = list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
@@ -61,7 +61,7 @@ def run(args) -> int:
 
 
 def _run_task(args, overrides: list[str], config, adapters: dict[str, str], device) -> int:
-    from rftune.evaluate import Player, evaluate, format_table, summary_row, write_report
+    from rftune.evaluation.evaluate import Player, evaluate, format_table, summary_row, write_report
 
     base = config.model.name_or_path
     players = [] if args.no_base else [Player("base", base, None, config)]
@@ -85,7 +85,7 @@ def _run_task(args, overrides: list[str], config, adapters: dict[str, str], devi
 
 def _run_wordle(args, config, adapters: dict[str, str], device) -> int:
     from rftune.envs.wordle.model_eval import evaluate_models, report_table
-    from rftune.evaluate import sampling_params, write_report
+    from rftune.evaluation.evaluate import sampling_params, write_report
     from rftune.tasks.wordle import held_out_secrets
 
     if args.model or args.variant:
@@ -127,7 +127,7 @@ def _adapters(config, given: list[str] | None) -> dict[str, str]:
     and GRPO adapters."""
     from rftune.repository import is_reference, resolve_for_loading
     from rftune.repository.runs import repository_for
-    from rftune.sft import finished_adapter
+    from rftune.train.sft import finished_adapter
 
     if given:
         found = {}

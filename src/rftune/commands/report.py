@@ -1,6 +1,6 @@
 """``rftune report RUN [RUN ...] [-o report.html] [--steps N ...]``: one self-contained HTML page of one or more
 runs (curves overlaid, evaluation with intervals, best and worst completions, config and lineage; see
-`rftune.report`)."""
+`rftune.evaluation.report`)."""
 
 HELP = "Write one self-contained HTML report (curves, eval with intervals, completions, config) of one or more runs."
 
@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rftune.report import write_report_page
+    from rftune.evaluation.report import write_report_page
 
     output = args.output or Path(args.runs[0]) / "report.html"
     path = write_report_page(args.runs, output, args.steps)

@@ -16,8 +16,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftune.device import model_device
-    from rftune.generation import resolve_backend
+    from rftune.runtime.device import model_device
+    from rftune.rollout.generation import resolve_backend
     from rftune.serve import load_service, make_server
 
     if not 0 <= args.port <= 65535:

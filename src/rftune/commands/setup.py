@@ -1,6 +1,6 @@
 """``rftune setup``: fetch and convert the embedded default model once, so later runs start at once."""
 
-from rftune.models import ensure_default_model
+from rftune.model.loading import ensure_default_model
 
 HELP = "Fetch the embedded default model (SmolLM2-135M-Instruct) and cache it as safetensors."
 

@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from rftune.repository.runs import begin_run, register_sft
-    from rftune.sft import run_sft
+    from rftune.train.sft import run_sft
 
     start = begin_run(load_config(args.config, args.overrides))
     adapter = run_sft(start.config)

@@ -19,16 +19,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftune.distributed import launched_world
+    from rftune.runtime.distributed import launched_world
     from rftune.repository.runs import begin_run, register_grpo, register_sft
-    from rftune.trainer import GRPOTrainer
+    from rftune.train.trainer import GRPOTrainer
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     start = begin_run(load_config(args.config, overrides))
     config, parent = start.config, start.parent
     world = launched_world()
     if config.sft.enabled:  # SFT warm start first (reused when finished), then GRPO continues its adapter
-        from rftune.sft import finished_adapter, with_sft_adapter
+        from rftune.train.sft import finished_adapter, with_sft_adapter
 
         _check_grpo_stage(config)
         reused = finished_adapter(config) is not None
@@ -52,7 +52,7 @@ def _check_grpo_stage(config) -> None:
     """What the GRPO stage would refuse (device, task, reward functions), checked before SFT spends its minutes."""
     from pathlib import Path
 
-    from rftune.device import resolve_device
+    from rftune.runtime.device import resolve_device
     from rftune.rewards import reward_functions
     from rftune.tasks import task_from_config
 

@@ -27,7 +27,7 @@ then softmax); only the execution differs:
   q|k|v and gate|up); grouped-query attention for one query token is done by folding the query heads of a
   KV head into the query-length axis, which needs no copy of the cache.
 
-`build_decoder` returns None for architectures it does not know (then `rftune.generation` falls back to HF
+`build_decoder` returns None for architectures it does not know (then `rftune.rollout.generation` falls back to HF
 ``generate``). Supported: the architectures `rftune.cpu.architectures` lists for ``decoder`` (``mistral`` without
 a sliding window); LoRA adapters without DoRA.
 """
@@ -39,23 +39,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rftune.algo.lora import effective_weight, merged_weight
+from rftune.algo.sampling import group_uniforms, sample_tokens
 from rftune.cpu.architectures import fits
 from rftune.cpu.prepacked import linear, onednn_serves, prepack
 
 COMPACT_FRACTION = 0.75  # compact the cache when at most this fraction of its rows are still sampling
 MIN_SHARED_PREFIX = 16  # a common prefix of fewer tokens is not worth a separate pass
-
-
-def effective_weight(module) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, float]], torch.Tensor | None]:
-    """What a linear module applies now: (base weight, LoRA factors [(B, A, scale)] of active adapters, bias)."""
-    base = getattr(module, "base_layer", None)
-    if base is None:
-        return module.weight, [], module.bias
-    factors = []
-    if not module.merged and not module.disable_adapters:
-        factors = [(module.lora_B[name].weight, module.lora_A[name].weight, module.scaling[name])
-                   for name in module.active_adapters if name in module.lora_A]
-    return base.weight, factors, base.bias
 
 
 def _supported_layer(module) -> bool:
@@ -114,7 +104,7 @@ class LeanDecoder:
             self.layers = self._fuse(inner.model.layers)
             head, factors, bias = effective_weight(inner.lm_head)
             # An adapter on the output projection (rare) is merged in the model's dtype, never rounded away.
-            self.lm_head = prepack(_merged(head, factors) if factors else head.detach().to(self.dtype))
+            self.lm_head = prepack(merged_weight(head, factors) if factors else head.detach().to(self.dtype))
             self.lm_bias = bias.detach().to(self.lm_head.dtype) if bias is not None else None
 
     def _fuse(self, layers) -> list[dict[str, torch.Tensor]]:
@@ -167,7 +157,7 @@ class LeanDecoder:
         for weight, factors, _ in linears:
             rows = slice(start, start + weight.shape[0])
             if not apart:  # the model's own dtype (merged exactly), or no adapter (converted)
-                _merged(weight, factors, out=view[rows])
+                merged_weight(weight, factors, out=view[rows])
             else:
                 view[rows] = weight.detach()
                 for lora_b, lora_a, scale in factors:
@@ -277,66 +267,10 @@ class LeanDecoder:
         return torch.zeros(len(self.layers), 2, rows, self.num_kv_heads, length, self.head_dim, dtype=self.dtype)
 
 
-def _merged(weight: torch.Tensor, factors, out: torch.Tensor | None = None) -> torch.Tensor:
-    """W + sum(scale * B @ A) in W's dtype, formed in `out` (a fresh tensor if None) with no temporary of W's size."""
-    out = weight.detach().clone() if out is None else out.copy_(weight)
-    for lora_b, lora_a, scale in factors:
-        out.addmm_(lora_b.to(out.dtype), lora_a.to(out.dtype), alpha=scale)
-    return out
-
-
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
-
-
-def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """HF's sampling warpers in HF's order: divide by temperature, keep the top k, keep the top-p nucleus.
-
-    logits [b, V] float -> scores [b, V] with removed tokens at -inf (ties and the always-keep-one rule as in
-    transformers' TopKLogitsWarper / TopPLogitsWarper).
-    """
-    scores = logits / temperature if temperature != 1.0 else logits
-    if top_k > 0:
-        kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[..., -1:]  # [b, 1]
-        scores = scores.masked_fill(scores < kth, -math.inf)
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)  # [b, V]
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative <= (1 - top_p)
-        remove[..., -1:] = False
-        scores = scores.masked_fill(remove.scatter(1, order, remove), -math.inf)
-    return scores
-
-
-def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                  uniform: torch.Tensor | None = None) -> torch.Tensor:
-    """One token per row from the warped distribution, by inverse-CDF sampling. [b, V] -> [b]
-
-    One uniform draw per row against the running sum of the probabilities: the token is the first whose running
-    sum exceeds u * total, which has the probability of that token. (``torch.multinomial`` draws one exponential
-    per vocabulary entry instead: ~7x slower at b = 32, V = 49152.) Tokens removed by the warpers have
-    probability 0 and are never chosen: their running sum equals their predecessor's. ``uniform`` [b]: the draws
-    (`group_uniforms`); None = from torch's global generator.
-    """
-    probs = warp_logits(logits, temperature, top_k, top_p).softmax(dim=-1)  # [b, V]
-    running = probs.cumsum(dim=-1)  # [b, V]
-    if uniform is None:
-        uniform = torch.rand(probs.shape[0], dtype=running.dtype)
-    threshold = uniform.to(running)[:, None] * running[:, -1:]  # [b, 1] in [0, total)
-    tokens = torch.searchsorted(running, threshold, right=True).squeeze(1).clamp(max=probs.shape[1] - 1)  # [b]
-    unlikely = probs.gather(1, tokens[:, None]).squeeze(1) == 0  # only if rounding put the threshold at the total
-    if unlikely.any():
-        last_possible = probs.shape[1] - 1 - (probs[unlikely].flip(1) > 0).long().argmax(1)
-        tokens[unlikely] = last_possible
-    return tokens
-
-
-def group_uniforms(generators: list[torch.Generator], per_group: int) -> torch.Tensor:
-    """One sampling step's uniform draws [len(generators) * per_group]: each group's from its own generator, so a
-    group samples the same tokens whatever else is in the batch."""
-    return torch.cat([torch.rand(per_group, generator=generator) for generator in generators])
 
 
 @torch.no_grad()

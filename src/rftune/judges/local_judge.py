@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-from rftune.device import resolve_device
+from rftune.runtime.device import resolve_device
 from rftune.errors import ConfigError
-from rftune.generation import SamplingParams, eos_token_ids, generate_replies
+from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
 from rftune.judges.base import JUDGE_STATS, Messages
-from rftune.models import DEFAULT_MODEL, load_model_and_tokenizer
+from rftune.model.loading import DEFAULT_MODEL, load_model_and_tokenizer
 
 log = logging.getLogger("rftune.judges")
 
@@ -50,7 +50,7 @@ def context_limit(model) -> int | None:
 def chat_replies(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float = 0.0,
                  top_p: float = 1.0, num_return_sequences: int = 1, constraint=None) -> list[list[Reply]]:
     """``num_return_sequences`` replies for each tokenised prompt, in one batch through rftune's one generation
-    interface and stop rule (`rftune.generation`); temperature 0 is greedy; ``constraint``: a compiled
+    interface and stop rule (`rftune.rollout.generation`); temperature 0 is greedy; ``constraint``: a compiled
     `rftune.constraints.Constraint` the replies keep to (None: unconstrained)."""
     params = SamplingParams(num_generations=num_return_sequences, max_new_tokens=max_new_tokens,
                             temperature=temperature if temperature > 0 else 1.0, top_p=top_p, constraint=constraint)

@@ -5,7 +5,7 @@
 (config), else ``$RFTUNE_REPOSITORY``, else ``<rftune cache>/repository``.
 
 A reference ``NAME@V``, ``NAME@TAG`` or ``NAME@latest`` works wherever a model or adapter path does:
-`resolve_for_loading` turns it into the folders `rftune.models` loads.
+`resolve_for_loading` turns it into the folders `rftune.model.loading` loads.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rftune.errors import RepositoryError
 from rftune.repository.store import Repository, Version, is_reference
+from rftune.runtime.paths import cache_dir
 
 __all__ = ["Repository", "Version", "is_reference", "open_repository", "repository_location",
            "resolve_for_loading"]
@@ -22,8 +23,6 @@ __all__ = ["Repository", "Version", "is_reference", "open_repository", "reposito
 
 def repository_location(path: str | Path | None = None) -> Path:
     """`path` when given, else ``$RFTUNE_REPOSITORY``, else ``<rftune cache>/repository``."""
-    from rftune.models import cache_dir
-
     if path:
         return Path(path).expanduser()
     if os.environ.get("RFTUNE_REPOSITORY"):

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rftune.atomic_io import replace_dir
+from rftune.runtime.atomic_io import replace_dir
 from rftune.errors import RepositoryError
 from rftune.repository import base_model_name
 from rftune.repository.store import Repository, Version, check_name
@@ -56,7 +56,7 @@ def _loader_base(folder: Path) -> str | None:
 
 
 def _save_merged(version: Version, adapter: Path, staging: Path) -> None:
-    from rftune.models import load_model, load_tokenizer
+    from rftune.model.loading import load_model, load_tokenizer
 
     base = base_model_name(version)
     model = load_model(base, dtype=version.info.get("config", {}).get("model", {}).get("dtype", "float32"),

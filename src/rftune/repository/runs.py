@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rftune.atomic_io import write_text_atomic
+from rftune.runtime.atomic_io import write_text_atomic
+from rftune.runtime.jsonl import read_jsonl
 from rftune.config import Config, to_dict
 from rftune.repository import open_repository, resolve_for_loading
 from rftune.repository.store import (
@@ -87,7 +88,7 @@ def begin_run(config: Config) -> RunStart:
 def register_sft(start: RunStart, config: Config, adapter: Path, reuse: bool = False) -> Version:
     """Register the SFT stage's adapter; with `reuse`, an existing version of exactly these files is returned
     instead (a chained `rftune train` that reused a finished SFT adapter)."""
-    from rftune.sft import sft_data_path, sft_output_dir
+    from rftune.train.sft import sft_data_path, sft_output_dir
 
     if reuse:
         found = start.repository.find_by_tree(tree_hash(manifest_of(adapter)), version_name(config))
@@ -144,7 +145,7 @@ def reward_record(reward_function) -> dict[str, Any]:
 
 def weights_sha256(repository: Repository, model: str) -> str | None:
     """sha256 over the model's weight files (name and content hash of each); None for a model not on disk."""
-    from rftune.models import resolve_model_path
+    from rftune.model.loading import resolve_model_path
 
     path = Path(resolve_model_path(resolve_for_loading(model, None, repository)[0]))
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in WEIGHT_SUFFIXES)
@@ -165,12 +166,8 @@ def last_metrics(path: Path) -> dict[str, Any]:
     """The last complete row of a metrics.jsonl file ({} when there is none)."""
     if not path.is_file():
         return {}
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return {}
+    records = read_jsonl(path, skip_broken=True)  # a line cut short by a kill is left out
+    return records[-1] if records else {}
 
 
 def attach_eval(repository: Repository, version: Version, row: dict[str, Any], *, report: str | Path,

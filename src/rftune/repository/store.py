@@ -8,7 +8,7 @@ Layout under the repository folder::
 
 A version is a folder (a PEFT adapter or full weights) described by its *manifest*, ``{relative path: {sha256,
 size}}``; the tree hash is the sha256 of that manifest. Registering writes the blobs first (each atomically, see
-`rftune.atomic_io`) and the index row last, in one ``BEGIN IMMEDIATE`` transaction that also draws the next
+`rftune.runtime.atomic_io`) and the index row last, in one ``BEGIN IMMEDIATE`` transaction that also draws the next
 version number from the name's counter: two processes registering at once serialise on the lock (busy timeout
 60 s) and get distinct numbers, and a kill before the commit leaves only unreferenced blobs, never a row that
 points at missing files. Version numbers are never reused, even after ``rm``. Blobs deleted by hand make their
@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rftune.atomic_io import replace_dir, write_bytes_atomic
+from rftune.config import NAME_PATTERN
 from rftune.errors import RepositoryError
+from rftune.runtime.atomic_io import replace_dir, write_bytes_atomic
 
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME = re.compile(rf"^{NAME_PATTERN}$")
 _REFERENCE = re.compile(rf"^(?P<name>{NAME_PATTERN})@(?P<selector>[^/\\@]*)$")
 _BUSY_TIMEOUT_MS = 60_000

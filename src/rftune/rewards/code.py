@@ -6,7 +6,9 @@ sandbox, whose cache makes a second reward on the same (code, tests) free. Datas
                    ``check(candidate)``, each such statement of its body — is one case) or a list of case snippets;
   ``entry_point``  optional: the program's function that the tests call ``candidate``;
   ``code_prefix``  optional: code put before the completion's code (e.g. HumanEval's prompt, holding imports,
-                   helpers and the signature, so that a completion may give just the body).
+                   helpers and the signature, so that a completion may give just the body). Its definitions
+                   (`problem_definitions`) also open the tests' setup: the tests use the problem's helpers, never
+                   a program's redefinition of them.
 
 Rewards: ``code_tests`` share of test cases passed (partial credit); ``code_passes`` 1.0 when every case passed;
 ``code_runs`` 1.0 when the program loads (parses and runs its top level) without error; ``code_lint``
@@ -16,6 +18,7 @@ A row without ``tests`` gets None (not applicable) from the test rewards.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -47,13 +50,38 @@ def program_source(completion: str, code_prefix: str | None = None) -> str:
     return f"{code_prefix.rstrip()}\n{code}\n" if code_prefix else code + "\n"
 
 
-def suite_for(tests, entry_point: str | None) -> sandbox.TestSuite:
-    """A row's ``tests`` (source text or a list of case snippets) as a test suite."""
+def suite_for(tests, entry_point: str | None, code_prefix: str | None = None) -> sandbox.TestSuite:
+    """A row's ``tests`` (source text or a list of case snippets) as a test suite; the definitions of the row's
+    ``code_prefix`` (`problem_definitions`) go first in its setup, so the tests use the problem's own helpers."""
     if isinstance(tests, str):
-        return sandbox.tests_from_source(tests, entry_point)
-    if isinstance(tests, (list, tuple)) and all(isinstance(case, str) for case in tests):
-        return sandbox.TestSuite(tuple(tests), entry_point=entry_point)
-    raise ValueError(f"'tests' must be test code or a list of test-case snippets, got {type(tests).__name__}")
+        suite = sandbox.tests_from_source(tests, entry_point)
+    elif isinstance(tests, (list, tuple)) and all(isinstance(case, str) for case in tests):
+        suite = sandbox.TestSuite(tuple(tests), entry_point=entry_point)
+    else:
+        raise ValueError(f"'tests' must be test code or a list of test-case snippets, got {type(tests).__name__}")
+    definitions = problem_definitions(code_prefix, entry_point)
+    if not definitions:
+        return suite
+    return sandbox.TestSuite(suite.cases, f"{definitions}\n{suite.setup}".strip("\n"), suite.entry_point)
+
+
+DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+               ast.AnnAssign)
+
+
+def problem_definitions(code_prefix: str | None, entry_point: str | None) -> str:
+    """What the problem itself defines in its code prefix — top-level imports, functions, classes and assignments,
+    except the function it asks for — as source for the tests' side. A program may redefine these names in its own
+    process, but the tests keep the problem's versions (a HumanEval prompt's ``encode_cyclic``, ``poly``, ...)."""
+    if not code_prefix:
+        return ""
+    try:
+        module = ast.parse(code_prefix)
+    except SyntaxError:
+        return ""
+    kept = [node for node in module.body if isinstance(node, DEFINITIONS)
+            and not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point)]
+    return "\n".join(ast.unparse(node) for node in kept)
 
 
 def run_tests(completions: Sequence[str], tests: Sequence, entry_point: Sequence | None = None,
@@ -62,7 +90,8 @@ def run_tests(completions: Sequence[str], tests: Sequence, entry_point: Sequence
     count = len(completions)
     entry_point, code_prefix = entry_point or [None] * count, code_prefix or [None] * count
     rows = [i for i in range(count) if tests[i] is not None]
-    jobs = [(program_source(completions[i], code_prefix[i]), suite_for(tests[i], entry_point[i])) for i in rows]
+    jobs = [(program_source(completions[i], code_prefix[i]), suite_for(tests[i], entry_point[i], code_prefix[i]))
+            for i in rows]
     results: list[sandbox.Result | None] = [None] * count
     for i, result in zip(rows, sandbox.default_sandbox().run_many(jobs)):
         results[i] = result

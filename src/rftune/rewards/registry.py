@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from rftune.errors import ConfigError
+from rftune.registry import Registry
 
-_REGISTRY: dict[str, Callable] = {}
+_REGISTRY = Registry("reward name")
 
 # Modules whose import registers built-in rewards. Add a module here when it defines @register_reward functions.
 BUILTIN_MODULES = (
@@ -33,14 +34,7 @@ BUILTIN_MODULES = (
 
 def register_reward(name: str) -> Callable[[Callable], Callable]:
     """Decorator: make `fn` available in configs under `name`."""
-
-    def decorator(fn: Callable) -> Callable:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(f"reward name {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def builtin_rewards() -> dict[str, Callable]:

@@ -55,7 +55,7 @@ def _prompt_text(prompt) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(name_or_path: str):
-    from rftune.models import load_tokenizer
+    from rftune.model.loading import load_tokenizer
 
     return load_tokenizer(name_or_path)
 

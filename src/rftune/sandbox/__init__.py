@@ -1,26 +1,34 @@
 """Running untrusted code against tests: ``run(code, tests, limits) -> Result``, and a parallel, caching `Sandbox`.
 
 A program (model-written Python) runs in its own process, session and fresh directory, with a scrubbed environment,
-``HOME`` inside that directory and limits on CPU seconds, address space, processes, file size, open files and the
-directory's size; after ``timeout_s`` of wall-clock time the run ends and every process it started is killed.
-Where Linux namespaces work (as root) the program also has no network and sees no file of the machine except a
-read-only view of the system's and Python's libraries. See `rftune.sandbox.harness` for how, and for why the
-per-test-case record cannot be forged by the program.
+``HOME`` inside that directory, limits on CPU seconds, address space, processes, file size, open files and the
+directory's size and inodes, and a system-call filter (`syscalls`, through libseccomp: no keyrings, ptrace, mounts,
+namespaces, bpf, sockets but AF_UNIX); after ``timeout_s`` of wall-clock time the run ends and every process it
+started is killed. Where this process may make memory cgroups (root, mostly), each run gets one, which bounds all
+of the program's memory — shared memory and its files included — not one process's; the OOM killer takes programs
+before the caller. Where Linux namespaces work — as root, or as any user inside a user namespace where the kernel
+allows it — the program also has no network and sees no file of the machine except a read-only view of the
+system's and Python's libraries. `Isolation.describe` says what holds here; see `rftune.sandbox.harness` for how,
+and for why the per-test-case record cannot be forged by the program.
 
 Tests are a `TestSuite`: ``cases`` (Python snippets, each passing when it runs without raising), optional
 ``setup`` (test-side helpers) and ``entry_point`` (the program's function bound to ``candidate``). Test code runs
-in the harness, never in the program; every callable the program defines is reachable from the tests by name,
-called with plain data (see `protocol`). `tests_from_source` splits a test file or a HumanEval ``check(candidate)``
-function into cases.
+in the harness, never in the program, and sees the world the problem defines: Python's builtins and the setup's
+names as they are; from the program only the entry point and the names the tests read without defining them
+(`harness.asked_names`), called with plain data (see `protocol`). A program that defines ``abs`` or the problem's
+own helper changes nothing the tests see.
 
 Outcome (`Result.status`): ``passed`` (every case passed), ``failed`` (some case failed), ``error`` (the program
 does not load: syntax error, exception at import), ``timeout`` (wall clock or CPU limit), ``memory`` (the address
-space limit was hit), ``crashed`` (the program's process ended or closed its pipe before the tests were done).
+space limit or the run's memory cgroup bound was hit), ``crashed`` (the program's process ended or closed its pipe
+before the tests were done, whatever the signal; or the sandbox itself failed). A call never raises for what a
+program does.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -38,11 +46,14 @@ from pathlib import Path
 from typing import Sequence
 
 from rftune.errors import RftuneError
+from rftune.sandbox import cgroup, syscalls
 
 HARNESS = Path(__file__).with_name("harness.py")
 PROTOCOL = Path(__file__).with_name("protocol.py")
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "crashed")
 GRACE_S = 10.0  # extra wall-clock time before the parent kills a harness that did not finish on its own
+HARNESS_MB = 64  # the launcher's and harness's share of a run's memory cgroup
+USER_NAMESPACE_PROCESSES = 2  # the launcher and the harness, under the program's uid in its user namespace
 UID_BASE = 1_500_000  # programs and harnesses run as uids drawn from here (pairs; no account needed)
 
 
@@ -54,10 +65,11 @@ class SandboxError(RftuneError):
 class Limits:
     timeout_s: float = 10.0  # wall clock for the whole run (loading the program and every test case)
     cpu_s: int = 5  # CPU seconds of the program's process
-    memory_mb: int = 512  # address space of the program's process
+    memory_mb: int = 512  # address space of each of its processes; with a memory cgroup, the run's bound is
+    #                       memory_mb + disk_mb + HARNESS_MB for all of them, shared memory and files included
     max_processes: int = 16  # processes the program may have at once (its own included)
     max_file_mb: int = 16  # size of any one file it writes
-    disk_mb: int = 32  # total size of its directory (isolated mode)
+    disk_mb: int = 32  # total size of its directory (isolated mode), with 256 files or folders per MB
     max_open_files: int = 64
 
 
@@ -137,17 +149,30 @@ def _unparse(nodes: list[ast.stmt]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ isolation
+@functools.lru_cache(maxsize=1)
+def _libseccomp_present() -> bool:
+    return syscalls.load_libseccomp() is not None
+
+
 @dataclass(frozen=True)
 class Isolation:
     isolated: bool  # namespaces, jail and uid drop
     reason: str  # what failed, when not isolated
+    syscall_filter: bool = field(default_factory=_libseccomp_present)  # seccomp filter (libseccomp)
+    memory_cgroup: bool = field(default_factory=lambda: cgroup.parent() is not None)  # a memory cgroup per run
+    user_namespace: bool = False  # isolated without root, inside a user namespace
 
     def describe(self) -> str:
+        filtered = ("a system-call filter (no keyrings, ptrace, mounts, namespaces, bpf, sockets but AF_UNIX)"
+                    if self.syscall_filter else f"NO system-call filter ({syscalls.MISSING})")
+        memory = ("a memory cgroup per run" if self.memory_cgroup else
+                  "memory limited per process (no memory cgroup can be made here)")
         if self.isolated:
-            return ("rftune sandbox: isolated: own network, mount and PID namespaces, a read-only root of the system "
-                    "and Python libraries only, unprivileged uids, resource limits")
-        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits in their own "
-                "session and directory, but can use the network and read every file this user can; set "
+            how = ("in a user namespace, without root" if self.user_namespace else "as root, with unprivileged uids")
+            return (f"rftune sandbox: isolated {how}: own network, mount, PID and IPC namespaces, a read-only root "
+                    f"of the system and Python libraries only, resource limits, {memory}, {filtered}")
+        return (f"rftune sandbox: NOT isolated ({self.reason}): programs run with resource limits, {memory} and "
+                f"{filtered} in their own session and directory, but can read every file this user can; set "
                 "sandbox.require_isolation: true to refuse to run like this")
 
 
@@ -167,16 +192,18 @@ def detect_isolation() -> Isolation:
 def _probe() -> Isolation:
     if not sys.platform.startswith("linux"):
         return Isolation(False, f"needs Linux, this is {sys.platform}")
-    if os.geteuid() != 0:
-        return Isolation(False, "needs root for namespaces, mounts and uid changes")
+    user_namespace = os.geteuid() != 0
     with tempfile.TemporaryDirectory(prefix="rftune-sandbox-probe-") as folder:
         try:
-            done = subprocess.run([_python(), "-I", "-S", str(HARNESS), "--probe", folder], capture_output=True,
-                                  text=True, timeout=30)
+            done = subprocess.run([_python(), "-I", "-S", str(HARNESS), "--probe", folder]
+                                  + ["--user-namespace"] * user_namespace, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return Isolation(False, f"probe failed: {exc}")
     answer = done.stdout.strip() or done.stderr.strip()[-300:]
-    return Isolation(True, "") if answer == "ok" else Isolation(False, answer)
+    if answer == "ok":
+        return Isolation(True, "", user_namespace=user_namespace)
+    how = "unprivileged user namespaces" if user_namespace else "namespaces as root"
+    return Isolation(False, f"{how} do not work here: {answer}")
 
 
 def _python() -> str:
@@ -188,13 +215,20 @@ def run(code: str, tests: TestSuite | Sequence[str] | str = (), limits: Limits =
         isolation: Isolation | None = None) -> Result:
     """Run `code` against `tests` (a suite, a list of case snippets, or test source to split) in a sandbox."""
     suite = _as_suite(tests)
-    isolation = isolation or detect_isolation()
-    staging = tempfile.mkdtemp(prefix="rftune-sandbox-")
     try:
-        job = _job(code, suite, limits, isolation, staging)
-        return _launch(job, limits)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        isolation = isolation or detect_isolation()
+        staging, group = tempfile.mkdtemp(prefix="rftune-sandbox-"), None
+        try:
+            if isolation.memory_cgroup and (where := cgroup.parent()) is not None:
+                group = cgroup.RunCgroup(where, memory_bound_mb(limits))
+            job = _job(code, suite, limits, isolation, staging, group)
+            return _memory_verdict(_launch(job, limits), group, limits)
+        finally:
+            if group is not None:
+                group.remove()
+            shutil.rmtree(staging, ignore_errors=True)
+    except Exception as exc:  # the sandbox's own failure is this run's status, never an exception into the trainer
+        return Result("crashed", tuple([False] * len(suite.cases)), f"the sandbox failed: {type(exc).__name__}: {exc}")
 
 
 def _as_suite(tests) -> TestSuite:
@@ -205,7 +239,21 @@ def _as_suite(tests) -> TestSuite:
     return TestSuite(cases=tuple(tests))
 
 
-def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str) -> dict:
+def memory_bound_mb(limits: Limits) -> int:
+    """The run's memory cgroup bound: the program's memory, its directory's files, and the harness's share."""
+    return limits.memory_mb + limits.disk_mb + HARNESS_MB
+
+
+def _memory_verdict(result: Result, group: cgroup.RunCgroup | None, limits: Limits) -> Result:
+    """A run whose cgroup hit its bound (the kernel killed one of its processes) ended for memory."""
+    if group is None or not group.oom_kills():
+        return result
+    return Result("memory", result.cases, f"the program passed its memory bound ({memory_bound_mb(limits)} MB for "
+                  "all its processes, shared memory and files)", result.seconds, result.case_errors)
+
+
+def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, staging: str,
+         group: cgroup.RunCgroup | None) -> dict:
     uids = None
     if os.geteuid() == 0 and (isolation.isolated or _reachable_by_others(_python())):
         program_uid = UID_BASE + 2 * random.SystemRandom().randrange(100_000)
@@ -216,7 +264,9 @@ def _job(code: str, suite: TestSuite, limits: Limits, isolation: Isolation, stag
     return {"code": code, "setup": suite.setup, "cases": list(suite.cases), "entry_point": suite.entry_point,
             "limits": asdict(limits), "isolate": isolation.isolated, "root": staging, "workdir": staging,
             "python": _python(), "python_prefix": os.path.realpath(sys.base_prefix),
-            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": 0 if uids else _own_process_count()}
+            "protocol": PROTOCOL.read_text(), "uids": uids, "nproc_base": _process_base(uids, isolation),
+            "syscall_filter": isolation.syscall_filter, "cgroup": group.procs if group else None,
+            "user_namespace": isolation.user_namespace}
 
 
 def _reachable_by_others(path: str) -> bool:
@@ -226,6 +276,15 @@ def _reachable_by_others(path: str) -> bool:
     if not os.stat(current).st_mode & 0o001:
         return False
     return all(os.stat(folder).st_mode & 0o001 for folder in current.parents)
+
+
+def _process_base(uids: list[int] | None, isolation: Isolation) -> int:
+    """Processes that count against the program's process limit before it starts: none under a uid of its own;
+    in a user namespace the launcher and the harness (the namespace counts only its own); else every process
+    of this uid."""
+    if uids:
+        return 0
+    return USER_NAMESPACE_PROCESSES if isolation.user_namespace else _own_process_count()
 
 
 def _own_process_count() -> int:
@@ -252,11 +311,10 @@ def _launch(job: dict, limits: Limits) -> Result:
     finally:
         _kill_group(process)
     try:
-        record = json.loads(output)
-    except ValueError:
+        return result_from_record(json.loads(output), len(job["cases"]))
+    except (ValueError, TypeError, KeyError, IndexError):
         return Result("crashed", tuple([False] * len(job["cases"])),
-                      f"the harness wrote no record (exit status {process.returncode})")
-    return result_from_record(record, len(job["cases"]))
+                      f"the harness wrote no valid record (exit status {process.returncode})")
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -289,11 +347,19 @@ def _status(record: dict, kind: str, value, cases: tuple[bool, ...]) -> tuple[st
     if record["protocol_error"]:
         return "crashed", record["protocol_error"]
     if record["gone"]:
-        how = f"killed by {signal.Signals(value).name}" if kind == "signal" else f"exited with status {value}"
+        how = f"killed by {_signal_name(value)}" if kind == "signal" else f"exited with status {value}"
         return "crashed", f"the program ended before the tests were done ({how})"
     if not record["loaded"]:
         return "error", record["load_error"]
     return ("passed" if all(cases) else "failed"), ""
+
+
+def _signal_name(number: int) -> str:
+    """``SIGKILL`` for a signal Python names; ``signal 37`` for one it does not (real-time signals)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 # ------------------------------------------------------------------------------------------------ many runs

@@ -6,7 +6,7 @@ a `Task`. ``dataset`` is the generic task for a user's JSONL/CSV/Parquet file.
 Held-out rows (`task_from_config`): evaluation uses rows training never sees, decided by content, not by position
 or seed. A task may bring its own (arithmetic draws problems with another seed and drops those whose expression
 occurs in training); otherwise they come from ``task.eval_path`` (a file read like the training file), or a
-share ``eval.split`` of the rows picked by a seeded hash of each row's content (`rftune.heldout`), so a row stays
+share ``eval.split`` of the rows picked by a seeded hash of each row's content (`rftune.tasks.heldout`), so a row stays
 on its side when rows are added. Either way every training row whose content equals a held-out row's is dropped
 from training, and held-out rows with equal content are kept once.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rftune.config import RewardSpec
-from rftune.data import load_dataset_file
+from rftune.tasks.data import load_dataset_file
 from rftune.errors import ConfigError
-from rftune.heldout import prompt_key, split_by_content, without_keys
+from rftune.tasks.heldout import prompt_key, split_by_content, without_keys
 from rftune.types import Sample
 
 
@@ -50,6 +50,14 @@ TASKS = {
     "summarize": "rftune.tasks.summarize:build",
     "wordle": "rftune.tasks.wordle:build",
 }
+
+
+def check_options(task: str, options: dict, known: set[str], path: str | None = None) -> None:
+    """A task's ``task.kwargs`` must be among its `known` options; a `path` given is ``task.path``, which tasks
+    that make their own data pass here to refuse it."""
+    unknown = sorted(set(options) - known)
+    if unknown or path:
+        raise ConfigError(f"task {task!r} options are {sorted(known)}; got {unknown or ['task.path']}")
 
 
 def build_dataset_task(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:

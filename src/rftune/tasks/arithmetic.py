@@ -28,10 +28,10 @@ import random
 import re
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.heldout import without_keys
-from rftune.tasks import Task
+from rftune.tasks.heldout import without_keys
+from rftune.tasks import Task, check_options
 
 SYSTEM_PROMPT = (
     "You are a careful math assistant. Think briefly, then give the final answer as a number inside "
@@ -46,10 +46,7 @@ EVAL_SEED_OFFSET = 1_000_003  # held-out problems are drawn with seed + this, th
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
     del base_dir
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown or path:
-        raise ConfigError(f"task 'arithmetic' options are {sorted(KNOWN_OPTIONS)}; got "
-                          f"{sorted(unknown) or ['task.path']}")
+    check_options("arithmetic", options, KNOWN_OPTIONS, path)
     name = options.get("dataset", "basic_arithmetic")
     config = options.get("config", DEFAULT_CONFIG if name == "basic_arithmetic" else {})
     seed = int(options.get("seed", 0))

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rftune.config import RewardSpec
-from rftune.data import load_dataset_file, samples_from_rows
+from rftune.tasks.data import load_dataset_file, samples_from_rows
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.code import suite_for
 from rftune.sandbox import SandboxError
-from rftune.tasks import Task
+from rftune.tasks import Task, check_options
 from rftune.types import Sample
 
 SYSTEM_PROMPT = ("You are a Python programmer. Answer with the complete function in one ```python code block and "
@@ -45,9 +45,7 @@ TESTS_PER_PROBLEM = 5
 
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise ConfigError(f"task 'code' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown)}")
+    check_options("code", options, KNOWN_OPTIONS)
     source, split = options.get("source", "generated"), options.get("split", "train")
     if source not in ("generated", "humaneval") or split not in ("train", "eval", "all"):
         raise ConfigError(f"task.kwargs: source must be 'generated' or 'humaneval' and split 'train', 'eval' or "

@@ -15,15 +15,15 @@ Held-out documents: by default a fifth of the documents, chosen by a seeded hash
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
-from rftune.errors import ConfigError, DataError
+from rftune.tasks.data import samples_from_rows
+from rftune.errors import DataError
 from rftune.rewards.text import copy_fraction
-from rftune.tasks import Task
+from rftune.runtime.jsonl import jsonl_rows
+from rftune.tasks import Task, check_options
 
 SYSTEM_PROMPT = "You write faithful, concise summaries."
 PROMPT = ("Summarize the following document as 3 to 6 short bullet points covering its main facts and decisions. "
@@ -37,9 +37,7 @@ def demo_path() -> Path:
 
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise ConfigError(f"task 'summarize' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown)}")
+    check_options("summarize", options, KNOWN_OPTIONS)
     file = _resolve(path, base_dir)
     limit = int(options.get("max_document_chars", 0))
     rows = (_row(where, record, limit) for where, record in _records(file))
@@ -69,13 +67,7 @@ def _resolve(path: str | None, base_dir: str) -> Path:
 def _records(file: Path):
     if not file.is_file():
         raise DataError(f"summarize data file not found: {file}")
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield f"{file}:{number}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{number}: invalid JSON: {exc.msg}") from exc
+    return ((row.where, row.record) for row in jsonl_rows(file))
 
 
 def _row(where: str, record: dict, limit: int) -> tuple[str, dict]:

@@ -4,7 +4,7 @@ Options (``task.kwargs``):
     mode          ``history`` (default): one row per turn state of seeded reference games (solver and random
                   players, see `rftune.envs.wordle.datasets`), each prompt asking for the next guess given the
                   feedback so far — the course's training setup. ``episode``: one row per secret; the trainer plays
-                  whole games with the policy (multi-turn rollouts, `rftune.rollout_env`).
+                  whole games with the policy (multi-turn rollouts, `rftune.rollout.episodes`).
     num_games     history mode: reference games to take turn states from (default 200)
     size          episode mode: number of secrets (default 500)
     seed          seed of the reference games / secret draw (default 0)
@@ -25,9 +25,9 @@ import functools
 import random
 
 from rftune.config import RewardSpec
-from rftune.data import samples_from_rows
+from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.tasks import Task
+from rftune.tasks import Task, check_options
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
@@ -58,9 +58,7 @@ def held_out_secrets(n: int, seed: int = 0) -> list[str]:
 
 def build(options: dict, system_prompt: str | None, path: str | None, base_dir: str) -> Task:
     del base_dir
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown or path:
-        raise ConfigError(f"task 'wordle' options are {sorted(KNOWN_OPTIONS)}; got {sorted(unknown) or ['task.path']}")
+    check_options("wordle", options, KNOWN_OPTIONS, path)
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
     if mode == "history":

@@ -23,8 +23,9 @@ from rftune.envs.wordle import (GameRecord, InfoGainSolver, RandomPlayer, format
 from rftune.envs.wordle.evaluate import TurnRecord
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
-from rftune.generation import SamplingParams, generate_replies
-from rftune.stats import estimate, paired_difference
+from rftune.rollout.constrained import constrained, constraint_description
+from rftune.rollout.generation import SamplingParams, generate_replies
+from rftune.evaluation.stats import estimate, paired_difference
 
 GenerateBatch = Callable[[list[list[dict]]], list[str]]
 
@@ -92,8 +93,7 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
     Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]},
     "intervals": {player: {"solved": ..., "difference": ...}}}`` (see `solved_intervals`).
     """
-    from rftune.evaluate import constrained, constraint_description
-    from rftune.models import load_model_and_tokenizer
+    from rftune.model.loading import load_model_and_tokenizer
 
     report = {"secrets": [s.upper() for s in secrets], "sampled": sampled, "rows": [], "games": {},
               "constraint": constraint_description(config) if config is not None else None}

@@ -1,0 +1,1 @@
+"""Models: loading (hub id, local folder, GGUF, repository reference, the embedded default) and LoRA."""
