@@ -4,8 +4,9 @@
 
 Workload: SmolLM2-135M-Instruct (the embedded default), P Wordle opening prompts (the course's system prompt and
 history turn) x G sampled completions of at most 96 new tokens, temperature 1, 2 torch threads, float32, seeded per
-group, through `rftune.rollout.generation.sample_completions` (the training rollout path). Settings, each run in turn on the
-same seeds, alternating order over ``--repeats`` rounds (the best round is kept, against background load):
+group, through `rftune.rollout.generation.sample_completions` (the training rollout path). Settings, each run in
+turn on the same seeds, alternating order over ``--repeats`` rounds (the best round is kept, against background
+load):
     none      unconstrained
     span      the recipe's constraint: free text, then <guess>WORD</guess> with WORD one of the 12,972 allowed
               words in upper case (``choices_file: allowed.txt, case: upper, span: [<guess>, </guess>]``)
@@ -28,8 +29,8 @@ import torch
 from rftune.config import ConstraintConfig
 from rftune.constraints import Guide, compile_constraint
 from rftune.envs.wordle import wordle_messages
-from rftune.rollout.generation import SamplingParams, eos_token_ids, sample_completions
 from rftune.model.loading import load_model_and_tokenizer
+from rftune.rollout.generation import SamplingParams, eos_token_ids, sample_completions
 from rftune.types import Sample
 
 WORDS = str(Path(__file__).resolve().parents[1] / "src/rftune/data/wordle/allowed.txt")

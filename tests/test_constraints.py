@@ -13,8 +13,8 @@ from rftune.config import ConstraintConfig, load_config
 from rftune.constraints import ConstraintCompiler, compile_constraint, unpack_bits
 from rftune.errors import ConfigError
 from rftune.rollout.generation import SamplingParams, encode_prompts, eos_token_ids, generate_ids, rollout_batch
-from rftune.train.logprobs import completion_logprobs
 from rftune.testing import build_tiny_tokenizer, tiny_lora_model
+from rftune.train.logprobs import completion_logprobs
 from rftune.types import Sample
 
 ALLOWED_WORDS = Path(__file__).parents[1] / "src/rftune/data/wordle/allowed.txt"

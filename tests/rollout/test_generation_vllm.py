@@ -68,4 +68,5 @@ def test_a_constraint_goes_to_vllms_guidance_backend_as_its_lark_grammar(monkeyp
         assert engine == {"guided_decoding_backend": "guidance"}
         assert request["guided_decoding"].kwargs == {"grammar": constraint.lark, "backend": "guidance"}
     import llguidance  # what vLLM's guidance backend makes of a grammar is the grammar rftune compiled
-    assert llguidance.grammar_from("grammar", constraint.lark) == llguidance.LLMatcher.grammar_from_lark(constraint.lark)
+    given = llguidance.grammar_from("grammar", constraint.lark)
+    assert given == llguidance.LLMatcher.grammar_from_lark(constraint.lark)

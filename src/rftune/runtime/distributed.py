@@ -149,8 +149,8 @@ def combine_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
             combined[key] = min(values)
         elif key.endswith("/max") or key.startswith("time/"):
             combined[key] = max(values)
-        elif key == "loss" or key.startswith(("judge/", "sandbox/", "constraint/")) or key.endswith("/errors"):  # counters; a
-            # rank's loss is its share of the batch loss
+        elif key == "loss" or key.startswith(("judge/", "sandbox/", "constraint/")) or key.endswith("/errors"):
+            # counters; a rank's loss is its share of the batch loss
             combined[key] = sum(values)
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             combined[key] = sum(values) / len(values)
