@@ -16,6 +16,7 @@ import difflib
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -138,11 +139,10 @@ class SftConfig:
     """Supervised warm start (LoRA from the ``lora`` section) on chat JSONL; loss on assistant tokens only."""
 
     enabled: bool = False  # `rftune train` runs SFT first (or reuses its finished adapter), then GRPO from it
-    data: str | None = None  # chat JSONL of {"messages": [...]} rows, "wordle" (solver traces) or "task" (the task's
-    # worked examples); None = the task's own (wordle for Wordle, task where the task has worked examples)
-    num_games: int = 100  # data=wordle: seeded solver games whose moves become traces (held-out secrets excluded)
+    data: str | None = None  # chat JSONL of {"messages": [...]} rows, or "task" (or the task's name): the task's own
+    # SFT data (its generated traces or worked examples); None = the task's own where it has some
     num_examples: int = 256  # data=task: worked examples of training rows written by the task (e.g. arithmetic)
-    detour_share: float = 0.0  # data=wordle: chance a solver move is replaced by a mistake, to teach recovery
+    kwargs: dict[str, Any] = field(default_factory=dict)  # data=task: options of the task's generated traces
     output_dir: str | None = None  # where the adapter and metrics go; None = <train.output_dir>/sft
     epochs: int = 1  # passes over the data
     max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
@@ -159,16 +159,15 @@ class EvalConfig:
     """Held-out evaluation (`rftune eval`, and during training every ``train.eval_steps``)."""
 
     num_rows: int = 200  # held-out rows per player (0 = all); the same rows for every player
-    seed: int = 0  # which held-out rows (Wordle: which secrets) and the seeds of sampled completions
+    seed: int = 0  # which held-out rows (or secrets of games) and the seeds of sampled completions
     max_new_tokens: int | None = None  # per completion; None = generation.max_new_tokens
     num_samples: int = 0  # k sampled completions per row for pass@k / mean@k (0 = greedy only)
     split: float | None = None  # share of rows held out by a seeded hash of their content; None = the task's
     split_seed: int = 0  # seed of that hash (changing it changes the training rows too)
     correct_reward: str | None = None  # verifiable tasks: reward whose value >= 1 is correct; None = the task's
     bootstrap: int = 1000  # bootstrap resamples of the 95% intervals
-    batch_size: int = 64  # rows (Wordle: games) whose completions are generated in one batch
-    num_games: int = 50  # Wordle: games per player, on held-out secrets
-    sampled: bool = False  # Wordle: sample replies with the generation settings instead of greedy decoding
+    batch_size: int = 64  # rows (or games) whose completions are generated in one batch
+    kwargs: dict[str, Any] = field(default_factory=dict)  # options of the task's own evaluation (e.g. games played)
 
 
 @dataclass(frozen=True)
@@ -227,10 +226,10 @@ RANGES = {
     "train.save_total_limit": (1, None), "train.threads": (0, None), "train.dist_timeout": (1, None),
     "train.eval_steps": (0, None), "lora.r": (1, None),
     "lora.dropout": (0.0, 1.0),
-    "sft.num_games": (1, None), "sft.num_examples": (1, None), "sft.detour_share": (0.0, 0.9), "sft.epochs": (1, None), "sft.max_steps": (0, None),
+    "sft.num_examples": (1, None), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),
     "sft.learning_rate": (0.0, None), "sft.weight_decay": (0.0, None), "sft.warmup_steps": (0, None),
-    "sft.max_length": (8, None), "eval.num_games": (1, None), "eval.max_new_tokens": (1, None),
+    "sft.max_length": (8, None), "eval.max_new_tokens": (1, None),
     "eval.batch_size": (1, None), "eval.num_rows": (0, None), "eval.num_samples": (0, None),
     "eval.split": (0.0, 0.99), "eval.bootstrap": (1, None),
     "sandbox.workers": (1, None), "sandbox.cache_size": (0, None), "sandbox.timeout_s": (0.1, None),
@@ -257,16 +256,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         apply_override(raw, item)
     raw.setdefault("base_dir", base_dir)
-    config = build_dataclass(Config, raw, "")
-    validate(config)
-    return config
+    return config_from_dict(raw)
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (the Python API's equivalent of a YAML file)."""
-    config = build_dataclass(Config, dict(raw), "")
+    config = build_dataclass(Config, move_deprecated(raw), "")
     validate(config)
     return config
+
+
+# old key -> where it lives now (a task's own options); the old key still works, with a warning
+MOVED_KEYS = {"sft.num_games": "sft.kwargs.num_games", "sft.detour_share": "sft.kwargs.detour_share",
+              "eval.num_games": "eval.kwargs.num_games", "eval.sampled": "eval.kwargs.sampled"}
+
+
+def move_deprecated(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with each moved key (`MOVED_KEYS`) put under its new name, warning (FutureWarning) for each."""
+    raw = dict(raw)
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if not isinstance(raw.get(section), dict) or key not in raw[section]:
+            continue
+        raw[section] = dict(raw[section])
+        value = raw[section].pop(key)
+        options = raw[section].get("kwargs") or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{section}.kwargs: expected a mapping, got {type(options).__name__} {options!r}")
+        name = new.rpartition(".")[2]
+        if name in options:
+            raise ConfigError(f"{old} and {new} are both set; keep {new} ({old} is its old name)")
+        warnings.warn(f"config key {old} is deprecated; use {new}", FutureWarning, stacklevel=3)
+        raw[section]["kwargs"] = {**options, name: value}
+    return raw
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -133,7 +133,7 @@ def test_eval_errors_say_what_to_change(tiny_model_dir, tmp_path, capsys):
     assert main(["eval", str(path), "--variant", "eval.split_seed=3"]) == 2
     assert "its overrides change the held-out rows" in capsys.readouterr().err
     assert main(["eval", str(path), "--games", "3"]) == 2
-    assert "--games and --sampled are for the Wordle task" in capsys.readouterr().err
+    assert "--games, --sampled and eval.kwargs are for tasks with an evaluation of their own" in capsys.readouterr().err
     assert main(["eval", str(path), "task.eval_path=rows.jsonl", "task.name=arithmetic", "task.path=null"]) == 2
     assert "task.eval_path is for the tasks dataset, summarize" in capsys.readouterr().err
 
@@ -141,7 +141,7 @@ def test_eval_errors_say_what_to_change(tiny_model_dir, tmp_path, capsys):
 def test_sft_data_has_no_wordle_default_outside_the_wordle_task():
     from rftune.train.sft import sft_data
 
-    assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "wordle"
+    assert sft_data(config_from_dict({"task": {"name": "wordle"}})) == "task"  # the Wordle task's solver traces
     assert sft_data(config_from_dict({"sft": {"enabled": True}})) == "task"  # arithmetic's worked examples
     word_problems = {"name": "arithmetic", "kwargs": {"dataset": "gsm_symbolic", "size": 10, "eval_size": 10}}
     assert sft_data(config_from_dict({"sft": {"enabled": True}, "task": word_problems})) == "task"  # own solutions

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from rftune.errors import ConfigError
-from rftune.judges import JUDGE_STATS, clear_judges, make_judge, resolve_judge
+from rftune.judges import clear_judges, make_judge, resolve_judge
 from rftune.judges.base import JudgeStats, complete_concurrently
 from rftune.judges.cache import CachedJudge, JudgeCache, cache_key
 from rftune.judges.local_judge import LocalJudge
@@ -18,7 +18,6 @@ SERVER = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"
 @pytest.fixture(autouse=True)
 def fresh():
     clear_judges()
-    JUDGE_STATS.snapshot_and_reset()
     yield
     clear_judges()
 
@@ -102,7 +101,7 @@ def test_local_judge_on_the_tiny_model_end_to_end(tiny_model_dir, tmp_path):
     replies = judge.complete_many(batch)
     assert all(isinstance(reply, str) for reply in replies)
     assert judge.complete_many(batch) == replies  # greedy, and now cached
-    assert JUDGE_STATS.snapshot()["judge/calls"] == 3 and JUDGE_STATS.snapshot()["judge/cache_hits"] == 3
+    assert judge.stats.snapshot()["judge/calls"] == 3 and judge.stats.snapshot()["judge/cache_hits"] == 3
     scores = judge_score(["p"], ["c"], judge=spec)
     assert scores == [None] or 0 <= scores[0] <= 1
 
@@ -110,4 +109,4 @@ def test_local_judge_on_the_tiny_model_end_to_end(tiny_model_dir, tmp_path):
 def test_local_judge_gives_none_for_a_prompt_over_its_context(tiny_model_dir):
     judge = LocalJudge(tiny_model_dir, max_tokens=8)
     assert judge.complete([{"role": "user", "content": "x" * 2000}]) is None
-    assert JUDGE_STATS.snapshot()["judge/failures"] == 1
+    assert judge.stats.snapshot()["judge/failures"] == 1

@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rftune.errors import ConfigError
-from rftune.judges.base import JUDGE_STATS
 from rftune.judges.cache import CachedJudge, JudgeCache
 from rftune.judges.openai_judge import OpenAIJudge
 
@@ -124,11 +123,6 @@ def ask(text):
     return [{"role": "user", "content": text}]
 
 
-@pytest.fixture(autouse=True)
-def fresh_stats():
-    JUDGE_STATS.snapshot_and_reset()
-
-
 def test_retries_timeouts_server_errors_and_malformed_replies_in_order():
     script = ["timeout", "500", "429", "garbage", "no_choices", "408", "ok"]
     with ScriptedServer(script) as server:
@@ -141,7 +135,7 @@ def test_retries_timeouts_server_errors_and_malformed_replies_in_order():
         ceiling = 0.01 * 2 ** (attempt - 1)
         assert ceiling / 2 <= delay <= ceiling
     assert sleeps == sorted(sleeps)
-    assert JUDGE_STATS.snapshot_and_reset() == {"judge/calls": 1, "judge/retries": 6, "judge/failures": 0,
+    assert judge.stats.snapshot_and_reset() == {"judge/calls": 1, "judge/retries": 6, "judge/failures": 0,
                                                 "judge/cache_hits": 0, "judge/parse_failures": 0}
 
 
@@ -150,7 +144,7 @@ def test_failure_after_max_retries_gives_none_and_is_counted():
         judge = make_judge(server, max_retries=2)
         assert judge.complete(ask("hello")) is None
         assert server.actions() == ["500", "timeout", "500"]
-    counts = JUDGE_STATS.snapshot_and_reset()
+    counts = judge.stats.snapshot_and_reset()
     assert (counts["judge/calls"], counts["judge/retries"], counts["judge/failures"]) == (1, 2, 1)
 
 
@@ -162,9 +156,10 @@ def test_retry_after_header_sets_a_lower_bound_on_the_wait():
 
 def test_other_client_errors_are_not_retried():
     with ScriptedServer(["400"]) as server:
-        assert make_judge(server).complete(ask("too long")) is None
+        judge = make_judge(server)
+        assert judge.complete(ask("too long")) is None
         assert server.actions() == ["400"]
-    assert JUDGE_STATS.snapshot()["judge/failures"] == 1
+    assert judge.stats.snapshot()["judge/failures"] == 1
 
 
 def test_rejected_key_raises_config_error_without_the_key(monkeypatch, caplog):
@@ -196,7 +191,7 @@ def test_cache_hits_cost_no_request_and_survive_a_new_judge(tmp_path, monkeypatc
         second = CachedJudge(make_judge(server, api_key_env="SCRIPTED_JUDGE_KEY"), JudgeCache(path))
         assert second.complete_many([ask("b"), ask("a")]) == ["reply to: b", "reply to: a"]
         assert len(server.requests) == 2
-    assert JUDGE_STATS.snapshot()["judge/cache_hits"] == 3
+    assert first.stats.snapshot()["judge/cache_hits"] + second.stats.snapshot()["judge/cache_hits"] == 3
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"sk-test-secret-123" not in stored
 

@@ -50,10 +50,10 @@ def test_rows_without_tests_get_none_and_entry_point_binds_candidate():
 
 def test_second_reward_on_the_same_programs_is_served_from_the_cache():
     completions = completions_for("return a * 1 + b")
-    sandbox.SANDBOX_STATS.snapshot_and_reset()
-    code_tests(["p"], completions, [ADD_TESTS])
-    code_passes(["p"], completions, [ADD_TESTS])
-    counts = sandbox.SANDBOX_STATS.snapshot_and_reset()
+    box = sandbox.Sandbox()
+    code_tests(["p"], completions, [ADD_TESTS], sandbox=box)
+    code_passes(["p"], completions, [ADD_TESTS], sandbox=box)
+    counts = box.stats.snapshot_and_reset()
     assert (counts["sandbox/runs"], counts["sandbox/cache_hits"], counts["sandbox/passed"]) == (1, 1, 1)
 
 

@@ -6,7 +6,6 @@ import re
 import pytest
 
 from rftune.errors import ConfigError
-from rftune.judges.base import JUDGE_STATS
 from rftune.judges.cache import CachedJudge, JudgeCache
 from rftune.rewards import as_reward_function, resolve_reward, score_completions
 from rftune.rewards.builtin import length_penalty
@@ -85,11 +84,6 @@ def harbour_judge(**options):
     return ScriptedJudge(writer=lambda prompt: quiz_reply(*HARBOUR_QUIZ), **options)
 
 
-@pytest.fixture(autouse=True)
-def fresh_stats():
-    JUDGE_STATS.snapshot_and_reset()
-
-
 def test_option_shuffle_is_deterministic_per_seed_and_tracks_the_correct_letter():
     draft = DraftQuestion.model_validate(HARBOUR_QUIZ[0])
     assert shuffle_options(draft, seed=3) == shuffle_options(draft, seed=3)
@@ -162,7 +156,7 @@ def test_quiz_is_written_once_per_document_and_cached_across_calls_and_judges(tm
     scripted_again, judge_again = make()
     assert quiz(["p"], ["oats and rye"], judge=judge_again, max_rounds=1, document=[other]) == [1.0]
     assert scripted_again.count("<document>") == 0 and len(scripted_again.prompts) == 1
-    assert JUDGE_STATS.snapshot()["judge/cache_hits"] > 0
+    assert judge.stats.snapshot()["judge/cache_hits"] + judge_again.stats.snapshot()["judge/cache_hits"] > 0
 
 
 def test_a_judge_failure_on_a_completion_gives_none():
@@ -184,7 +178,7 @@ def test_unreadable_answers_count_as_wrong_and_as_parse_failures():
 
     judge = Mumbling(writer=lambda prompt: quiz_reply(*HARBOUR_QUIZ))
     assert quiz(["p"], ["GARBLED " + GOOD_SUMMARY], judge=judge, document=[HARBOUR]) == [0.0]
-    assert JUDGE_STATS.snapshot()["judge/parse_failures"] == 5
+    assert judge.stats.snapshot()["judge/parse_failures"] == 5
 
 
 def test_judge_score_parses_scores_and_counts_failures():
@@ -193,7 +187,7 @@ def test_judge_score_parses_scores_and_counts_failures():
     scores = judge_score(["Summarise."] * 3, ["a", "b", "c"], judge=judge, document=["SRC"] * 3,
                          reference=["REF", None, None])
     assert scores == [pytest.approx(0.8), None, None]
-    assert JUDGE_STATS.snapshot()["judge/parse_failures"] == 1
+    assert judge.stats.snapshot()["judge/parse_failures"] == 1
     assert "<document>\nSRC\n</document>" in judge.prompts[0] and "<reference>\nREF" in judge.prompts[0]
     assert "<response>\na\n</response>" in judge.prompts[0] and "<reference>" not in judge.prompts[1]
 

@@ -70,16 +70,15 @@ def test_humaneval_style_suite_runs_and_counts_each_case():
 
 def test_identical_jobs_run_once_and_repeats_come_from_the_cache():
     box = Sandbox(Limits(timeout_s=5), workers=2)
-    sandbox.SANDBOX_STATS.snapshot_and_reset()
     first = box.run_many([(ADD, ["assert add(1, 1) == 2"]), (ADD, ["assert add(1, 1) == 2"]),
                           (ADD, ["assert add(1, 1) == 3"])])
     assert [r.status for r in first] == ["passed", "passed", "failed"]
-    assert sandbox.SANDBOX_STATS.snapshot_and_reset() == {
+    assert box.stats.snapshot_and_reset() == {
         "sandbox/runs": 2, "sandbox/cache_hits": 1, "sandbox/passed": 1, "sandbox/failed": 1, "sandbox/error": 0,
         "sandbox/timeout": 0, "sandbox/memory": 0, "sandbox/crashed": 0}
     again = box.run_many([(ADD, ["assert add(1, 1) == 3"])])
     assert again == [first[2]]
-    counts = sandbox.SANDBOX_STATS.snapshot_and_reset()
+    counts = box.stats.snapshot_and_reset()
     assert (counts["sandbox/runs"], counts["sandbox/cache_hits"]) == (0, 1)
 
 
@@ -129,7 +128,7 @@ def detach():
 
 def test_require_isolation_refuses_an_unisolated_machine(monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "_isolation", FALLBACK)
-    monkeypatch.setattr(sandbox, "_default", None)
+    monkeypatch.setattr(sandbox, "_described", None)
     with pytest.raises(SandboxError, match="require_isolation is true but .*forced by the test"):
         sandbox.configure(require_isolation=True)
     box = sandbox.configure(require_isolation=False, timeout_s=2.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rftune import GRPOTrainer, config_from_dict, sandbox
 from rftune.cli import main
-from rftune.generation import sample_completions
+from rftune.rollout.generation import sample_completions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_code_task_step_logs_sandbox_outcomes(tiny_model_dir, tmp_path):
         "sandbox": {"workers": 2, "timeout_s": 5.0, "cpu_s": 2},
     })
     trainer = GRPOTrainer(config, progress=False)
-    assert sandbox.default_sandbox().limits == sandbox.Limits(timeout_s=5.0, cpu_s=2)
+    assert trainer.resources.sandbox.limits == sandbox.Limits(timeout_s=5.0, cpu_s=2)
     (metrics,) = trainer.train()
     runs = metrics["sandbox/runs"]
     assert runs + metrics["sandbox/cache_hits"] == 16  # 8 completions x 2 rewards; repeats are not run again

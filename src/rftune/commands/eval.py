@@ -6,8 +6,9 @@ base model (default: the config's finished SFT adapter and GRPO ``final`` adapte
 ``--variant KEY=VALUE``, the base model under that override (e.g. ``task.system_prompt=...``; named variant1,
 variant2, ... in the table, each listed above it with its override). The first player is
 the baseline of the paired differences. The table is printed and the report written to
-``<train.output_dir>/eval.json`` (see `rftune.evaluation.evaluate`). For the Wordle task the players play held-out
-games, with the solver and the random player as references (`rftune.envs.wordle.model_eval`).
+``<train.output_dir>/eval.json`` (see `rftune.evaluation.evaluate`). A task with an evaluation of its own
+(`rftune.tasks.Task.evaluator`, e.g. one that plays held-out games) runs that instead, with ``eval.kwargs`` as its
+options (``--games`` and ``--sampled`` set ``num_games`` and ``sampled`` there).
 
 An ``--adapter`` may be a repository reference (``NAME@V``); each adapter's results are attached to its version in
 the model repository (the referenced one, or the version whose files equal the adapter folder's).
@@ -19,7 +20,7 @@ from rftune.config import load_config
 from rftune.errors import ConfigError
 
 HELP = ("Evaluate on held-out data: base model, adapters, other models and prompt variants, with intervals and "
-        "paired differences (Wordle: by playing games).")
+        "paired differences (or the task's own evaluation, e.g. playing games).")
 
 
 def add_arguments(parser) -> None:
@@ -35,13 +36,15 @@ def add_arguments(parser) -> None:
                         "(default eval.seed)")
     parser.add_argument("--no-base", action="store_true", help="skip the base model")
     parser.add_argument("--output", help="report path (default <train.output_dir>/eval.json)")
-    parser.add_argument("--games", type=int, help="Wordle: number of games (default eval.num_games)")
-    parser.add_argument("--sampled", action="store_true", help="Wordle: sample replies instead of greedy decoding")
+    parser.add_argument("--games", type=int, help="tasks that play games: number of games (eval.kwargs.num_games)")
+    parser.add_argument("--sampled", action="store_true",
+                        help="tasks that play games: sample replies instead of greedy decoding (eval.kwargs.sampled)")
 
 
 def run(args) -> int:
     from rftune.runtime.device import cpu_kernels_enabled, resolve_device, run_summary
     from rftune.rollout.generation import in_process_backend
+    from rftune.tasks import task_from_config
 
     overrides = list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
@@ -53,10 +56,13 @@ def run(args) -> int:
     backend = in_process_backend(config.generation.backend, cpu_kernels_enabled(config.train.cpu_kernels, device))
     print(run_summary(device, config.train.bf16, backend, config.model.dtype), flush=True)
     adapters = _adapters(config, args.adapter)
-    if config.task.name == "wordle":
-        return _run_wordle(args, config, adapters, device)
-    if args.games is not None or args.sampled:
-        raise ConfigError("--games and --sampled are for the Wordle task; use eval.num_rows and eval.num_samples")
+    task = task_from_config(config)
+    if task.evaluator is not None:
+        return _run_task_evaluator(args, config, task, adapters, device)
+    if args.games is not None or args.sampled or config.eval.kwargs:
+        raise ConfigError(f"--games, --sampled and eval.kwargs are for tasks with an evaluation of their own (that "
+                          f"play games); task {config.task.name!r} is scored on held-out rows: use eval.num_rows and "
+                          "eval.num_samples")
     return _run_task(args, overrides, config, adapters, device)
 
 
@@ -83,28 +89,26 @@ def _run_task(args, overrides: list[str], config, adapters: dict[str, str], devi
     return 0
 
 
-def _run_wordle(args, config, adapters: dict[str, str], device) -> int:
-    from rftune.envs.wordle.model_eval import evaluate_models, report_table
+def _run_task_evaluator(args, config, task, adapters: dict[str, str], device) -> int:
     from rftune.evaluation.evaluate import sampling_params, write_report
-    from rftune.tasks.wordle import held_out_secrets
+    from rftune.tasks import EvalRequest
 
     if args.model or args.variant:
-        raise ConfigError("--model and --variant are not supported for the Wordle task; use --adapter")
+        raise ConfigError(f"--model and --variant are not supported for task {config.task.name!r}, which evaluates "
+                          "in its own way; use --adapter")
     cfg = config.eval
-    games = cfg.num_games if args.games is None else args.games
-    secrets = held_out_secrets(games, cfg.seed)
-    specs = {} if args.no_base else {"base": (config.model.name_or_path, None)}
-    specs.update({name: (config.model.name_or_path, adapter) for name, adapter in adapters.items()})
-    params = sampling_params(config, device)
-    sampled = args.sampled or cfg.sampled
-    report = evaluate_models(specs, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled, params=params,
-                             batch_size=cfg.batch_size, seed=cfg.seed, dtype=config.model.dtype, device=device,
-                             resamples=cfg.bootstrap, config=config)
-    print(report_table(report))
-    path = write_report(report, args.output or Path(config.train.output_dir) / "eval.json")
+    options = dict(cfg.kwargs)
+    options.update({} if args.games is None else {"num_games": args.games})
+    options.update({"sampled": True} if args.sampled else {})
+    players = {} if args.no_base else {"base": (config.model.name_or_path, None)}
+    players.update({name: (config.model.name_or_path, adapter) for name, adapter in adapters.items()})
+    outcome = task.evaluator(EvalRequest(players, options, sampling_params(config, device), cfg.seed,
+                                         cfg.batch_size, cfg.bootstrap, config.model.dtype, device, config))
+    print(outcome.table)
+    path = write_report(outcome.report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")
-    rows = {row["player"]: row for row in report["rows"]}
-    _attach_to_versions(config, {name: rows[name] for name in adapters}, adapters, path, cfg.seed, sampled, "wordle")
+    _attach_to_versions(config, {name: outcome.rows[name] for name in adapters}, adapters, path, cfg.seed,
+                        outcome.sampled, config.task.name)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``rftune sft CONFIG [key=value ...]``: the supervised warm start (LoRA on chat JSONL or Wordle solver traces).
+"""``rftune sft CONFIG [key=value ...]``: the supervised warm start (LoRA on chat JSONL or the task's own SFT data).
 
 The finished adapter is registered in the model repository unless ``repository.register: false``.
 """
@@ -9,7 +9,7 @@ HELP = "Supervised fine-tuning (LoRA, loss on assistant tokens) from the config'
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="YAML config file (see configs/wordle.yaml)")
+    parser.add_argument("config", help="YAML config file (see configs/arithmetic.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a field, e.g. sft.max_steps=5")
 
 

@@ -40,6 +40,7 @@ from rftune.rollout.constrained import constrained, constraint_description
 from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
                                rollout_batch)
 from rftune.rewards import reward_functions, score_completions, weighted_total
+from rftune.rewards.resources import RewardResources
 from rftune.evaluation.stats import estimate, paired_difference, pass_at_k
 from rftune.tasks import Task, task_from_config
 from rftune.types import RolloutBatch, Sample
@@ -77,11 +78,13 @@ def held_out_rows(task: Task, config: Config) -> list[Sample]:
     return rows
 
 
-def player_setup(config: Config) -> tuple[Setup, list[str]]:
-    """(the player's rows and rewards, the rows' content keys)."""
+def player_setup(config: Config, resources: RewardResources | None = None) -> tuple[Setup, list[str]]:
+    """(the player's rows and rewards, the rows' content keys). The rewards get their sandbox and judges from
+    `resources` (shared by the players of one evaluation), else from new ones built from the config."""
     task = task_from_config(config)
     samples = held_out_rows(task, config)
-    functions = reward_functions(config.rewards.functions or task.default_rewards, config.base_dir)
+    resources = resources or RewardResources(dataclasses.asdict(config.sandbox))
+    functions = resources.bind(reward_functions(config.rewards.functions or task.default_rewards, config.base_dir))
     if not functions:
         raise ConfigError("no reward functions to evaluate with: set rewards.functions")
     correct = config.eval.correct_reward or task.correct_reward
@@ -97,8 +100,9 @@ def evaluate(players: Sequence[Player], device: torch.device | str = "cpu", prog
         raise ConfigError("the players' generation.constraint settings differ; every player of an evaluation "
                           "decodes under the same constraint, so that the comparison is fair (evaluate them apart)")
     setups, first_keys = [], None
+    resources = RewardResources(dataclasses.asdict(players[0].config.sandbox)) if players else None
     for player in players:
-        setup, keys = player_setup(player.config)
+        setup, keys = player_setup(player.config, resources)
         if first_keys is not None and keys != first_keys:
             raise ConfigError(f"player {player.name!r}: its overrides change the held-out rows, so it cannot be "
                               "compared row by row with the others; override prompts or generation settings only")

@@ -149,7 +149,7 @@ def write_report_page(run_folders: Sequence[str | Path], output: str | Path,
 
 
 def _eval_summary(report: dict) -> dict | None:
-    if "players" not in report:  # a Wordle games report: its summary rows
+    if "players" not in report:  # a task's own evaluation (e.g. games played): its summary rows
         return {"rows": report.get("rows")}
     return {p["player"]: {"metrics": p["metrics"], "difference": p.get("difference")} for p in report["players"]}
 
@@ -194,7 +194,7 @@ def _figure(chart: dict) -> str:
 def _eval_section(run: dict) -> str:
     report = run["eval"]
     if "players" not in report:
-        return f"<h3>{html.escape(run['name'])} (Wordle games)</h3>" + _table(
+        return f"<h3>{html.escape(run['name'])} (the task's own evaluation)</h3>" + _table(
             list(report["rows"][0]), [[_fmt(v) for v in row.values()] for row in report["rows"]])
     from rftune.evaluation.evaluate import comparison_table, format_interval, metric_order
 

@@ -1,12 +1,12 @@
 """LLM judges: a protocol, an OpenAI-compatible client, an in-process model, a reply cache and score parsing.
 
-Rewards get a judge with `make_judge(spec)` (memoised per spec); the trainer reads the judge counters with
-``JUDGE_STATS.snapshot_and_reset()``. See `rftune.judges.factory` for the spec keys.
+Rewards get a judge with `make_judge(spec)` (memoised per spec) or, from the trainer, the judge it built for them
+(`build_judge`); each judge counts its work in ``judge.stats``. See `rftune.judges.factory` for the spec keys.
 """
 
-from rftune.judges.base import JUDGE_STATS, Judge, JudgeStats
-from rftune.judges.factory import clear_judges, make_judge, resolve_judge
+from rftune.judges.base import JUDGE_KEYS, Judge, JudgeStats, judge_counters
+from rftune.judges.factory import build_judge, clear_judges, make_judge, resolve_judge
 from rftune.judges.parsing import parse_choice, parse_score
 
-__all__ = ["JUDGE_STATS", "Judge", "JudgeStats", "clear_judges", "make_judge", "parse_choice", "parse_score",
-           "resolve_judge"]
+__all__ = ["JUDGE_KEYS", "Judge", "JudgeStats", "build_judge", "clear_judges", "judge_counters", "make_judge",
+           "parse_choice", "parse_score", "resolve_judge"]

@@ -1,4 +1,4 @@
-"""The judge protocol, batched completion with bounded concurrency, and the judge counters the trainer logs.
+"""The judge protocol, batched completion with bounded concurrency, and each judge's counters.
 
 A judge turns chat messages into a reply: ``complete(messages) -> str | None`` and the batched
 ``complete_many(batch) -> list[str | None]`` (replies in input order). ``None`` means the judge could not answer
@@ -7,17 +7,18 @@ A judge turns chat messages into a reply: ``complete(messages) -> str | None`` a
 Every judge has a ``cache_identity``: a string naming the model and the sampling settings that shape its
 replies. The cache keys replies by it, so two judges with the same identity share cached replies.
 
-`JUDGE_STATS` counts, for the whole process, prompts sent to a backend (``judge/calls``), extra attempts after a
-timeout or server error (``judge/retries``), prompts that ended without a reply (``judge/failures``), replies
-served from the cache (``judge/cache_hits``) and replies a reward could not parse (``judge/parse_failures``).
-The trainer reads and clears them once per step with ``snapshot_and_reset()``.
+Every judge counts its work in its own `rftune.runtime.counters.Counters` (``judge.stats``, see `judge_counters`): prompts
+sent to a backend (``judge/calls``), extra attempts after a timeout or server error (``judge/retries``), prompts
+that ended without a reply (``judge/failures``), replies served from the cache (``judge/cache_hits``) and replies a
+reward could not parse (``judge/parse_failures``). Scoring takes them with the rewards; the trainer logs a step's.
 """
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from rftune.runtime.counters import Counters, counters_of
 
 Messages = list[dict]
 
@@ -33,33 +34,15 @@ class Judge(Protocol):
     def complete_many(self, batch: Sequence[Messages]) -> list[str | None]: ...
 
 
-class JudgeStats:
-    """Thread-safe counters of judge activity, read and cleared once per training step."""
-
-    KEYS = ("judge/calls", "judge/retries", "judge/failures", "judge/cache_hits", "judge/parse_failures")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self.KEYS, 0)
-
-    def add(self, key: str, amount: int = 1) -> None:
-        if key not in self._counts:
-            raise KeyError(f"unknown judge counter {key!r}; known: {', '.join(self.KEYS)}")
-        with self._lock:
-            self._counts[key] += amount
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def snapshot_and_reset(self) -> dict[str, int]:
-        """The counts since the last reset, then zero them."""
-        with self._lock:
-            counts, self._counts = self._counts, dict.fromkeys(self.KEYS, 0)
-            return counts
+JUDGE_KEYS = ("judge/calls", "judge/retries", "judge/failures", "judge/cache_hits", "judge/parse_failures")
 
 
-JUDGE_STATS = JudgeStats()
+def judge_counters(judge=None) -> Counters:
+    """The counters of `judge` (given to a judge object of the user's on first use), or new ones when None."""
+    return Counters(JUDGE_KEYS) if judge is None else counters_of(judge, JUDGE_KEYS)
+
+
+JudgeStats = judge_counters  # the old name of a judge's counters (``JudgeStats()``: new ones)
 
 
 def complete_concurrently(complete: Callable[[Messages], str | None], batch: Sequence[Messages],

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rftune.errors import ConfigError
-from rftune.judges.base import JUDGE_STATS, Messages
+from rftune.judges.base import Messages, judge_counters
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
 
@@ -78,6 +78,7 @@ class CachedJudge:
         self.judge = judge
         self.cache = cache
         self.cache_identity = judge.cache_identity
+        self.stats = judge_counters(judge)  # one set of counts: the wrapped judge's calls and this cache's hits
 
     def complete(self, messages: Messages) -> str | None:
         return self.complete_many([messages])[0]
@@ -89,7 +90,7 @@ class CachedJudge:
         for key, messages, reply in zip(keys, batch, replies):
             if reply is None:
                 missing.setdefault(key, messages)
-        JUDGE_STATS.add("judge/cache_hits", sum(reply is not None for reply in replies))
+        self.stats.add("judge/cache_hits", sum(reply is not None for reply in replies))
         fresh = dict(zip(missing, self.judge.complete_many(list(missing.values()))))
         for key, reply in fresh.items():
             if reply is not None:

@@ -1,4 +1,5 @@
-"""Building judges from config dicts, memoised so every reward call with the same spec reuses one judge.
+"""Building judges from config dicts: `build_judge` makes a new one (the trainer owns the judges it builds),
+`make_judge` memoises one per spec for the process (library calls of the judge rewards without a judge).
 
 A spec is a plain dict (the ``judge`` option of a reward in a config file)::
 
@@ -34,6 +35,13 @@ _BACKEND_KEYS = {
 _judges: dict[str, Judge] = {}
 _caches: dict[str, JudgeCache] = {}
 _lock = threading.Lock()
+
+
+def build_judge(spec: dict[str, Any] | None = None) -> Judge:
+    """A new judge described by ``spec`` (None = the local default), with its own counters."""
+    spec = dict(spec or {})
+    _validate(spec)
+    return _build(spec)
 
 
 def make_judge(spec: dict[str, Any] | None = None) -> Judge:

@@ -18,7 +18,7 @@ from typing import Sequence
 from rftune.runtime.device import resolve_device
 from rftune.errors import ConfigError
 from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
-from rftune.judges.base import JUDGE_STATS, Messages
+from rftune.judges.base import Messages, judge_counters
 from rftune.model.loading import DEFAULT_MODEL, load_model_and_tokenizer
 
 log = logging.getLogger("rftune.judges")
@@ -84,18 +84,19 @@ class LocalJudge:
         self.model.to(self.device)
         self.cache_identity = (f"local:{model}|adapter={adapter}|temperature={self.temperature}"
                                f"|max_tokens={self.max_tokens}")
+        self.stats = judge_counters()
         self._lock = threading.Lock()
 
     def complete(self, messages: Messages) -> str | None:
         return self.complete_many([messages])[0]
 
     def complete_many(self, batch: Sequence[Messages]) -> list[str | None]:
-        JUDGE_STATS.add("judge/calls", len(batch))
+        self.stats.add("judge/calls", len(batch))
         prompts = [chat_prompt_ids(self.tokenizer, messages) for messages in batch]
         limit = context_limit(self.model)
         fits = [i for i, ids in enumerate(prompts) if limit is None or len(ids) + self.max_tokens <= limit]
         if len(fits) < len(prompts):
-            JUDGE_STATS.add("judge/failures", len(prompts) - len(fits))
+            self.stats.add("judge/failures", len(prompts) - len(fits))
             log.warning("local judge %s: %d prompt(s) longer than its context of %s tokens less max_tokens=%d",
                         self.model_name, len(prompts) - len(fits), limit, self.max_tokens)
         replies: list[str | None] = [None] * len(batch)

@@ -4,7 +4,7 @@ Retries are ours, not the client's (it is built with ``max_retries=0``) so that 
 timeouts, connection errors, 408, 409, 429, 5xx and malformed replies (no choices, no text) are retried up to
 ``max_retries`` times with exponential backoff and jitter — attempt k waits a uniform share between half and all
 of ``min(backoff_max, backoff_base * 2**(k-1))`` seconds, at least a 429's ``Retry-After`` (capped). A request
-that still fails gives ``None`` and is counted in `JUDGE_STATS`. Other 4xx replies (a prompt too long, a bad
+that still fails gives ``None`` and is counted in the judge's ``stats``. Other 4xx replies (a prompt too long, a bad
 parameter) are not retried and give ``None``; 401/403/404 mean the config is wrong (key, permission, model name)
 and raise `ConfigError`.
 
@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import openai
 
 from rftune.errors import ConfigError
-from rftune.judges.base import JUDGE_STATS, Messages, complete_concurrently
+from rftune.judges.base import Messages, complete_concurrently, judge_counters
 
 log = logging.getLogger("rftune.judges")
 
@@ -57,6 +57,7 @@ class OpenAIJudge:
         self.backoff_base, self.backoff_max = float(backoff_base), float(backoff_max)
         self.sleep = sleep
         self.cache_identity = f"openai:{model}|temperature={self.temperature}|max_tokens={self.max_tokens}"
+        self.stats = judge_counters()
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._random = random.Random()
         options = {"base_url": base_url} if base_url else {}
@@ -82,11 +83,11 @@ class OpenAIJudge:
         return delay
 
     def _complete_with_retries(self, messages: Messages) -> str | None:
-        JUDGE_STATS.add("judge/calls")
+        self.stats.add("judge/calls")
         problem, retry_after = "", None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                JUDGE_STATS.add("judge/retries")
+                self.stats.add("judge/retries")
                 self.sleep(self.backoff_delay(attempt, retry_after))
             try:
                 return self._request(messages)
@@ -98,7 +99,7 @@ class OpenAIJudge:
                 problem, retry_after = self._describe(exc), _retry_after(exc)
                 if not _retryable(exc):
                     break
-        JUDGE_STATS.add("judge/failures")
+        self.stats.add("judge/failures")
         log.warning("judge %s gave no reply after %d attempt(s): %s", self.model, attempt + 1, problem)
         return None
 

@@ -171,8 +171,9 @@ def last_metrics(path: Path) -> dict[str, Any]:
 
 
 def attach_eval(repository: Repository, version: Version, row: dict[str, Any], *, report: str | Path,
-                seed: int, sampled: bool, kind: str = "wordle") -> None:
-    """Attach one player's `rftune eval` summary row to `version` (`kind`: ``wordle`` games or ``task`` rows)."""
+                seed: int, sampled: bool, kind: str = "task") -> None:
+    """Attach one player's `rftune eval` summary row to `version` (`kind`: ``task`` for held-out rows, else the name
+    of the task whose own evaluation made the row, e.g. one that plays games)."""
     repository.attach_eval(version, {"kind": kind, "summary": row, "report": str(Path(report).resolve()),
                                      "seed": seed, "sampled": sampled})
 

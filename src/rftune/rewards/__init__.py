@@ -1,8 +1,8 @@
 """Reward functions: the calling convention, the registry of built-ins, and scoring of a batch."""
 
-from rftune.rewards.base import (RewardFunction, as_reward_function, score_completions, unique_names,
-                                 weighted_total)
+from rftune.rewards.base import (RewardFunction, Scores, as_reward_function, score_batch, score_completions,
+                                 unique_names, weighted_total)
 from rftune.rewards.registry import builtin_rewards, register_reward, resolve_reward, reward_functions
 
-__all__ = ["RewardFunction", "as_reward_function", "builtin_rewards", "register_reward", "resolve_reward",
-           "reward_functions", "score_completions", "unique_names", "weighted_total"]
+__all__ = ["RewardFunction", "Scores", "as_reward_function", "builtin_rewards", "register_reward", "resolve_reward",
+           "reward_functions", "score_batch", "score_completions", "unique_names", "weighted_total"]

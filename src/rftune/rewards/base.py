@@ -12,6 +12,10 @@ out of the weighted total and of that function's mean.
 
 A function that raises or returns an unusable value stops scoring with a `RewardError` naming the function and
 the sample, unless ``on_error="skip"``: then the value becomes ``None`` and the failure is counted.
+
+What a function works with besides its inputs — a sandbox, a judge — arrives among its keyword arguments
+(`rftune.rewards.resources`) and counts its work in its ``stats``; `score_batch` takes those counts after each
+function and returns them with the rewards.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from rftune.runtime.counters import Counters, add_counts
 from rftune.errors import RewardError
 
 PER_SAMPLE_PARAMS = ("prompt", "completion", "example")
@@ -64,19 +69,36 @@ def unique_names(functions: Sequence[RewardFunction]) -> list[RewardFunction]:
     return unique
 
 
-def score_completions(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any],
-                      completions: Sequence[str], examples: Sequence[dict],
-                      on_error: str = "raise") -> tuple[torch.Tensor, dict[str, int]]:
-    """Score every completion with every function.
+@dataclass(frozen=True)
+class Scores:
+    """What scoring a batch gives: the values, the failures skipped per function name, and the counts of the
+    sandboxes' and judges' work while scoring (``sandbox/*``, ``judge/*``)."""
 
-    Returns ``rewards_per_func`` of shape [B, K] (NaN where a function returned None or failed under
-    ``on_error="skip"``) and the number of failures per function name.
-    """
-    columns = [_score_one(rf, prompts, completions, examples, on_error) for rf in reward_functions]
+    rewards_per_func: torch.Tensor  # [B, K], NaN where a function returned None or failed under on_error="skip"
+    failures: dict[str, int]
+    stats: dict[str, int]
+
+
+def score_batch(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any], completions: Sequence[str],
+                examples: Sequence[dict], on_error: str = "raise") -> Scores:
+    """Score every completion with every function; see `Scores`."""
+    columns, stats = [], []
+    for rf in reward_functions:
+        columns.append(_score_one(rf, prompts, completions, examples, on_error))
+        stats += [value.stats.snapshot_and_reset() for value in rf.kwargs.values()
+                  if isinstance(getattr(value, "stats", None), Counters)]
     failures = {rf.name: count for rf, (_, count) in zip(reward_functions, columns)}
     values = [[math.nan if v is None else v for v in col] for col, _ in columns]
     rewards_per_func = torch.tensor(values, dtype=torch.float32).T.reshape(len(completions), len(reward_functions))
-    return rewards_per_func, failures
+    return Scores(rewards_per_func, failures, add_counts(stats))
+
+
+def score_completions(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any],
+                      completions: Sequence[str], examples: Sequence[dict],
+                      on_error: str = "raise") -> tuple[torch.Tensor, dict[str, int]]:
+    """`score_batch` without the counts: ``rewards_per_func`` [B, K] and the failures per function name."""
+    scores = score_batch(reward_functions, prompts, completions, examples, on_error)
+    return scores.rewards_per_func, scores.failures
 
 
 def weighted_total(rewards_per_func: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:

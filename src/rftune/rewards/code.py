@@ -1,7 +1,9 @@
 """Execution rewards for code: tests run in the sandbox (`rftune.sandbox`), plus a real linter (ruff).
 
-All are batched (``f(prompts, completions, **columns)``) so a step's programs run in parallel in the shared
-sandbox, whose cache makes a second reward on the same (code, tests) free. Dataset columns used:
+All are batched (``f(prompts, completions, **columns)``) so a step's programs run in parallel in the sandbox,
+whose cache makes a second reward on the same (code, tests) free. The sandbox is the ``sandbox`` argument: the
+trainer (and `rftune eval`) pass the one they built from the config's ``sandbox`` section; a direct call without
+one uses `rftune.sandbox.default_sandbox`. Dataset columns used:
   ``tests``        test code (each top-level statement holding an ``assert`` — or, in a HumanEval
                    ``check(candidate)``, each such statement of its body — is one case) or a list of case snippets;
   ``entry_point``  optional: the program's function that the tests call ``candidate``;
@@ -29,6 +31,7 @@ from typing import Sequence
 from rftune import sandbox
 from rftune.errors import ConfigError
 from rftune.rewards.registry import register_reward
+from rftune.sandbox import TestSuite, default_sandbox
 
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 PYTHON_TAGS = {"", "python", "py", "python3"}
@@ -85,7 +88,7 @@ def problem_definitions(code_prefix: str | None, entry_point: str | None) -> str
 
 
 def run_tests(completions: Sequence[str], tests: Sequence, entry_point: Sequence | None = None,
-              code_prefix: Sequence | None = None) -> list[sandbox.Result | None]:
+              code_prefix: Sequence | None = None, box: sandbox.Sandbox | None = None) -> list[sandbox.Result | None]:
     """Sandbox results for each completion against its row's tests (None where the row has no tests)."""
     count = len(completions)
     entry_point, code_prefix = entry_point or [None] * count, code_prefix or [None] * count
@@ -93,30 +96,32 @@ def run_tests(completions: Sequence[str], tests: Sequence, entry_point: Sequence
     jobs = [(program_source(completions[i], code_prefix[i]), suite_for(tests[i], entry_point[i], code_prefix[i]))
             for i in rows]
     results: list[sandbox.Result | None] = [None] * count
-    for i, result in zip(rows, sandbox.default_sandbox().run_many(jobs)):
+    for i, result in zip(rows, (box or default_sandbox()).run_many(jobs)):
         results[i] = result
     return results
 
 
 @register_reward("code_tests")
-def code_tests(prompts, completions, tests, entry_point=None, code_prefix=None, **columns) -> list[float | None]:
+def code_tests(prompts, completions, tests, entry_point=None, code_prefix=None, sandbox=None,
+               **columns) -> list[float | None]:
     """Share of the row's test cases the completion's program passes (each case counted separately)."""
-    return [None if r is None else r.fraction for r in run_tests(completions, tests, entry_point, code_prefix)]
+    return [None if r is None else r.fraction for r in run_tests(completions, tests, entry_point, code_prefix, sandbox)]
 
 
 @register_reward("code_passes")
-def code_passes(prompts, completions, tests, entry_point=None, code_prefix=None, **columns) -> list[float | None]:
+def code_passes(prompts, completions, tests, entry_point=None, code_prefix=None, sandbox=None,
+                **columns) -> list[float | None]:
     """1.0 when the program passes every test case of its row, else 0.0."""
     return [None if r is None else float(r.status == "passed" and r.total > 0)
-            for r in run_tests(completions, tests, entry_point, code_prefix)]
+            for r in run_tests(completions, tests, entry_point, code_prefix, sandbox)]
 
 
 @register_reward("code_runs")
-def code_runs(prompts, completions, code_prefix=None, **columns) -> list[float]:
+def code_runs(prompts, completions, code_prefix=None, sandbox=None, **columns) -> list[float]:
     """1.0 when the program parses and its top level runs without error (no tests are run), else 0.0."""
     prefixes = code_prefix or [None] * len(completions)
-    jobs = [(program_source(c, p), sandbox.TestSuite(())) for c, p in zip(completions, prefixes)]
-    return [float(r.status == "passed") for r in sandbox.default_sandbox().run_many(jobs)]
+    jobs = [(program_source(c, p), TestSuite(())) for c, p in zip(completions, prefixes)]
+    return [float(r.status == "passed") for r in (sandbox or default_sandbox()).run_many(jobs)]
 
 
 @register_reward("code_lint")
@@ -161,4 +166,4 @@ def _ruff_binary() -> str:
 
 
 for _reward in (code_tests, code_passes, code_runs):
-    _reward.uses_sandbox = True  # the trainer configures the shared sandbox (config section `sandbox`) for these
+    _reward.uses_sandbox = True  # the trainer passes these the sandbox it built from the config's `sandbox` section

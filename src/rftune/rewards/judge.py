@@ -6,7 +6,7 @@ one ``complete_many`` call, so an endpoint judge answers them concurrently and a
 
 ``judge_score``: the judge grades each completion against ``rubric`` (seeing the source document and a reference
 answer when the row has them, else the task prompt) and replies ``<score>N</score>`` on 0..``scale``; the
-reward is N / scale. A judge failure or an unreadable score gives ``None`` (counted in `JUDGE_STATS`).
+reward is N / scale. A judge failure or an unreadable score gives ``None`` (counted in the judge's ``stats``).
 
 ``quiz`` (per document, cached): the judge writes ``num_questions`` multiple-choice questions from the source as
 JSON (question, correct answer, three wrong answers; validated with pydantic). rftune shuffles the four options
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rftune.errors import ConfigError
-from rftune.judges.base import JUDGE_STATS, Judge
+from rftune.judges.base import Judge, judge_counters
 from rftune.judges.cache import JudgeCache, cache_key
 from rftune.judges.factory import resolve_judge
 from rftune.judges.parsing import parse_choice, parse_score
@@ -154,7 +154,7 @@ def make_quizzes(documents: Sequence[str], judge: Judge, num_questions: int = 5,
         "max_rounds": max_rounds, "seed": seed, "version": QUIZ_FORMAT_VERSION}) for doc in dict.fromkeys(documents)}
     quizzes = {doc: [QuizQuestion.model_validate(q) for q in cache.get(key) or []] for doc, key in keys.items()}
     missing = [doc for doc, quiz in quizzes.items() if not quiz]
-    JUDGE_STATS.add("judge/cache_hits", len(quizzes) - len(missing))
+    judge_counters(judge).add("judge/cache_hits", len(quizzes) - len(missing))
     quizzes.update(_write_quizzes(missing, judge, num_questions, max_rounds, seed))
     for doc in missing:
         if quizzes[doc]:
@@ -176,7 +176,7 @@ def _write_quizzes(documents: list[str], judge: Judge, num_questions: int, max_r
         for doc, reply in zip(todo, replies):
             drafts = parse_quiz(reply)
             if reply is not None and not drafts:
-                JUDGE_STATS.add("judge/parse_failures")
+                judge_counters(judge).add("judge/parse_failures")
             for draft in drafts:
                 if draft.question.lower() not in {q.lower() for q in seen[doc]}:
                     seen[doc].append(draft.question)
@@ -206,7 +206,7 @@ def grade_answers(texts: Sequence[str], quizzes: Sequence[list[QuizQuestion]], j
         choice = parse_choice(verdict, LETTERS + DONT_KNOW)
         failed[i] |= verdict is None
         if verdict is not None and choice is None:
-            JUDGE_STATS.add("judge/parse_failures")
+            judge_counters(judge).add("judge/parse_failures")
         correct[i] += choice == question.answer
     return [None if failed[i] or not quiz else correct[i] / len(quiz) for i, quiz in enumerate(quizzes)]
 
@@ -238,7 +238,7 @@ def judge_score(prompts: Sequence[Any], completions: Sequence[str], judge: Judge
                                    for prompt, completion, source, reference
                                    in zip(prompts, completions, sources, references)])
     scores = [parse_score(reply, scale) for reply in replies]
-    JUDGE_STATS.add("judge/parse_failures", sum(r is not None and s is None for r, s in zip(replies, scores)))
+    judge_counters(judge).add("judge/parse_failures", sum(r is not None and s is None for r, s in zip(replies, scores)))
     return scores
 
 
@@ -273,3 +273,7 @@ def _column(columns: dict[str, Any], key: str, size: int, reward: str, required:
                               f"(option source_key); the rows have columns {sorted(columns) or 'none'}")
         return [None] * size
     return [None if value is None else str(value) for value in columns[key]]
+
+
+for _reward in (quiz, judge_score):
+    _reward.uses_judge = True  # the trainer passes each the judge it built from the reward's ``judge`` spec

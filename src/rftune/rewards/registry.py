@@ -5,8 +5,10 @@ A reward spec is one of
   - ``package.module:function`` — imported with importlib;
   - ``path/to/file.py:function`` — loaded from a file (relative paths are resolved against the config's folder).
 
-Built-in rewards live in several modules (core, Wordle, judges); they are imported lazily the first time a name
-is looked up so that `import rftune` stays light.
+Built-in rewards live in several modules (core, code, judges, text); they are imported lazily the first time a
+name is looked up so that `import rftune` stays light. A task may register rewards of its own the same way (its
+module registers them when it is imported, as the built-in tasks do when they are built); their names are known
+from then on.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ BUILTIN_MODULES = (
     "rftune.rewards.code",
     "rftune.rewards.judge",
     "rftune.rewards.text",
-    "rftune.envs.wordle.rewards",
 )
 
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from rftune.runtime.counters import Counters
 from rftune.errors import RftuneError
 from rftune.sandbox import cgroup, syscalls
 
@@ -363,36 +364,20 @@ def _signal_name(number: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ many runs
-class SandboxStats:
-    """Thread-safe per-step counters: fresh runs by status, and requests served without a run (cached, or the same
-    job earlier in the batch); the trainer reads and clears them."""
-
-    KEYS = ("sandbox/runs", "sandbox/cache_hits") + tuple(f"sandbox/{status}" for status in STATUSES)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self.KEYS, 0)
-
-    def add(self, key: str, amount: int = 1) -> None:
-        with self._lock:
-            self._counts[key] += amount
-
-    def snapshot_and_reset(self) -> dict[str, int]:
-        with self._lock:
-            counts, self._counts = self._counts, dict.fromkeys(self.KEYS, 0)
-            return counts
-
-
-SANDBOX_STATS = SandboxStats()
+SANDBOX_KEYS = ("sandbox/runs", "sandbox/cache_hits") + tuple(f"sandbox/{status}" for status in STATUSES)
 
 
 class Sandbox:
-    """Runs many programs in parallel (at most `workers` at once), caching results by (code, tests, limits)."""
+    """Runs many programs in parallel (at most `workers` at once), caching results by (code, tests, limits).
+
+    ``stats`` counts its fresh runs by status and the requests served without a run of their own (cached, or the
+    same job earlier in the batch); whoever scores with it takes them (`rftune.rewards.base.score_batch`)."""
 
     def __init__(self, limits: Limits = Limits(), workers: int = 4, cache_size: int = 4096,
                  isolation: Isolation | None = None) -> None:
         self.limits, self.workers, self.cache_size = limits, workers, cache_size
         self.isolation = isolation or detect_isolation()
+        self.stats = Counters(SANDBOX_KEYS)
         self._cache: OrderedDict[str, Result] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -404,14 +389,14 @@ class Sandbox:
         keyed = [(self._key(code, suite), code, suite) for code, suite in ((c, _as_suite(t)) for c, t in jobs)]
         results = {key: hit for key in {k for k, _, _ in keyed} if (hit := self._cached(key)) is not None}
         todo = {key: (code, suite) for key, code, suite in keyed if key not in results}
-        SANDBOX_STATS.add("sandbox/cache_hits", len(keyed) - len(todo))  # served without a run of their own
+        self.stats.add("sandbox/cache_hits", len(keyed) - len(todo))  # served without a run of their own
         if todo:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
                 fresh = dict(zip(todo, pool.map(lambda job: run(*job, self.limits, self.isolation), todo.values())))
             for key, result in fresh.items():
                 self._store(key, result)
-                SANDBOX_STATS.add("sandbox/runs")
-                SANDBOX_STATS.add(f"sandbox/{result.status}")
+                self.stats.add("sandbox/runs")
+                self.stats.add(f"sandbox/{result.status}")
             results.update(fresh)
         return [results[key] for key, _, _ in keyed]
 
@@ -433,27 +418,31 @@ class Sandbox:
                 self._cache.popitem(last=False)
 
 
-_default: Sandbox | None = None
+_described: Isolation | None = None  # the isolation `configure` last described on stderr (said once)
+_default: Sandbox | None = None  # `default_sandbox`, for calls of the code rewards that bring no sandbox
 
 
 def configure(require_isolation: bool = False, workers: int = 4, cache_size: int = 4096,
               **limits) -> Sandbox:
-    """Set the process's shared sandbox (used by the code rewards); says once what it isolates here.
+    """A new sandbox with these settings (the config's ``sandbox`` section); says once what it isolates here.
 
     Raises `SandboxError` when ``require_isolation`` is set and the isolated mode does not work here.
     """
-    global _default
+    global _described
     isolation = detect_isolation()
     if require_isolation and not isolation.isolated:
         raise SandboxError(f"sandbox.require_isolation is true but this machine cannot isolate programs: "
                            f"{isolation.reason}")
-    if _default is None or _default.isolation != isolation:
+    if _described != isolation:
         print(isolation.describe(), file=sys.stderr)
-    _default = Sandbox(Limits(**limits), workers, cache_size, isolation)
-    SANDBOX_STATS.snapshot_and_reset()
-    return _default
+        _described = isolation
+    return Sandbox(Limits(**limits), workers, cache_size, isolation)
 
 
 def default_sandbox() -> Sandbox:
-    """The shared sandbox; configured with defaults on first use if `configure` was not called."""
-    return _default or configure()
+    """A sandbox with the default settings, made on first use, for calling the code rewards without one (the
+    trainer and `rftune eval` pass their own)."""
+    global _default
+    if _default is None:
+        _default = configure()
+    return _default

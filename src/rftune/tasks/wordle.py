@@ -11,6 +11,14 @@ Options (``task.kwargs``):
     solver_share  history mode: share of reference games continued by the solver rather than the random player
     max_openings  history mode: up to this many random opening words per reference game (default 2)
 
+SFT data (``sft.data: task``, the default for this task): solver traces, see `sft_training_rows`. Options
+(``sft.kwargs``): ``num_games`` (seeded hard-mode solver games whose moves become traces, default 100) and
+``detour_share`` (chance a solver move is replaced by a mistake, to teach recovery; 0 to 0.9, default 0).
+
+Evaluation (`rftune eval`): every player plays the same held-out games, with the solver and the random player as
+references (`rftune.envs.wordle.model_eval`). Options (``eval.kwargs``): ``num_games`` (default 50; ``--games``)
+and ``sampled`` (sample replies with the generation settings instead of greedy decoding; ``--sampled``).
+
 Held-out test secrets: `split_answers` splits the official answer list once, with a fixed seed, into training
 secrets and ``TEST_SIZE`` test secrets. Training rows (history rows, SFT traces, episode secrets) never use a test
 secret; `rftune eval` draws its games from the test secrets only.
@@ -27,11 +35,13 @@ import random
 from rftune.config import RewardSpec
 from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.tasks import Task, check_options
+from rftune.tasks import DeferredSamples, Task, check_options
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
 KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings"}
+SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0}  # sft.kwargs and their defaults
+EVAL_OPTIONS = {"num_games": 50, "sampled": False}  # eval.kwargs and their defaults
 HISTORY_REWARDS = ("wordle_format", "wordle_feedback", "wordle_guess_value")
 EPISODE_REWARDS = HISTORY_REWARDS + ("wordle_win", "wordle_partial_credit")
 
@@ -61,10 +71,14 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     check_options("wordle", options, KNOWN_OPTIONS, path)
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
+    hooks = {"sft_traces": solver_traces, "evaluator": evaluate_games}
     if mode == "history":
-        rows = history_training_rows(_int_option(options, "num_games", 200, 1), seed,
-                                     float(options.get("solver_share", 0.5)), _int_option(options, "max_openings", 2, 0))
-        return Task(samples=samples_from_rows(_located(rows), system_prompt), default_rewards=_specs(HISTORY_REWARDS))
+        num_games, max_openings = _int_option(options, "num_games", 200, 1), _int_option(options, "max_openings", 2, 0)
+        solver_share = float(options.get("solver_share", 0.5))
+        _check_share(solver_share)
+        rows = functools.partial(history_training_rows, num_games, seed, solver_share, max_openings)
+        samples = DeferredSamples(lambda: samples_from_rows(_located(rows()), system_prompt))
+        return Task(samples=samples, default_rewards=_specs(HISTORY_REWARDS), **hooks)
     if mode == "episode":
         from rftune.envs.wordle import WordleEnv, wordle_messages
 
@@ -73,7 +87,7 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
         secrets = random.Random(seed).sample(train, min(size, len(train)))
         rows = [{"secret": s.upper(), "prompt": wordle_messages([])} for s in secrets]
         return Task(samples=samples_from_rows(_located(rows), system_prompt), default_rewards=_specs(EPISODE_REWARDS),
-                    make_env=lambda example: WordleEnv())
+                    make_env=lambda example: WordleEnv(), **hooks)
     raise ConfigError(f"task.kwargs.mode: must be 'history' or 'episode', got {mode!r}")
 
 
@@ -81,11 +95,15 @@ def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, 
     """History-mode rows from seeded reference games, without the held-out test secrets."""
     from rftune.envs.wordle import history_rows
 
-    if not 0.0 <= solver_share <= 1.0:
-        raise ConfigError(f"task.kwargs.solver_share: must be between 0 and 1, got {solver_share}")
+    _check_share(solver_share)
     test = set(split_answers()[1])
     return [row for row in history_rows(num_games, seed, solver_share, max_openings)
             if row["secret"].lower() not in test]
+
+
+def _check_share(solver_share: float) -> None:
+    if not 0.0 <= solver_share <= 1.0:
+        raise ConfigError(f"task.kwargs.solver_share: must be between 0 and 1, got {solver_share}")
 
 
 def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2,
@@ -97,16 +115,58 @@ def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2,
                       detour_share=detour_share)
 
 
+def solver_traces(options: dict, seed: int) -> list[list[dict]]:
+    """The task's SFT data: solver traces with the ``sft.kwargs`` options (see the module docstring)."""
+    options = _checked("sft.kwargs", options, SFT_OPTIONS)
+    num_games = _int_option(options, "num_games", 100, 1, "sft.kwargs")
+    detour_share = options["detour_share"]
+    if isinstance(detour_share, bool) or not isinstance(detour_share, (int, float)) or not 0 <= detour_share <= 0.9:
+        raise ConfigError(f"sft.kwargs.detour_share: must be a number between 0 and 0.9, got {detour_share!r}")
+    rows = sft_training_rows(num_games, seed, detour_share=float(detour_share))
+    return [row["messages"] for row in rows]
+
+
+def evaluate_games(request):
+    """`rftune eval` for Wordle: each player plays the same held-out games, solver and random player alongside."""
+    from rftune.envs.wordle.model_eval import evaluate_models, report_table
+    from rftune.tasks import EvalOutcome
+
+    options = _checked("eval.kwargs", request.options, EVAL_OPTIONS)
+    num_games, sampled = options["num_games"], options["sampled"]
+    if isinstance(num_games, bool) or not isinstance(num_games, int):
+        raise ConfigError(f"eval.kwargs.num_games: must be an integer, got {num_games!r}")
+    if not isinstance(sampled, bool):
+        raise ConfigError(f"eval.kwargs.sampled: must be true or false, got {sampled!r}")
+    secrets = held_out_secrets(num_games, request.seed)
+    params = request.params
+    report = evaluate_models(request.players, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled,
+                             params=params, batch_size=request.batch_size,
+                             seed=request.seed, dtype=request.dtype, device=request.device,
+                             resamples=request.bootstrap, config=request.config)
+    rows = {row["player"]: row for row in report["rows"]}
+    return EvalOutcome(report, report_table(report), rows, sampled)
+
+
+def _checked(section: str, options: dict, known: dict) -> dict:
+    """`options` over the defaults in `known`; an unknown key is an error naming the section."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ConfigError(f"{section}: task 'wordle' takes {sorted(known)}; got {sorted(unknown)}")
+    return {**known, **options}
+
+
 def _located(rows: list[dict]):
     return ((f"wordle row {i}", row) for i, row in enumerate(rows))
 
 
 def _specs(names: tuple[str, ...]) -> list[RewardSpec]:
+    import rftune.envs.wordle.rewards  # noqa: F401  (registers the wordle_* rewards under their names)
+
     return [RewardSpec(name=name, weight=1.0) for name in names]
 
 
-def _int_option(options: dict, key: str, default: int, low: int) -> int:
+def _int_option(options: dict, key: str, default: int, low: int, section: str = "task.kwargs") -> int:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"task.kwargs.{key}: must be an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{section}.{key}: must be an integer >= {low}, got {value!r}")
     return value

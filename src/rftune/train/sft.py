@@ -1,8 +1,8 @@
 """Supervised fine-tuning (the warm start before GRPO): LoRA on chat conversations, loss on assistant tokens only.
 
-Data is chat JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line, or generated Wordle solver traces
-(``data: wordle``, see `rftune.tasks.wordle.sft_training_rows`; the default for the Wordle task, while other tasks
-need a file: `sft_data`). Each conversation is rendered with the chat
+Data is chat JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line, or the task's own SFT data
+(``data: task``, the default for a task that has some: its generated traces, with options from ``sft.kwargs``, or
+its worked examples; see `rftune.tasks.Task` and `sft_data`). Each conversation is rendered with the chat
 template and cut into segments at the assistant turns: an assistant segment is the reply's content plus its
 end-of-turn token (what the model generates at inference), everything else (system, user, the generation prompt
 ``<|im_start|>assistant\\n`` and the newline after the end-of-turn token) is context with label -100. Segments are
@@ -238,18 +238,20 @@ def finished_adapter(config) -> Path | None:
     return adapter if (adapter / "adapter_config.json").is_file() else None
 
 
-GENERATED = ("wordle", "task")  # sft.data values that are generated (into <sft output>/traces.jsonl), not files
+TASK_DATA = "task"  # sft.data value: the task's own SFT data, generated into <sft output>/traces.jsonl
 
 
-def sft_data(config) -> str:
-    """``sft.data``, or when unset the task's own SFT data: ``wordle`` (solver traces) for the Wordle task, ``task``
-    for a task with worked examples (`rftune.tasks.Task.worked_examples`, e.g. arithmetic)."""
-    if config.sft.data is not None:
-        return config.sft.data
-    if config.task.name == "wordle":
-        return "wordle"
-    if _task(config).worked_examples is not None:
-        return "task"
+def sft_data(config, task=None) -> str:
+    """``sft.data`` (``task`` also when it names the config's task), or when unset ``task`` for a task with SFT data
+    of its own (`rftune.tasks.Task.sft_traces` or `worked_examples`). `task`: the config's task when already built."""
+    data = config.sft.data
+    if data == config.task.name:
+        return TASK_DATA
+    if data is not None:
+        return data
+    task = task or _task(config)
+    if task.sft_traces is not None or task.worked_examples is not None:
+        return TASK_DATA
     raise ConfigError(f"sft.data: task {config.task.name!r} has no generated SFT data; set sft.data to a chat JSONL "
                       'file of {"messages": [...]} rows')
 
@@ -262,33 +264,40 @@ def _task(config):
 
 def sft_data_path(config) -> Path:
     """The SFT data file: ``sft.data`` (relative to the config's folder unless it exists as given), or the
-    generated ``<sft output>/traces.jsonl`` for ``data: wordle`` and ``data: task``."""
+    generated ``<sft output>/traces.jsonl`` for ``data: task``."""
     data = sft_data(config)
-    if data in GENERATED:
+    if data == TASK_DATA:
         return sft_output_dir(config) / "traces.jsonl"
     path = Path(data)
     return path if path.is_absolute() or path.exists() else Path(config.base_dir) / path
 
 
 def sft_conversations(config) -> list[list[dict]]:
-    """The config's SFT data: a chat JSONL file, Wordle solver traces or the task's worked examples (the generated
-    ones are also written to traces.jsonl)."""
-    cfg = config.sft
-    data = sft_data(config)
-    if data not in GENERATED:
+    """The config's SFT data: a chat JSONL file, or the task's own (also written to traces.jsonl)."""
+    task = _task(config) if config.sft.data in (None, TASK_DATA, config.task.name) else None
+    if sft_data(config, task) != TASK_DATA:
+        if config.sft.kwargs:
+            raise ConfigError(f"sft.kwargs: options of the task's own SFT data, but sft.data is the file "
+                              f"{config.sft.data}; drop sft.kwargs or set sft.data: task")
         return load_chat_jsonl(sft_data_path(config))
-    if data == "wordle":
-        from rftune.tasks.wordle import sft_training_rows
+    conversations = task_conversations(task, config.task.name, config.sft)
+    write_text_atomic(sft_data_path(config), "".join(json.dumps({"messages": messages}, ensure_ascii=False) + "\n"
+                                                     for messages in conversations))
+    return conversations
 
-        rows = sft_training_rows(cfg.num_games, cfg.seed, detour_share=cfg.detour_share)
-    else:
-        task = _task(config)
-        if task.worked_examples is None:
-            raise ConfigError(f"sft.data=task: task {config.task.name!r} has no worked examples; set sft.data to a "
-                              "chat JSONL file")
-        rows = [{"messages": messages} for messages in task.worked_examples(cfg.num_examples, cfg.seed)]
-    write_text_atomic(sft_data_path(config), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return [row["messages"] for row in rows]
+
+def task_conversations(task, name: str, cfg) -> list[list[dict]]:
+    """The task's SFT conversations: its generated traces (options ``sft.kwargs``) or ``sft.num_examples`` worked
+    examples."""
+    if task.sft_traces is not None:
+        return task.sft_traces(dict(cfg.kwargs), cfg.seed)
+    if task.worked_examples is None:
+        raise ConfigError(f"sft.data=task: task {name!r} has no SFT data of its own; set sft.data to a chat JSONL "
+                          "file")
+    if cfg.kwargs:
+        raise ConfigError(f"sft.kwargs: task {name!r} takes no SFT options (its worked examples are sized by "
+                          f"sft.num_examples); got {sorted(cfg.kwargs)}")
+    return task.worked_examples(cfg.num_examples, cfg.seed)
 
 
 def run_sft(config, progress: bool = True) -> Path:

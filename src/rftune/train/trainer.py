@@ -30,7 +30,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune import sandbox
 from rftune.train import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
@@ -42,16 +41,18 @@ from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, r
 from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
                                 process_device, sum_, sum_gradients)
 from rftune.constraints import compile_constraint
+from rftune.runtime.counters import add_counts
+from rftune.judges.base import JUDGE_KEYS
+from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
+from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_batch, unique_names,
+                            weighted_total)
+from rftune.rewards.resources import RewardResources
+from rftune.rollout.episodes import env_rollout
 from rftune.rollout.generation import (BACKENDS, SamplingParams, eos_token_ids, in_process_backend, resolve_backend,
                                        sample_completions)
-from rftune.judges.base import JUDGE_STATS
-from rftune.train.logprobs import completion_logprobs
-from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
-from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_completions, unique_names,
-                            weighted_total)
-from rftune.rollout.episodes import env_rollout
 from rftune.runtime.run_lock import RunLock, stale_note
 from rftune.runtime.sharding import full_tensor, model_state, optimizer_state, shard
+from rftune.train.logprobs import completion_logprobs
 from rftune.tasks import Task, task_from_config
 from rftune.runtime.tracking import JsonlLog, Trackers, check_trackers, print_progress
 from rftune.types import RolloutBatch, Sample, concat_batches
@@ -63,6 +64,7 @@ class ScoredBatch:
     rewards_per_func: torch.Tensor  # [B, K], NaN = not applicable
     rewards: torch.Tensor  # [B]
     failures: dict[str, int]
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)  # sandbox/* and judge/* counts while scoring
 
 
 class GRPOTrainer:
@@ -93,10 +95,8 @@ class GRPOTrainer:
         self.fsdp = config.train.fsdp and self.world.distributed  # one process has nothing to shard
         self.cpu_kernels = cpu_kernels_enabled(config.train.cpu_kernels, self.device) and not self.fsdp
         self.task = self._build_task(dataset)
-        self.reward_functions = self._build_rewards(reward_funcs)
-        self.uses_sandbox = any(getattr(rf.fn, "uses_sandbox", False) for rf in self.reward_functions)
-        if self.uses_sandbox:  # code rewards: says once what the sandbox isolates here; may refuse to run
-            sandbox.configure(**dataclasses.asdict(config.sandbox))
+        self.resources = RewardResources(dataclasses.asdict(config.sandbox))  # the sandbox and judges of this run
+        self.reward_functions = self.resources.bind(self._build_rewards(reward_funcs))
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
@@ -332,12 +332,12 @@ class GRPOTrainer:
         t1 = time.perf_counter()
         examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
             if rollout.episodes else [s.example for s in rollout.samples]
-        rewards_per_func, failures = score_completions(self.reward_functions, [s.prompt for s in rollout.samples],
-                                                       rollout.completions, examples, self.config.rewards.on_error)
-        rewards = weighted_total(rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
+        scores = score_batch(self.reward_functions, [s.prompt for s in rollout.samples], rollout.completions,
+                             examples, self.config.rewards.on_error)
+        rewards = weighted_total(scores.rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
         timings["time/generation"] += t1 - t0
         timings["time/reward"] += time.perf_counter() - t1
-        return ScoredBatch(rollout, rewards_per_func, rewards, failures)
+        return ScoredBatch(rollout, scores.rewards_per_func, rewards, scores.failures, scores.stats)
 
     def _fill_informative(self, scored: ScoredBatch, stream, timings) -> tuple[ScoredBatch, int]:
         """DAPO dynamic sampling: keep groups whose rewards differ; sample more prompts until P groups or the cap.
@@ -346,7 +346,7 @@ class GRPOTrainer:
         stays P * G.
         """
         g, wanted = self.config.generation.num_generations, self.prompts_per_rank
-        kept, spare, failures = [], [], [scored.failures]
+        kept, spare, failures, stats = [], [], [scored.failures], [scored.stats]
         rounds = 0
         while scored is not None:
             informative = ~zero_std_groups(scored.rewards, g)  # [P']
@@ -364,10 +364,11 @@ class GRPOTrainer:
             scored = self._sample_and_score([self.task.samples[i] for i in indices], positions,
                                             timings) if indices else None
             failures.append(scored.failures if scored is not None else {})
+            stats.append(scored.stats if scored is not None else {})
         chosen = (kept + spare)[:wanted]
         merged = ScoredBatch(concat_batches([c.rollout for c in chosen], self.tokenizer.pad_token_id),
                              torch.cat([c.rewards_per_func for c in chosen]), torch.cat([c.rewards for c in chosen]),
-                             _sum_counts(failures))
+                             add_counts(failures), add_counts(stats))
         return merged, rounds
 
     # ----------------------------------------------------------------------------------------------- update
@@ -466,9 +467,10 @@ class GRPOTrainer:
         for name, fn in self.task.completion_metrics.items():
             values = [fn(s.prompt, text, s.example) for s, text in zip(rollout.samples, rollout.completions)]
             metrics[f"task/{name}"] = sum(values) / len(values)
-        if self.uses_sandbox:  # programs run by the code rewards this step, by outcome, and cache hits
-            metrics.update(sandbox.SANDBOX_STATS.snapshot_and_reset())
-        metrics.update(JUDGE_STATS.snapshot_and_reset())  # judge calls made by reward functions this step
+        if self.resources.sandbox is not None:  # programs run by the code rewards this step, by outcome, cache hits
+            metrics.update(dict.fromkeys(self.resources.sandbox.stats.keys, 0))
+        metrics.update(dict.fromkeys(JUDGE_KEYS, 0))  # judge calls made by the reward functions this step
+        metrics.update(scored.stats)  # as scoring returned them (every round of the step's sampling added up)
         return metrics
 
     def _record(self, metrics: dict[str, Any], scored: ScoredBatch, advantages: torch.Tensor) -> None:
@@ -559,14 +561,6 @@ def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 def _group(scored: ScoredBatch, group: int, g: int) -> ScoredBatch:
     rows = list(range(group * g, (group + 1) * g))
     return ScoredBatch(scored.rollout.select(rows), scored.rewards_per_func[rows], scored.rewards[rows], {})
-
-
-def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for item in counts:
-        for key, value in item.items():
-            total[key] = total.get(key, 0) + value
-    return total
 
 
 def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
