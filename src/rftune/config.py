@@ -123,6 +123,11 @@ class RewardSpec:
 class RewardsConfig:
     functions: list[RewardSpec] = field(default_factory=list)  # empty = the task's default rewards
     on_error: Literal["raise", "skip"] = "raise"
+    timeout: float | None = None  # seconds one reward call may take (None = no limit); past it the call failed
+    on_unavailable: Literal["stop", "skip_step", "continue"] = "stop"  # a step where a reward function had no value
+    # for any completion, or most judge calls failed: stop = skip its update and stop after max_unavailable_steps
+    # such steps in a row; skip_step = skip its update; continue = train on it; each one is announced
+    max_unavailable_steps: int = 3  # on_unavailable=stop: consecutive unavailable steps before the run stops
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,9 @@ class TaskConfig:
     path: str | None = None  # JSONL / CSV / Parquet file with a `prompt` column (task "dataset")
     eval_path: str | None = None  # held-out rows in a file like task.path (tasks "dataset", "summarize")
     system_prompt: str | None = None  # overrides the task's system prompt
+    max_prompt_tokens: int | None = None  # longest prompt in tokens; None = the model's context - max_new_tokens
+    on_long_prompt: Literal["error", "truncate", "drop"] = "error"  # a longer prompt: an error naming its row, cut
+    # to fit (the start of its last message goes), or left out
     kwargs: dict[str, Any] = field(default_factory=dict)  # task options (e.g. size, seed, datasets)
 
 
@@ -224,7 +232,8 @@ RANGES = {
     "train.gradient_accumulation_steps": (1, None), "train.learning_rate": (0.0, None),
     "train.warmup_steps": (0, None), "train.max_grad_norm": (0.0, None), "train.save_steps": (0, None),
     "train.save_total_limit": (1, None), "train.threads": (0, None), "train.dist_timeout": (1, None),
-    "train.eval_steps": (0, None), "lora.r": (1, None),
+    "train.eval_steps": (0, None), "lora.r": (1, None), "task.max_prompt_tokens": (1, None),
+    "rewards.timeout": (0.001, None), "rewards.max_unavailable_steps": (1, None),
     "lora.dropout": (0.0, 1.0),
     "sft.num_examples": (1, None), "sft.epochs": (1, None), "sft.max_steps": (0, None),
     "sft.batch_size": (1, None),

@@ -24,3 +24,8 @@ class RewardError(RftuneError):
 
 class RepositoryError(RftuneError):
     """A model-repository reference or operation is invalid (unknown name, version or tag; broken files)."""
+
+
+class StorageError(RftuneError):
+    """A file could not be written (disk full, read-only folder) or read back intact (damaged, cut short); the
+    message names the file or folder."""

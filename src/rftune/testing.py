@@ -85,3 +85,12 @@ class FirstRowsStream:
 
     def next_positions(self, count: int) -> list[int]:
         return list(range(count))
+
+
+def report_page_data(page: str) -> dict:
+    """The numbers an ``rftune report`` page draws: its embedded JSON block, parsed."""
+    import json
+    import re
+
+    block = re.search(r'<script type="application/json" id="rftune-data">(.*?)</script>', page, re.S).group(1)
+    return json.loads(block.replace("<\\/", "</"))

@@ -19,6 +19,7 @@ class Sample:
     prompt: Any
     example: dict[str, Any]
     index: int  # position in the dataset (for logs and error messages)
+    where: str = ""  # the file and line (or row) it came from, for error messages
 
 
 @dataclass

@@ -6,6 +6,7 @@ import re
 import yaml
 
 from rftune.cli import main
+from rftune.testing import report_page_data as page_data
 
 
 def metrics(step, scale):
@@ -36,11 +37,6 @@ EVAL = {"task": "arithmetic", "rows": 4, "baseline": "base", "players": [
     {"player": "base", "metrics": {"accuracy": {"mean": 0.25, "low": 0.0, "high": 0.75, "n": 4}}},
     {"player": "grpo", "metrics": {"accuracy": {"mean": 0.5, "low": 0.25, "high": 1.0, "n": 4}},
      "difference": {"accuracy": {"mean": 0.25, "low": 0.0, "high": 0.5, "n": 4}}}]}
-
-
-def page_data(page):
-    return json.loads(re.search(r'<script type="application/json" id="rftune-data">(.*?)</script>', page,
-                                re.S).group(1).replace("<\\/", "</"))
 
 
 def test_report_numbers_are_the_runs_files(tmp_path, capsys):

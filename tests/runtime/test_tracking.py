@@ -91,7 +91,7 @@ def test_tensorboard_and_wandb_hold_what_metrics_jsonl_holds(tiny_model_dir, tmp
         assert history[key] == [(s, pytest.approx(v, rel=1e-9)) for s, v in series], key
 
     # the report of this run draws these same numbers, and names the version the run registered
-    from test_report import page_data
+    from rftune.testing import report_page_data as page_data
 
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()

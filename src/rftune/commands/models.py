@@ -1,4 +1,6 @@
-"""``rftune models list|show|diff|tag|rm|export|import``: the model repository of trained versions.
+"""``rftune models list|show|diff|tag|rm|export|import|verify``: the model repository of trained versions.
+
+``verify`` re-hashes every stored file of one version (or of all) and exits 1 when any is missing or damaged.
 
 Versions are named ``NAME@V``; ``NAME@TAG`` and ``NAME@latest`` work wherever a version is asked for (and wherever
 a model or adapter path is: ``model.adapter``, ``rftune eval --adapter``, ``rftune serve``, ``rftune play``).
@@ -11,7 +13,7 @@ import json
 
 import yaml
 
-HELP = "The model repository: list, show, diff, tag, remove, export and import trained versions."
+HELP = "The model repository: list, show, diff, tag, remove, export, import and verify trained versions."
 
 
 def add_arguments(parser) -> None:
@@ -39,6 +41,8 @@ def add_arguments(parser) -> None:
     imp = sub.add_parser("import", parents=[common], help="register a PEFT adapter or transformers model folder")
     imp.add_argument("dir")
     imp.add_argument("--name", help="version name (default: the exported record's name, else the folder's name)")
+    verify = sub.add_parser("verify", parents=[common], help="check every stored file against its sha256")
+    verify.add_argument("ref", nargs="?", help="NAME@V, NAME@TAG or NAME@latest (default: every version)")
 
 
 def run(args) -> int:
@@ -74,8 +78,8 @@ def _parent(version, refs: dict[int, str]) -> str:
 
 
 def _status(repository, version) -> str:
-    missing = repository.missing_files(version)
-    return f"BROKEN: {len(missing)} file(s) missing ({', '.join(missing)})" if missing else "ok"
+    problems = repository.problems(version)
+    return f"BROKEN: {problems}" if problems else "ok"
 
 
 def _show(repository, args) -> int:
@@ -201,5 +205,16 @@ def _import(repository, args) -> int:
     return 0
 
 
+def _verify(repository, args) -> int:
+    versions = [repository.resolve(args.ref)] if args.ref else repository.versions()
+    broken = 0
+    for version in versions:
+        status = _status(repository, version)
+        broken += status != "ok"
+        print(f"{version.ref}: {status}")
+    print(f"{len(versions) - broken} of {len(versions)} version(s) verified" + (f", {broken} broken" if broken else ""))
+    return 1 if broken else 0
+
+
 ACTIONS = {"list": _list, "show": _show, "diff": _diff, "tag": _tag, "rm": _rm, "export": _export,
-           "import": _import}
+           "import": _import, "verify": _verify}

@@ -37,8 +37,8 @@ from rftune.runtime.atomic_io import write_text_atomic
 from rftune.config import Config
 from rftune.errors import ConfigError
 from rftune.rollout.constrained import constrained, constraint_description
-from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, generate_ids, in_process_backend,
-                               rollout_batch)
+from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, fit_prompts, generate_ids,
+                                       in_process_backend, rollout_batch)
 from rftune.rewards import reward_functions, score_completions, weighted_total
 from rftune.rewards.resources import RewardResources
 from rftune.evaluation.stats import estimate, paired_difference, pass_at_k
@@ -64,6 +64,7 @@ class Setup:
     samples: list[Sample]
     reward_functions: list
     correct_reward: str | None
+    reward_timeout: float | None = None  # rewards.timeout: seconds one reward call may take
 
 
 def held_out_rows(task: Task, config: Config) -> list[Sample]:
@@ -91,7 +92,7 @@ def player_setup(config: Config, resources: RewardResources | None = None) -> tu
     if correct is not None and correct not in [f.name for f in functions]:
         raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions "
                           f"({', '.join(f.name for f in functions)})")
-    return Setup(samples, functions, correct), [task.content_key(s.example) for s in samples]
+    return Setup(samples, functions, correct, config.rewards.timeout), [task.content_key(s.example) for s in samples]
 
 
 def evaluate(players: Sequence[Player], device: torch.device | str = "cpu", progress: bool = True) -> dict:
@@ -139,11 +140,21 @@ def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
     model, tokenizer = load_model_and_tokenizer(player.model, dtype=config.model.dtype, adapter=player.adapter)
     model.to(device).eval()
     params = constrained(sampling_params(config, device), config, model, tokenizer)
+    setup = _fit_rows(setup, tokenizer, model, params.max_new_tokens, config.task)
     try:
         return score_player(model, tokenizer, setup, params, config.eval, config.rewards.on_error,
                             desc=player.name, progress=progress)
     finally:
         del model
+
+
+def _fit_rows(setup: Setup, tokenizer, model, max_new_tokens: int, task) -> Setup:
+    """The setup with every held-out prompt fitted to the model's context by ``task.on_long_prompt`` (see
+    `rftune.rollout.generation.fit_prompts`); every player keeps every row, so ``drop`` is an error here."""
+    policy = "error" if task.on_long_prompt == "drop" else task.on_long_prompt
+    context = getattr(model.config, "max_position_embeddings", None)
+    fitted, _, _ = fit_prompts(setup.samples, tokenizer, context, max_new_tokens, task.max_prompt_tokens, policy)
+    return dataclasses.replace(setup, samples=fitted)
 
 
 def sampling_params(config: Config, device) -> SamplingParams:
@@ -197,7 +208,7 @@ def _complete(model, tokenizer, samples: list[Sample], params: SamplingParams, c
 def _score(batch: RolloutBatch, setup: Setup, on_error: str) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, K] per-function rewards, NaN = not applicable; [B] weighted totals)."""
     per_func, _ = score_completions(setup.reward_functions, [s.prompt for s in batch.samples], batch.completions,
-                                    [s.example for s in batch.samples], on_error)
+                                    [s.example for s in batch.samples], on_error, setup.reward_timeout)
     return per_func, weighted_total(per_func, [f.weight for f in setup.reward_functions])
 
 

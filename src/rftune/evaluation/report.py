@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from rftune.errors import ConfigError
-from rftune.runtime.jsonl import read_jsonl
+from rftune.errors import ConfigError, DataError
+from rftune.runtime.tracking import read_jsonl
 from rftune.runtime.tracking import extremes
 
 CURVES = (  # (title, metric keys or a prefix ending in "/", y label)
@@ -50,8 +50,18 @@ def load_run(folder: str | Path) -> dict[str, Any]:
     evaluation = folder / "eval.json"
     return {"name": folder.name, "path": str(folder), "metrics": read_jsonl(metrics_path),
             "completions": read_jsonl(completions) if completions.is_file() else [],
-            "config": yaml.safe_load(config.read_text()) if config.is_file() else {},
-            "eval": json.loads(evaluation.read_text()) if evaluation.is_file() else None}
+            "config": _read_file(config, yaml.safe_load) or {},
+            "eval": _read_file(evaluation, json.loads)}
+
+
+def _read_file(path: Path, parse) -> Any:
+    """`parse` of the text of `path` (None when there is no such file); a damaged file is a `DataError`."""
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as exc:  # JSON, YAML and UTF-8 errors
+        raise DataError(f"{path}: damaged, cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 def series(records: list[dict], key: str) -> list[list[float]]:

@@ -19,8 +19,10 @@ import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from rftune.errors import ConfigError
+from rftune.errors import ConfigError, StorageError
+from rftune.runtime.atomic_io import MANIFEST_NAME, verify_folder
 from rftune.runtime.paths import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -132,13 +134,28 @@ def load_model(name_or_path: str, dtype: str = "float32", adapter: str | None = 
             model = model.to(DTYPES[dtype])
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ConfigError(f"cannot load model {name_or_path!r}: {exc}") from exc
-    if adapter:
-        from peft import PeftModel
+    return _load_adapter(model, adapter) if adapter else model
 
-        model = PeftModel.from_pretrained(model, adapter)
-    return model
+
+def _load_adapter(model, adapter: str):
+    """`model` with the PEFT adapter in folder `adapter`, which must verify against its manifest where it has one."""
+    from peft import PeftModel
+
+    check_folder(adapter, "adapter")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable, not JSON, another shape
+        raise StorageError(f"cannot load the adapter {adapter}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_folder(folder: str | Path, what: str) -> None:
+    """A `StorageError` naming what is wrong with `folder` when it has a manifest and a file fails to verify."""
+    if (Path(folder) / MANIFEST_NAME).is_file():
+        problems = verify_folder(folder)
+        if problems:
+            raise StorageError(f"{what} {folder} is damaged: {'; '.join(problems)}")
 
 
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", adapter: str | None = None):

@@ -21,6 +21,8 @@ from rftune.errors import RepositoryError
 from rftune.repository import base_model_name
 from rftune.repository.store import Repository, Version, check_name
 
+WEIGHT_FILES = (".safetensors", ".bin")  # what PEFT and transformers load weights from
+
 RECORD = "rftune.json"
 CARD = "README.md"
 
@@ -76,6 +78,7 @@ def import_folder(repository: Repository, folder: str | Path, name: str | None =
     else:
         raise RepositoryError(f"{folder}: neither a PEFT adapter (adapter_config.json) nor a transformers model "
                               "folder (config.json)")
+    _check_importable(folder, kind)
     record = _read_record(folder)
     info = dict(record.get("info") or {})
     info.setdefault("base_model", {"name": _adapter_base(folder) if kind == "adapter" else str(folder.resolve()),
@@ -90,6 +93,18 @@ def import_folder(repository: Repository, folder: str | Path, name: str | None =
         return repository.register(name, staging, kind=kind, info=info)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_importable(folder: Path, kind: str) -> None:
+    """The folder's config is JSON and it holds weights, so the version it becomes can be loaded."""
+    config = folder / ("adapter_config.json" if kind == "adapter" else "config.json")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise RepositoryError(f"{config}: not valid JSON ({exc}); the folder cannot be imported") from exc
+    if not any(path.suffix in WEIGHT_FILES for path in folder.iterdir() if path.is_file()):
+        raise RepositoryError(f"{folder}: no weights ({', '.join(f'*{s}' for s in WEIGHT_FILES)} files); a "
+                              f"version without them could never be loaded")
 
 
 def _read_record(folder: Path) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def last_metrics(path: Path) -> dict[str, Any]:
     """The last complete row of a metrics.jsonl file ({} when there is none)."""
     if not path.is_file():
         return {}
-    records = read_jsonl(path, skip_broken=True)  # a line cut short by a kill is left out
+    records = read_jsonl(path, log=True, skip_bad=True)  # a line cut short by a kill is left out
     return records[-1] if records else {}
 
 

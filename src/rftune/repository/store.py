@@ -11,8 +11,9 @@ size}}``; the tree hash is the sha256 of that manifest. Registering writes the b
 `rftune.runtime.atomic_io`) and the index row last, in one ``BEGIN IMMEDIATE`` transaction that also draws the next
 version number from the name's counter: two processes registering at once serialise on the lock (busy timeout
 60 s) and get distinct numbers, and a kill before the commit leaves only unreferenced blobs, never a row that
-points at missing files. Version numbers are never reused, even after ``rm``. Blobs deleted by hand make their
-versions *broken*: listed as such, refused when loaded, never a crash.
+points at missing files. Version numbers are never reused, even after ``rm``. Blobs deleted by hand, or changed
+(a blob whose bytes no longer hash to its name, even at the same size), make their versions *broken*: listed as
+such, refused when loaded or exported, never a crash; `Repository.problems` names them (``rftune models verify``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rftune.config import NAME_PATTERN
+from rftune.runtime.atomic_io import MANIFEST_NAME, file_sha256, replace_dir, storage_errors, write_bytes_atomic
 from rftune.errors import RepositoryError
 from rftune.runtime.atomic_io import replace_dir, write_bytes_atomic
 
@@ -95,14 +97,15 @@ def check_name(name: str) -> str:
 
 
 def manifest_of(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """``{relative path: {sha256, size}}`` of every file under `folder` (staging leftovers ``.tmp-*`` excluded)."""
+    """``{relative path: {sha256, size}}`` of every file under `folder`; staging leftovers ``.tmp-*`` and the
+    folder's own ``manifest.json`` (the repository keeps this manifest in its index instead) are left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RepositoryError(f"{folder}: not a folder")
     entries = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not any(part.startswith(".tmp-") for part in rel.split("/")):
+        if path.is_file() and rel != MANIFEST_NAME and not any(part.startswith(".tmp-") for part in rel.split("/")):
             entries[rel] = {"sha256": file_sha256(path), "size": path.stat().st_size}
     if not entries:
         raise RepositoryError(f"{folder}: no files to register")
@@ -112,14 +115,6 @@ def manifest_of(folder: str | Path) -> dict[str, dict[str, Any]]:
 def tree_hash(manifest: dict[str, dict[str, Any]]) -> str:
     listing = {rel: entry["sha256"] for rel, entry in manifest.items()}
     return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Repository:
@@ -251,7 +246,8 @@ class Repository:
         if kind not in ("adapter", "full"):
             raise RepositoryError(f"version kind must be 'adapter' or 'full', got {kind!r}")
         manifest = manifest_of(folder)
-        self._store_blobs(folder, manifest)
+        with storage_errors(self.root, "to the model repository"):
+            self._store_blobs(folder, manifest)
         with self._connect() as db, _transaction(db):
             self._store_blobs(folder, manifest, only_missing=True)  # a concurrent `rm` may have removed shared ones
             row = db.execute("SELECT next_version FROM names WHERE name = ?", (name,)).fetchone()
@@ -324,7 +320,7 @@ class Repository:
         return self.root / "blobs" / "sha256" / sha256[:2] / sha256[2:]
 
     def missing_files(self, version: Version) -> list[str]:
-        """The version's files whose blobs are gone or of the wrong size (empty = intact)."""
+        """The version's files whose blobs are gone or of the wrong size (empty = present)."""
         missing = []
         for rel, entry in version.manifest.items():
             blob = self.blob_path(entry["sha256"])
@@ -332,14 +328,37 @@ class Repository:
                 missing.append(rel)
         return missing
 
+    def damaged_files(self, version: Version) -> list[str]:
+        """The version's files whose blobs are present but no longer hash to their sha256."""
+        missing = set(self.missing_files(version))
+        return [rel for rel, entry in version.manifest.items()
+                if rel not in missing and file_sha256(self.blob_path(entry["sha256"])) != entry["sha256"]]
+
+    def problems(self, version: Version) -> str | None:
+        """What is wrong with the version's stored files (None: every file verifies)."""
+        missing = self.missing_files(version)
+        if missing:
+            return f"{len(missing)} file(s) missing ({', '.join(missing)})"
+        damaged = self.damaged_files(version)
+        if damaged:
+            return f"{len(damaged)} file(s) damaged, not matching their sha256 ({', '.join(damaged)})"
+        return None
+
     def checkout(self, version: Version) -> Path:
-        """A folder holding the version's files (hard links to the blobs), built atomically on first use."""
+        """A folder holding the version's files (hard links to the blobs, each verified against its sha256),
+        built atomically on first use."""
         missing = self.missing_files(version)
         if missing:
             raise RepositoryError(f"{version.ref} is broken: its stored files {', '.join(missing)} are missing "
                                   f"from {self.root / 'blobs'}; remove it with `rftune models rm {version.ref}`")
+        damaged = self.damaged_files(version)
+        if damaged:
+            raise RepositoryError(f"{version.ref} is broken: its stored files {', '.join(damaged)} in "
+                                  f"{self.root / 'blobs'} do not match their sha256 (damaged); remove it with "
+                                  f"`rftune models rm {version.ref}`")
         folder = self.root / "trees" / version.tree
-        if all((folder / rel).is_file() for rel in version.manifest):
+        if all((folder / rel).is_file() and os.path.samefile(folder / rel, self.blob_path(entry["sha256"]))
+               for rel, entry in version.manifest.items()):
             return folder
         staging = folder.with_name(f".tmp-{version.tree}-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)

@@ -16,6 +16,11 @@ the sample, unless ``on_error="skip"``: then the value becomes ``None`` and the 
 What a function works with besides its inputs — a sandbox, a judge — arrives among its keyword arguments
 (`rftune.rewards.resources`) and counts its work in its ``stats``; `score_batch` takes those counts after each
 function and returns them with the rewards.
+
+With a ``timeout`` (``rewards.timeout``) each call runs in a daemon thread and a call that has not returned in
+time is such a failure, naming the function and the limit; the rest of that batch is not asked of the same
+function again (each would wait as long). Python cannot stop a thread, so a call that hangs for good keeps its
+thread until the process exits.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -80,11 +86,12 @@ class Scores:
 
 
 def score_batch(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any], completions: Sequence[str],
-                examples: Sequence[dict], on_error: str = "raise") -> Scores:
-    """Score every completion with every function; see `Scores`."""
+                examples: Sequence[dict], on_error: str = "raise", timeout: float | None = None) -> Scores:
+    """Score every completion with every function, each call within `timeout` seconds (None: no limit); see
+    `Scores`."""
     columns, stats = [], []
     for rf in reward_functions:
-        columns.append(_score_one(rf, prompts, completions, examples, on_error))
+        columns.append(_score_one(rf, prompts, completions, examples, on_error, timeout))
         stats += [value.stats.snapshot_and_reset() for value in rf.kwargs.values()
                   if isinstance(getattr(value, "stats", None), Counters)]
     failures = {rf.name: count for rf, (_, count) in zip(reward_functions, columns)}
@@ -95,9 +102,9 @@ def score_batch(reward_functions: Sequence[RewardFunction], prompts: Sequence[An
 
 def score_completions(reward_functions: Sequence[RewardFunction], prompts: Sequence[Any],
                       completions: Sequence[str], examples: Sequence[dict],
-                      on_error: str = "raise") -> tuple[torch.Tensor, dict[str, int]]:
+                      on_error: str = "raise", timeout: float | None = None) -> tuple[torch.Tensor, dict[str, int]]:
     """`score_batch` without the counts: ``rewards_per_func`` [B, K] and the failures per function name."""
-    scores = score_batch(reward_functions, prompts, completions, examples, on_error)
+    scores = score_batch(reward_functions, prompts, completions, examples, on_error, timeout)
     return scores.rewards_per_func, scores.failures
 
 
@@ -107,25 +114,57 @@ def weighted_total(rewards_per_func: torch.Tensor, weights: Sequence[float]) -> 
     return torch.nansum(rewards_per_func * w, dim=1)  # [B]
 
 
-def _score_one(rf: RewardFunction, prompts, completions, examples, on_error: str) -> tuple[list, int]:
+class RewardTimeout(Exception):
+    """A reward call did not return within ``rewards.timeout``."""
+
+
+def _call(fn: Callable, timeout: float | None, /, *args, **kwargs):
+    """``fn(*args, **kwargs)``, in a daemon thread when there is a `timeout`."""
+    if timeout is None:
+        return fn(*args, **kwargs)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except Exception as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="rftune-reward")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RewardTimeout(f"did not return within rewards.timeout={timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _score_one(rf: RewardFunction, prompts, completions, examples, on_error: str,
+               timeout: float | None) -> tuple[list, int]:
     if rf.batched:
-        return _score_batched(rf, prompts, completions, examples, on_error)
+        return _score_batched(rf, prompts, completions, examples, on_error, timeout)
     values, failures = [], 0
     for i, (prompt, completion, example) in enumerate(zip(prompts, completions, examples)):
         try:
-            value = _check_value(rf.fn(prompt, completion, example, **rf.kwargs))
+            value = _check_value(_call(rf.fn, timeout, prompt, completion, example, **rf.kwargs))
         except Exception as exc:  # a user function failed: name it and the sample
             if on_error != "skip":
                 raise RewardError(_describe(rf, i, prompt, exc)) from exc
+            if isinstance(exc, RewardTimeout):  # the others would wait as long: all of them count as failed
+                skipped = len(completions) - len(values)
+                return values + [None] * skipped, failures + skipped
             value, failures = None, failures + 1
         values.append(value)
     return values, failures
 
 
-def _score_batched(rf: RewardFunction, prompts, completions, examples, on_error: str) -> tuple[list, int]:
+def _score_batched(rf: RewardFunction, prompts, completions, examples, on_error: str,
+                   timeout: float | None) -> tuple[list, int]:
     columns = {key: [ex.get(key) for ex in examples] for key in examples[0] if key != "prompt"} if examples else {}
     try:
-        result = list(rf.fn(prompts=list(prompts), completions=list(completions), **columns, **rf.kwargs))
+        result = list(_call(rf.fn, timeout, prompts=list(prompts), completions=list(completions), **columns,
+                            **rf.kwargs))
         if len(result) != len(completions):
             raise ValueError(f"returned {len(result)} values for {len(completions)} completions")
     except Exception as exc:

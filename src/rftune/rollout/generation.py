@@ -33,9 +33,11 @@ the uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import torch
 
@@ -43,7 +45,7 @@ from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
 from rftune.algo.sampling import group_uniforms, sample_tokens
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
-from rftune.errors import ConfigError
+from rftune.errors import ConfigError, DataError
 from rftune.registry import Registry
 from rftune.runtime.device import autocast, model_device
 from rftune.runtime.sharding import is_sharded
@@ -104,6 +106,58 @@ def encode_prompts(tokenizer, prompts: list[list[dict]]) -> tuple[torch.Tensor, 
              for messages in prompts]
     encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     return encoded["input_ids"], encoded["attention_mask"]
+
+
+def prompt_lengths(tokenizer, prompts: list[list[dict]]) -> list[int]:
+    """The number of tokens of each prompt as `encode_prompts` encodes it (counted on a copy of the tokenizer:
+    encoding sets its padding state, which save_pretrained writes)."""
+    return _count_tokens(copy.deepcopy(tokenizer), prompts)
+
+
+def fit_prompts(samples: list[Sample], tokenizer, context: int | None, max_new_tokens: int,
+                max_prompt_tokens: int | None, policy: str) -> tuple[list[Sample], int, str]:
+    """(the samples fitted to the prompt limit by `policy`, how many were changed, the limit in words) — see
+    `check_prompt_lengths`. The limit is `max_prompt_tokens`, else the model's `context` less
+    `max_new_tokens`; with neither, the samples are returned as they are."""
+    if max_prompt_tokens is not None:
+        limit, where = max_prompt_tokens, "task.max_prompt_tokens"
+    elif context:
+        limit = context - max_new_tokens
+        where = f"the model's context of {context} tokens less the {max_new_tokens} tokens of a completion"
+    else:
+        return samples, 0, "no limit"
+    lengths = prompt_lengths(tokenizer, [s.prompt for s in samples])
+    shorten = functools.partial(truncate_prompt, tokenizer, limit=limit)
+    fitted, changed = check_prompt_lengths(samples, lengths, limit, policy, where, shorten)
+    return fitted, changed, f"longer than {limit} tokens ({where})"
+
+
+def truncate_prompt(tokenizer, messages: list[dict], limit: int) -> list[dict] | None:
+    """`messages` with the start of the last message's text cut away, as little as needed for the prompt to have
+    at most `limit` tokens (the instructions before it and the end of its text, usually the question, stay; the
+    text kept is the original's, never re-decoded); None when even an empty last message would not fit."""
+    counter = copy.deepcopy(tokenizer)  # (as in `prompt_lengths`)
+    text = messages[-1]["content"]
+
+    def keeping(start: int) -> list[dict]:
+        return [*messages[:-1], {**messages[-1], "content": text[start:]}]
+
+    def fits(start: int) -> bool:
+        return _count_tokens(counter, [keeping(start)])[0] <= limit
+
+    if not fits(len(text)):
+        return None
+    low, high = 0, len(text)  # binary search for the first start that fits: fits(high) holds throughout
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle + 1, high)
+    return keeping(high)
+
+
+def _count_tokens(tokenizer, prompts: list[list[dict]]) -> list[int]:
+    texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+             for messages in prompts]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,3 +346,31 @@ def end_dead_ends(mask: torch.Tensor, dead_end_step: torch.Tensor) -> torch.Tens
     step = dead_end_step.to(mask.device)
     columns = torch.arange(mask.shape[1], device=mask.device)  # [Tc]
     return mask * ((step[:, None] < 0) | (columns[None] < step[:, None])).long()  # [B, Tc]
+
+
+def check_prompt_lengths(samples: list[Sample], lengths: list[int], limit: int, policy: str, where: str,
+                         shorten: Callable[[list[dict]], list[dict] | None]) -> tuple[list[Sample], int]:
+    """(the samples fitted to `limit` tokens, how many were changed). A prompt longer than `limit` (`lengths`) is
+    a `DataError` naming its row under `policy` ``error``, is left out under ``drop``, and under ``truncate`` is
+    cut to fit by `shorten` (the start of its last message goes); `where` says where the limit comes from."""
+    kept = []
+    for sample, tokens in zip(samples, lengths):
+        if tokens <= limit:
+            kept.append(sample)
+        elif policy == "truncate":
+            prompt = shorten(sample.prompt)
+            if prompt is None:
+                raise DataError(f"{_row_name(sample)}: the prompt has {tokens} tokens, more than {limit} ({where}), "
+                                "even with its last message emptied; shorten its other messages")
+            kept.append(replace(sample, prompt=prompt))
+        elif policy == "error":
+            raise DataError(f"{_row_name(sample)}: the prompt has {tokens} tokens, more than {limit} ({where}); "
+                            "shorten it, or set task.on_long_prompt to truncate or drop")
+    if samples and not kept:
+        raise DataError(f"every prompt is longer than {limit} tokens ({where})")
+    return kept, sum(tokens > limit for tokens in lengths)
+
+
+def _row_name(sample: Sample) -> str:
+    text = sample.prompt[-1]["content"].replace("\n", " ")
+    return f"{sample.where or f'row {sample.index}'} (prompt {text[:60]!r}{'...' if len(text) > 60 else ''})"

@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+from rftune.runtime.atomic_io import storage_errors
 from rftune.errors import ConfigError
 
 LOCK_NAME = ".lock"
@@ -25,8 +26,9 @@ class RunLock:
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / LOCK_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+", encoding="utf-8")
+        with storage_errors(self.path.parent, "to the run folder (train.output_dir)"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

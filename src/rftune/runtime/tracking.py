@@ -1,8 +1,11 @@
 """What a run leaves behind while it trains: metrics.jsonl, completions.jsonl, a live progress line, and the
 trackers of ``train.report_to``.
 
-Both JSONL files get one flushed line per record. On resume they are first cut back to the checkpoint's step,
-so records of steps that will be redone are not duplicated.
+Both JSONL files get one flushed line per record, strict JSON (a NaN or infinity is written as ``null``, "no
+value"). On resume they are first cut back to the checkpoint's step, so records of steps that will be redone are
+not duplicated. A kill can cut the last line anywhere, even inside a multi-byte character: `read_jsonl` here (and
+`rftune.runtime.jsonl` with ``log=True``) works on bytes and drops that partial last line, for resume and for
+every reader of a run's files (the report, the repository) alike.
 
 `Trackers` sends every metrics record to metrics.jsonl (always) and to each configured tracker with the same keys
 and step numbers: ``tensorboard`` (event files in ``<run>/tensorboard``, via ``torch.utils.tensorboard``; scalars
@@ -20,10 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftune.runtime.atomic_io import write_text_atomic
-from rftune.errors import ConfigError
+from rftune.errors import ConfigError, DataError
+from rftune.runtime.atomic_io import storage_errors, write_bytes_atomic, write_text_atomic
 from rftune.runtime.jsonl import jsonl_rows
-from rftune.runtime.jsonl import read_jsonl as read_jsonl  # its home before runtime/jsonl.py, kept for callers
 
 TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb"}  # name -> module that must import
 SHOWN_COMPLETIONS = 2  # best and worst completions of a step sent to the trackers, each
@@ -34,20 +36,23 @@ class JsonlLog:
 
     def __init__(self, path: str | Path, keep_through_step: int | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_through_step is not None and self.path.exists():
-            self._truncate(keep_through_step)
-        self._handle = self.path.open("a", encoding="utf-8")
+        with storage_errors(self.path, "the log"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if keep_through_step is not None and self.path.exists():
+                self._truncate(keep_through_step)
+            self._handle = self.path.open("a", encoding="utf-8")
 
     def _truncate(self, last_step: int) -> None:
-        kept = [row.text for row in jsonl_rows(self.path, skip_broken=True)  # a line cut short by a kill is dropped
+        kept = [row.raw for row in jsonl_rows(self.path, log=True, skip_bad=True)  # a line cut by a kill is dropped
                 if row.record.get("step", 0) <= last_step]
-        write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+        write_bytes_atomic(self.path, b"".join(raw + b"\n" for raw in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
-        self._handle.flush()
+        with storage_errors(self.path, "the log"):
+            for record in records:
+                self._handle.write(json.dumps(_no_nan(record), ensure_ascii=False, default=_jsonable,
+                                              allow_nan=False) + "\n")
+            self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
@@ -59,6 +64,22 @@ def _jsonable(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
+
+
+def read_jsonl(path: str | Path) -> list:
+    """The records of a run's JSONL log (a last line cut short by a kill is left out; other damage is an error)."""
+    return [row.record for row in jsonl_rows(path, log=True)]
+
+
+def _no_nan(value):
+    """`value` with every NaN or infinite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(item) for item in value]
+    return value
 
 
 def format_progress(metrics: dict[str, float], max_steps: int) -> str:

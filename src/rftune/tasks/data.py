@@ -3,7 +3,8 @@
 A user dataset is a JSONL, CSV or Parquet file with a ``prompt`` column — either text or a list of chat messages
 (``{"role", "content"}``). Every other column is passed to reward functions. Text prompts become a user message,
 preceded by the task's system prompt when there is one. A malformed row raises `DataError` naming the file and
-the row (1-based line number for JSONL/CSV, 0-based row index for Parquet).
+the row (1-based line number for JSONL/CSV, 0-based row index for Parquet); so does a line that is not UTF-8,
+and an empty file is named as such.
 
 `PromptStream` hands out prompts in a seeded shuffled order, epoch after epoch; its ``position`` (prompts consumed
 so far) is all it needs to resume exactly where a run stopped.
@@ -12,14 +13,16 @@ so far) is all it needs to resume exactly where a run stopped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 import torch
 
 from rftune.errors import DataError
-from rftune.runtime.jsonl import jsonl_rows
+from rftune.runtime.jsonl import jsonl_rows, text_lines
 from rftune.types import Sample
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -45,8 +48,10 @@ def to_messages(prompt: Any, system_prompt: str | None, where: str) -> list[dict
     return messages
 
 
-def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | None = None) -> list[Sample]:
-    """Build samples from (location, row) pairs; the location names the row in error messages."""
+def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | None = None,
+                      source: str = "the dataset") -> list[Sample]:
+    """Build samples from (location, row) pairs; the location names the row in error messages, `source` the
+    dataset when it has no rows."""
     samples = []
     for where, row in rows:
         if not isinstance(row, dict):
@@ -54,9 +59,9 @@ def samples_from_rows(rows: Iterable[tuple[str, dict]], system_prompt: str | Non
         if "prompt" not in row:
             raise DataError(f"{where}: missing 'prompt' (columns: {', '.join(map(str, row)) or 'none'})")
         samples.append(Sample(prompt=to_messages(row["prompt"], system_prompt, where), example=dict(row),
-                              index=len(samples)))
+                              index=len(samples), where=where))
     if not samples:
-        raise DataError("the dataset has no rows")
+        raise DataError(f"{source} has no rows")
     return samples
 
 
@@ -69,7 +74,8 @@ def load_dataset_file(path: str | Path, system_prompt: str | None = None) -> lis
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported dataset format {path.suffix!r} (use .jsonl, .csv or .parquet)")
-    return samples_from_rows(reader(path), system_prompt)
+    empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+    return samples_from_rows(reader(path), system_prompt, source=f"{path}{empty}")
 
 
 def _jsonl_rows(path: Path):
@@ -77,9 +83,9 @@ def _jsonl_rows(path: Path):
 
 
 def _csv_rows(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
-            yield f"{path}:{number}", _parse_json_cells(row)
+    text = "\n".join(text_lines(path))
+    for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):  # line 1: the header
+        yield f"{path}:{number}", _parse_json_cells(row)
 
 
 def _parse_json_cells(row: dict) -> dict:

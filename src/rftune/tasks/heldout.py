@@ -48,5 +48,5 @@ def without_keys(samples: Sequence[Sample], keys: set[str], key: Key = prompt_ke
         if k in keys or (keep_once and k in seen):
             continue
         seen.add(k)
-        kept.append(Sample(prompt=sample.prompt, example=sample.example, index=len(kept)))
+        kept.append(Sample(prompt=sample.prompt, example=sample.example, index=len(kept), where=sample.where))
     return kept

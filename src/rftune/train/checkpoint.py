@@ -1,16 +1,23 @@
 """Crash-safe checkpoints.
 
 A checkpoint is a folder ``<output_dir>/checkpoints/step-NNNNNN`` holding the model (PEFT adapter or full
-weights, via ``save_pretrained``), ``state.pt`` (optimizer, scheduler, RNG states) and ``trainer_state.json``
-(step, data position). It is written under a temporary name, flushed to disk, and renamed into place, so a kill
-at any moment leaves either the complete new checkpoint or none — never a half-written one. Only folders named
-``step-NNNNNN`` count as checkpoints; leftovers from an interrupted save (``.tmp-*``) are removed on the next save.
+weights, via ``save_pretrained``), ``state.pt`` (optimizer, scheduler, RNG states), ``trainer_state.json`` (step,
+data position), ``config.json`` (the run's resolved config) and, written last, ``manifest.json`` (size and sha256
+of every other file, `rftune.runtime.atomic_io.write_manifest`). It is written under a temporary name, flushed to disk, and
+renamed into place, so a kill at any moment leaves either the complete new checkpoint or none. A checkpoint counts
+only if every file verifies against its manifest: `find_resumable` takes the newest one that does and names the
+newer ones it skipped, and why (a file cut short, changed, missing). Leftovers from an interrupted save
+(``.tmp-*``) are removed on the next save; a save that fails (disk full, read-only folder) removes its own and
+raises a `StorageError`, leaving the earlier checkpoints as they were.
+
+`shape_changes` compares a checkpoint's config with the current one on the keys that fix the shape of what was
+saved (``SHAPE_KEYS``): those cannot change on resume.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -18,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rftune.runtime.atomic_io import replace_dir
+from rftune.runtime.atomic_io import storage_errors, verify_folder, write_folder
 from rftune.runtime.sharding import is_sharded, load_model_state, load_optimizer_state
 
 PREFIX = "step-"
+SHAPE_KEYS = ("model.name_or_path", "lora.enabled", "lora.r", "lora.target_modules")
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -29,18 +37,44 @@ def checkpoint_root(output_dir: str | Path) -> Path:
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Every ``step-NNNNNN`` folder, oldest first, complete or not (see `find_resumable`)."""
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
-             and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
+    return sorted(found, key=_step_of)
+
+
+def find_resumable(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint whose files all verify, or None; the newer ones skipped, each with its problems)."""
+    skipped = []
+    for path in reversed(list_checkpoints(output_dir)):
+        problems = verify_folder(path)
+        if not problems:
+            return path, skipped
+        skipped.append((path, "; ".join(problems)))
+    return None, skipped
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
+    """The newest complete checkpoint (None when there is none)."""
+    return find_resumable(output_dir)[0]
+
+
+def shape_changes(path: Path, current: dict) -> list[str]:
+    """`SHAPE_KEYS` whose value in checkpoint `path`'s config differs from `current` (a `to_dict` config), as
+    ``key: checkpoint X, now Y``; empty for a checkpoint saved without a config."""
+    saved_file = path / "config.json"
+    if not saved_file.is_file():
+        return []
+    saved = json.loads(saved_file.read_text())
+    changes = []
+    for key in SHAPE_KEYS:
+        section, name = key.split(".")
+        before, now = saved.get(section, {}).get(name), current.get(section, {}).get(name)
+        if before != now:
+            changes.append(f"{key}: checkpoint {before!r}, now {now!r}")
+    return changes
 
 
 def rng_states() -> dict:
@@ -64,26 +98,42 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, trainer_state: dict,
                     keep: int, rng_per_rank: list[dict] | None = None, model_state: dict | None = None,
-                    optimizer_state: dict | None = None) -> Path:
+                    optimizer_state: dict | None = None, config: dict | None = None) -> Path:
     """Write a checkpoint atomically and keep only the `keep` newest. ``rng_per_rank``: every rank's
     `rng_states` (None: this process's). ``model_state`` / ``optimizer_state``: the gathered full states of a
-    sharded model (`rftune.runtime.sharding`), written instead of the model's and optimizer's own."""
+    sharded model (`rftune.runtime.sharding`), written instead of the model's and optimizer's own. ``config``: the run's
+    resolved config, which `shape_changes` reads back."""
     root = checkpoint_root(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    for leftover in root.glob(".tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    final = root / f"{PREFIX}{step:06d}"
-    staging = root / f".tmp-{final.name}-{os.getpid()}"
+    with storage_errors(root, "checkpoint folder"):
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    final = write_folder(root / f"{PREFIX}{step:06d}", functools.partial(
+        _write_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, trainer_state=trainer_state,
+        rng_per_rank=rng_per_rank, model_state=model_state, optimizer_state=optimizer_state, config=config),
+        "checkpoint")  # a checkpoint of this step from an earlier attempt is replaced
+    # keep the `keep` newest up to this step; newer folders are damaged ones a resume went back past, left to be
+    # replaced when their step is redone (pruning by name alone could delete the checkpoint just written)
+    older = [p for p in list_checkpoints(output_dir) if _step_of(p) < step]
+    for old in older[:max(0, len(older) - keep + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(PREFIX):])
+
+
+def _write_checkpoint(staging: Path, model, optimizer, scheduler, trainer_state: dict, rng_per_rank, model_state,
+                      optimizer_state, config: dict | None) -> None:
     gathered = {} if model_state is None else {"state_dict": model_state}
     model.save_pretrained(staging / "model", safe_serialization=True, **gathered)
     optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
     torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "rng": rng_per_rank or [rng_states()]}, staging / "state.pt")
     (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
-    replace_dir(staging, final)  # a checkpoint of this step from an earlier attempt is replaced
-    for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    if config is not None:
+        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, lora: bool, rank: int = 0, world_size: int = 1) -> dict:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from rftune.runtime.atomic_io import replace_dir, write_text_atomic
+from rftune.runtime.atomic_io import verify_folder, write_folder, write_text_atomic
 from rftune.tasks.data import ROLES
 from rftune.errors import ConfigError, DataError
 from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
@@ -218,13 +216,12 @@ def train_sft(model, tokenizer, conversations: list[list[dict]], output_dir: str
 
 
 def save_adapter(model, tokenizer, output_dir: Path) -> Path:
-    """Write the PEFT adapter (and tokenizer) under a temporary name, then rename it to ``<output_dir>/adapter``."""
-    final = output_dir / ADAPTER
-    staging = output_dir / f".tmp-{ADAPTER}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    return replace_dir(staging, final)
+    """Write the PEFT adapter (and tokenizer) with its manifest to ``<output_dir>/adapter``, atomically."""
+    def fill(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    return write_folder(output_dir / ADAPTER, fill, "the SFT adapter")
 
 
 def sft_output_dir(config) -> Path:
@@ -233,9 +230,9 @@ def sft_output_dir(config) -> Path:
 
 
 def finished_adapter(config) -> Path | None:
-    """The SFT adapter of this config when a finished one exists."""
+    """The SFT adapter of this config when a finished one exists (every file verifying against its manifest)."""
     adapter = sft_output_dir(config) / ADAPTER
-    return adapter if (adapter / "adapter_config.json").is_file() else None
+    return adapter if (adapter / "adapter_config.json").is_file() and not verify_folder(adapter) else None
 
 
 TASK_DATA = "task"  # sft.data value: the task's own SFT data, generated into <sft output>/traces.jsonl

@@ -2,7 +2,9 @@
 
 Each step:
     1. rollout     sample G completions for each of P prompts (or play G episodes per prompt in an environment)
-    2. rewards     score every completion with every reward function; R = weighted sum
+    2. rewards     score every completion with every reward function; R = weighted sum. A step whose rewards are
+                   unavailable (a function with no value at all, most judgments failed) is announced, and by
+                   rewards.on_unavailable its update skipped or the run stopped (`rftune.rewards.availability`)
     3. advantages  group-relative; with dynamic sampling, groups with equal rewards are replaced first
     4. reference   log-probs under the reference policy (adapters disabled / frozen copy), only if beta > 0
     5. update      num_iterations passes of clipped, KL-regularised policy-gradient updates, micro-batched
@@ -30,12 +32,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune.train import checkpoint
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
+from rftune.errors import ConfigError, StorageError
+from rftune.runtime.atomic_io import write_folder
 from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
-from rftune.errors import ConfigError
+from rftune.train import checkpoint
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world, max_int,
@@ -46,10 +49,11 @@ from rftune.judges.base import JUDGE_KEYS
 from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.rewards import (RewardFunction, as_reward_function, reward_functions, score_batch, unique_names,
                             weighted_total)
+from rftune.rewards.availability import UnavailableSteps, unavailable_reasons
 from rftune.rewards.resources import RewardResources
 from rftune.rollout.episodes import env_rollout
-from rftune.rollout.generation import (BACKENDS, SamplingParams, eos_token_ids, in_process_backend, resolve_backend,
-                                       sample_completions)
+from rftune.rollout.generation import (BACKENDS, SamplingParams, eos_token_ids, fit_prompts, in_process_backend,
+                                       resolve_backend, sample_completions)
 from rftune.runtime.run_lock import RunLock, stale_note
 from rftune.runtime.sharding import full_tensor, model_state, optimizer_state, shard
 from rftune.train.logprobs import completion_logprobs
@@ -99,6 +103,7 @@ class GRPOTrainer:
         self.reward_functions = self.resources.bind(self._build_rewards(reward_funcs))
         self.tokenizer = tokenizer or load_tokenizer(config.model.name_or_path)
         self.model, self.ref_model = self._build_models(model)
+        self._check_prompts()
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
         self.constraint = compile_constraint(config.generation.constraint, self.tokenizer,
                                              eos_token_ids(self.tokenizer, self.model), config.base_dir)
@@ -110,6 +115,7 @@ class GRPOTrainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.step_count = 0
         self.stream_position = 0
+        self.unavailable_steps = UnavailableSteps(config.rewards.on_unavailable, config.rewards.max_unavailable_steps)
         self._eval_setup = None  # the held-out rows and rewards of `evaluate`, built at its first call
         if config.train.eval_steps or config.train.eval_before_train:
             self._check_eval_rows()
@@ -140,6 +146,26 @@ class GRPOTrainer:
             rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
             return Task(samples=samples_from_rows(rows, cfg.system_prompt))
         return task_from_config(self.config)  # held-out rows are left out of training
+
+    def _check_prompts(self) -> None:
+        """Every prompt fits the context (`rftune.rollout.generation.fit_prompts`), and a step's prompts are distinct
+        rows."""
+        cfg, task, changed = self.config, self.task, 0
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        for key in ("samples", "eval_samples"):
+            fitted, count, limit = fit_prompts(getattr(task, key), self.tokenizer, context,
+                                               cfg.generation.max_new_tokens, cfg.task.max_prompt_tokens,
+                                               cfg.task.on_long_prompt)
+            task, changed = replace(task, **{key: fitted}), changed + count
+        self.task = task
+        if changed:
+            done = "truncated" if cfg.task.on_long_prompt == "truncate" else "left out"
+            self._say(f"task.on_long_prompt={cfg.task.on_long_prompt}: {done} {changed} rows whose prompt is {limit}")
+        if len(self.task.samples) < cfg.prompts_per_step:
+            raise ConfigError(f"the task has {len(self.task.samples)} training rows, fewer than the "
+                              f"{cfg.prompts_per_step} prompts of one step (train.batch_size / "
+                              "generation.num_generations): a step would repeat rows; add rows or lower "
+                              "train.batch_size")
 
     def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
         if reward_funcs is not None:
@@ -216,20 +242,27 @@ class GRPOTrainer:
             raise ConfigError(f"eval.correct_reward: {correct!r} is not one of the reward functions")
 
     def _maybe_resume(self) -> Path | None:
-        latest = checkpoint.latest_checkpoint(self.output_dir)
+        """With train.resume: restore the newest complete checkpoint (naming the newer ones skipped); a folder with
+        no checkpoint at all starts from step 0 with a notice. Without it, a folder that holds checkpoints is
+        refused."""
         if not self.config.train.resume:
-            if latest is not None:
+            existing = checkpoint.list_checkpoints(self.output_dir)
+            if existing:
                 raise ConfigError(f"train.output_dir {self.output_dir} already holds checkpoints (latest "
-                                  f"{latest.name}); resume with --resume or pick another train.output_dir")
+                                  f"{existing[-1].name}); resume with --resume or pick another train.output_dir")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
+        latest, skipped = checkpoint.find_resumable(self.output_dir)
+        for path, problems in skipped:
+            self._say(f"--resume: skipping {path}: {problems}")
         if latest is None:
+            if skipped:
+                raise StorageError(f"--resume: no complete checkpoint in {checkpoint.checkpoint_root(self.output_dir)}"
+                                   f" (every one is damaged, see above); start a new train.output_dir")
+            self._say(f"--resume: {self.output_dir} holds no checkpoint yet; starting from step 0")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             return None
-        saved_fsdp = checkpoint.read_trainer_state(latest).get("fsdp", False)
-        if saved_fsdp != self.fsdp:
-            raise ConfigError(f"{latest} was saved {'with' if saved_fsdp else 'without'} sharding (train.fsdp under "
-                              f"torchrun); resume it {'with' if saved_fsdp else 'without'} sharding too")
+        self._check_resumable(latest)
         state = checkpoint.load_checkpoint(latest, self.model, self.optimizer, self.scheduler,
                                            lora=self.config.lora.enabled, rank=self.world.rank,
                                            world_size=self.world.size)
@@ -240,6 +273,18 @@ class GRPOTrainer:
                       f"{self.world.size}: training continues from the same step and data position, but the sampled "
                       "completions will differ from an uninterrupted run")
         return latest
+
+    def _check_resumable(self, latest: Path) -> None:
+        """The checkpoint was saved with the same sharding and the same shape keys as this run."""
+        saved_fsdp = checkpoint.read_trainer_state(latest).get("fsdp", False)
+        if saved_fsdp != self.fsdp:
+            raise ConfigError(f"{latest} was saved {'with' if saved_fsdp else 'without'} sharding (train.fsdp under "
+                              f"torchrun); resume it {'with' if saved_fsdp else 'without'} sharding too")
+        changes = checkpoint.shape_changes(latest, to_dict(self.config))
+        if changes:
+            raise ConfigError(f"--resume: {latest} was saved with other values of keys that cannot change on resume "
+                              f"({'; '.join(changes)}); set them back, or train from scratch in a new "
+                              "train.output_dir")
 
     # -------------------------------------------------------------------------------------------- the loop
     def train(self) -> list[dict[str, Any]]:
@@ -259,8 +304,8 @@ class GRPOTrainer:
                     self.save_checkpoint(stream)
             weights = model_state(self.model) if self.fsdp else None  # gathered by every rank
             if self.world.is_main:
-                self.model.save_pretrained(self.output_dir / "final", safe_serialization=True, state_dict=weights)
-                self.tokenizer.save_pretrained(self.output_dir / "final")
+                write_folder(self.output_dir / "final", functools.partial(self._save_final, weights=weights),
+                             "the final adapter/weights")
             barrier(self.world)
         finally:
             for log in (self.metrics_log, self.completions_log):
@@ -270,25 +315,47 @@ class GRPOTrainer:
                 self.lock.release()
         return history
 
+    def _save_final(self, folder: Path, weights: dict | None) -> None:
+        self.model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+        self.tokenizer.save_pretrained(folder)
+
     def step(self, stream) -> dict[str, Any]:
         """One GRPO step: rollout, rewards, advantages, reference, update, record."""
         start = time.perf_counter()
         self.step_count += 1
         torch.manual_seed(self.config.train.seed * 100_003 + self.step_count + 7_919 * self.world.rank)
         scored, rollout_metrics = self._collect(stream)
+        reward_metrics = self._reward_metrics(scored)
+        unavailable = self._unavailable(scored, reward_metrics)
         advantages, adv_metrics = self._advantages(scored.rewards)  # [B] this rank's rows
         t0 = time.perf_counter()
-        train_metrics = self._update(scored.rollout, advantages.to(self.device))
+        if self.unavailable_steps.skip_update(unavailable):
+            train_metrics = {"update_skipped": 1}
+        else:
+            train_metrics = self._update(scored.rollout, advantages.to(self.device))
+            train_metrics["time/update"] = time.perf_counter() - t0 - train_metrics["time/reference"]
         rollout_metrics["time/train"] = time.perf_counter() - t0  # reference + update
-        train_metrics["time/update"] = rollout_metrics["time/train"] - train_metrics["time/reference"]
-        metrics = {"step": self.step_count, **self._reward_metrics(scored), **adv_metrics, **rollout_metrics,
+        metrics = {"step": self.step_count, **reward_metrics, **adv_metrics, **rollout_metrics,
                    **train_metrics, "lr": self.scheduler.get_last_lr()[0]}
+        if unavailable:
+            metrics["rewards/unavailable"] = 1
         metrics["time/step"] = time.perf_counter() - start
         tokens = sum_(scored.rollout.completion_mask.sum(), self.world).item()
         metrics = combine_metrics(gather_objects(metrics, self.world))
         metrics["tokens_per_s"] = tokens / metrics["time/step"]
         self._record(metrics, scored, advantages)
+        if unavailable:
+            self.unavailable_steps.announce(self.step_count, unavailable, speak=self.world.is_main)
         return metrics
+
+    def _unavailable(self, scored: ScoredBatch, reward_metrics: dict[str, float]) -> list[str]:
+        """Why this step's rewards are unavailable, over all ranks (see `rftune.rewards.availability`)."""
+        values = sum_((~torch.isnan(scored.rewards_per_func)).sum(dim=0).to(self.device), self.world)  # [K]
+        judged = [reward_metrics.get("judge/calls", 0) + reward_metrics.get("judge/cache_hits", 0),
+                  reward_metrics.get("judge/failures", 0) + reward_metrics.get("judge/parse_failures", 0)]
+        judgments, failed = sum_(torch.tensor(judged, device=self.device), self.world).tolist()
+        return unavailable_reasons([rf.name for rf in self.reward_functions], values.tolist(),
+                                   scored.rewards.shape[0] * self.world.size, judgments, failed)
 
     def _advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Group-relative advantages of this rank's rows, computed on the whole batch's rewards (in one process
@@ -333,7 +400,7 @@ class GRPOTrainer:
         examples = [dict(s.example, episode=e) for s, e in zip(rollout.samples, rollout.episodes)] \
             if rollout.episodes else [s.example for s in rollout.samples]
         scores = score_batch(self.reward_functions, [s.prompt for s in rollout.samples], rollout.completions,
-                             examples, self.config.rewards.on_error)
+                             examples, self.config.rewards.on_error, self.config.rewards.timeout)
         rewards = weighted_total(scores.rewards_per_func, [f.weight for f in self.reward_functions])  # [B]
         timings["time/generation"] += t1 - t0
         timings["time/reward"] += time.perf_counter() - t1
@@ -451,7 +518,10 @@ class GRPOTrainer:
     def _reward_metrics(self, scored: ScoredBatch) -> dict[str, float]:
         rollout = scored.rollout
         lengths = rollout.completion_mask.sum(dim=1).float()  # [B]
-        metrics = {"reward/mean": scored.rewards.mean().item(), "reward/std": scored.rewards.std(unbiased=False).item(),
+        has_value = ~torch.isnan(scored.rewards_per_func).all(dim=1)  # [B] rows some function scored
+        totals = scored.rewards[has_value]
+        metrics = {"reward/mean": totals.mean().item() if totals.numel() else math.nan,
+                   "reward/std": totals.std(unbiased=False).item() if totals.numel() else math.nan,
                    "completion_len/mean": lengths.mean().item(), "completion_len/min": lengths.min().item(),
                    "completion_len/max": lengths.max().item(),
                    "truncated_frac": rollout.truncated.float().mean().item()}
@@ -503,7 +573,7 @@ class GRPOTrainer:
         config = self.config
         if self._eval_setup is None:
             self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
-                                     config.eval.correct_reward or self.task.correct_reward)
+                                     config.eval.correct_reward or self.task.correct_reward, config.rewards.timeout)
         params = replace(sampling_params(config, self.device), bf16=self.bf16,
                          backend=in_process_backend(self.backend, self.cpu_kernels), constraint=self.constraint)
         self.model.eval()
@@ -532,7 +602,7 @@ class GRPOTrainer:
         if self.world.is_main:
             path = checkpoint.save_checkpoint(self.output_dir, self.step_count, self.model, self.optimizer,
                                               self.scheduler, state, self.config.train.save_total_limit, rng,
-                                              *gathered)
+                                              *gathered, config=to_dict(self.config))
         barrier(self.world)
         return path
 
