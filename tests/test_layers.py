@@ -28,6 +28,7 @@ LAYERS = [
     "rftune.evaluation.stats",   # bootstrap intervals, pass@k: plain maths, below everything that reports figures
     "rftune.cpu",                # the CPU speed layer: a backend the core runs without; it knows only the two above
     "rftune.trl_keys",           # TRL's GRPOConfig key names and their rftune keys
+    "rftune.constraints",        # structured generation: constraints compiled once, token masks, their replay
     "rftune.config",             # typed configs, checked against the algo registries
     "rftune.runtime",            # cache paths, atomic I/O, run lock, device, distributed, sharding, trackers
     "rftune.repository",         # trained versions and their names
@@ -44,6 +45,7 @@ LAYERS = [
     "rftune.trl",                # TRL's GRPOConfig/GRPOTrainer names over rftune's trainer
     "rftune.repository.export",  # exporting and importing versions
     "rftune.evaluation.report",  # the HTML run report (reads runs from the repository)
+    "rftune.structured_requests",  # the structured-output fields of an OpenAI-style request
     "rftune.serve",              # the OpenAI-compatible server
     "rftune.commands",           # one module per CLI command
     "rftune.cli",

@@ -53,6 +53,20 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class ConstraintConfig:
+    """``generation.constraint``: structured generation (`rftune.constraints`); set exactly one kind."""
+
+    regex: str | None = None  # the reply (or span) matches this regular expression
+    choices: list[str] | None = None  # ... is one of these strings
+    choices_file: str | None = None  # ... is one of this file's lines (relative: from the config's folder)
+    case: Literal["keep", "upper", "lower"] = "keep"  # choices rewritten to upper or lower case
+    json_schema: dict[str, Any] | str | None = None  # ... is JSON valid under this schema (mapping, text, .json file)
+    grammar: str | None = None  # ... matches this Lark grammar (text or a .lark file)
+    gbnf: str | None = None  # ... matches this GBNF grammar (text or a .gbnf file)
+    span: list[str] | None = None  # [open, close]: constrain only the text between these tags; None = the reply
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     num_generations: int = 8  # G: completions sampled per prompt
     max_new_tokens: int = 128
@@ -60,6 +74,7 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filtering
     backend: Literal["auto", "cpu-fast", "hf", "vllm"] = "auto"  # see rftune.rollout.generation
+    constraint: ConstraintConfig | None = None  # structured generation; None = unconstrained
 
 
 @dataclass(frozen=True)
@@ -441,7 +456,9 @@ def _convert_scalar(hint, value, where: str):
             pass
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: expected {hint.__name__}, got {_shown(value)}")
+    quote = " (YAML reads yes, no, on, off as booleans: quote the text)" if hint is str and isinstance(value, bool) \
+        else ""
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {_shown(value)}{quote}")
 
 
 def _shown(value: Any) -> str:
@@ -476,6 +493,10 @@ def validate(config: Config) -> None:
     if config.algorithm.epsilon_high < config.algorithm.epsilon_low:
         raise ConfigError("algorithm.epsilon_high must be >= algorithm.epsilon_low (clip-higher widens the top)")
     _check_fsdp(config)
+    if config.generation.constraint is not None:
+        from rftune.constraints import check_constraint
+
+        check_constraint(config.generation.constraint, config.base_dir)
     name = config.repository.name
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(f"repository.name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter "

@@ -10,6 +10,9 @@ penalties at their no-op value are accepted; any other field is a 400 naming it,
 silently change what the client asked for. The reply carries ``choices`` (``finish_reason`` "stop" or "length"),
 ``usage`` and ``model``. Mistakes get a 4xx reply with an OpenAI-style ``{"error": {"message", "type", "param",
 "code"}}`` body. Each request writes one line to the ``rftune.serve`` log: method, path, status, tokens, seconds.
+Structured output (`rftune.structured_requests`): ``response_format`` json_schema / json_object, or the
+``guided_choice``, ``guided_regex``, ``guided_json``, ``guided_grammar`` extension, compiled once per distinct
+constraint and kept; streamed or not, each choice is decoded under it.
 
 Connections are handled on threads, but generation runs one request at a time behind a lock: one model on one
 device, and a seeded request must not share the random stream with another. Replies are decoded token by token
@@ -30,9 +33,12 @@ from typing import Any, Iterator
 
 import torch
 
-from rftune.rollout.decoding import Delta, Finish, Sampling, decode_reply
+from rftune.constraints import ConstraintCompiler
 from rftune.errors import ConfigError
 from rftune.judges.local_judge import chat_prompt_ids, context_limit
+from rftune.rollout.decoding import Delta, Finish, Sampling, decode_reply
+from rftune.rollout.generation import eos_token_ids
+from rftune.structured_requests import GUIDED, ConstraintRequestError, request_constraint
 from rftune.model.loading import load_model_and_tokenizer
 from rftune.runtime.device import resolve_device
 
@@ -40,11 +46,12 @@ log = logging.getLogger("rftune.serve")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CHOICES = 16
+MAX_CONSTRAINTS = 64  # compiled constraints kept, by their request fields
 DEFAULT_MAX_TOKENS = 256
 MAX_TOP_LOGPROBS = 20
 _ROLES = {"system", "user", "assistant", "developer"}
 SERVED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop",
-          "stream", "stream_options", "logprobs", "top_logprobs"}
+          "stream", "stream_options", "logprobs", "top_logprobs", "response_format", *GUIDED}
 IGNORED = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}  # no effect on text
 NO_OP = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},)}  # accepted at these
 
@@ -68,6 +75,8 @@ class ChatService:
         self.model, self.tokenizer, self.served_name = model, tokenizer, served_name
         self.created = int(time.time())
         self._lock = threading.Lock()
+        self._compiler: ConstraintCompiler | None = None  # built at the first constrained request (about 1 s)
+        self._constraints: dict[str, Any] = {}
 
     def list_models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.served_name, "object": "model", "created": self.created,
@@ -76,6 +85,9 @@ class ChatService:
     def prepare(self, request: Any) -> dict[str, Any]:
         """The request's options, validated, with its prompt's token ids (raises `RequestError`)."""
         options = self._parse(request)
+        if options["constraint"]:  # compiled here, so that a bad one is a 400 before any reply starts
+            with self._lock:
+                options["constraint"] = self._compiled(*options["constraint"])
         options["prompt"] = prompt = chat_prompt_ids(self.tokenizer, options["messages"])
         limit = context_limit(self.model)
         max_tokens = options["max_tokens"]
@@ -127,7 +139,7 @@ class ChatService:
     def _events(self, options: dict[str, Any]) -> Iterator[tuple[int, Delta | Finish]]:
         """(choice index, Delta or its Finish) as the choices are generated, one at a time under the lock."""
         sampling = Sampling(options["max_tokens"], options["temperature"], options["top_p"], options["stop"],
-                            options["top_logprobs"])
+                            options["top_logprobs"], options["constraint"])
         generator = torch.Generator()
         if options["seed"] is None:
             generator.seed()
@@ -151,6 +163,21 @@ class ChatService:
             options["id"], options["created"] = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         return {"id": options["id"], "object": kind, "created": options["created"], "model": self.served_name,
                 "system_fingerprint": None}
+
+    def _compiled(self, spec, param: str):
+        """The request's constraint compiled for this model (kept for later requests with the same one)."""
+        key = repr(spec)
+        if key not in self._constraints:
+            self._compiler = self._compiler or ConstraintCompiler(self.tokenizer,
+                                                                  eos_token_ids(self.tokenizer, self.model))
+            try:
+                compiled = self._compiler.compile(spec)
+            except ConfigError as exc:
+                raise RequestError(400, str(exc).replace("generation.constraint", param, 1), param) from None
+            if len(self._constraints) >= MAX_CONSTRAINTS:
+                self._constraints.pop(next(iter(self._constraints)))
+            self._constraints[key] = compiled
+        return self._constraints[key]
 
     def _parse(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict):
@@ -179,7 +206,7 @@ class ChatService:
                 "n": _number(request.get("n"), "n", 1, 1, MAX_CHOICES, integer=True),
                 "seed": _number(request.get("seed"), "seed", None, 0, None, integer=True),
                 "stop": _stop(request.get("stop")), "logprobs": logprobs, "top_logprobs": top_logprobs,
-                "stream": stream, "stream_options": stream_options}
+                "stream": stream, "stream_options": stream_options, "constraint": _constraint(request)}
 
 
 def _check_fields(request: dict[str, Any]) -> None:
@@ -212,6 +239,18 @@ def _logprobs(tokens: list) -> dict[str, Any]:
     content = [{**entry(t.token, t.logprob), "top_logprobs": [entry(text, lp) for text, lp in t.top]}
                for t in tokens]
     return {"content": content, "refusal": None}
+
+
+def _constraint(request: dict[str, Any]):
+    """(the request's ConstraintConfig, the field that asked for it), or None."""
+    try:
+        spec = request_constraint(request)
+    except ConstraintRequestError as exc:
+        raise RequestError(400, str(exc), exc.param) from None
+    if spec is None:
+        return None
+    field = next(key for key in ("response_format", *GUIDED) if request.get(key) is not None)
+    return spec, field
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:

@@ -33,6 +33,8 @@ class RolloutBatch:
     truncated             [B] bool: no EOS within the token budget
     completion_budget     the most tokens the policy may generate in one row (max_new_tokens; for an episode, its
                           turns x max_new_tokens within the episode's cap): Dr. GRPO's normaliser
+    dead_ends             [B] bool, or None when unconstrained: the generation constraint admitted no token at some
+                          step (the row ended there, truncated)
     """
 
     prompt_ids: torch.Tensor
@@ -45,6 +47,7 @@ class RolloutBatch:
     completions: list[str]  # [B] decoded text of what the policy generated
     episodes: list[dict] = field(default_factory=list)  # [B] multi-turn transcripts (empty for single turn)
     completion_budget: int = 0
+    dead_ends: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -62,7 +65,8 @@ class RolloutBatch:
                        completion_ids=self.completion_ids[index], attention_mask=self.attention_mask[index],
                        completion_mask=self.completion_mask[index], truncated=self.truncated[index],
                        samples=[self.samples[i] for i in pick], completions=[self.completions[i] for i in pick],
-                       episodes=[self.episodes[i] for i in pick] if self.episodes else [])
+                       episodes=[self.episodes[i] for i in pick] if self.episodes else [],
+                       dead_ends=self.dead_ends[index] if self.dead_ends is not None else None)
 
 
 def concat_batches(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBatch:
@@ -86,4 +90,6 @@ def concat_batches(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBat
         completions=[c for b in batches for c in b.completions],
         episodes=[e for b in batches for e in b.episodes],
         completion_budget=max(b.completion_budget for b in batches),
+        dead_ends=None if all(b.dead_ends is None for b in batches) else torch.cat(
+            [b.dead_ends if b.dead_ends is not None else torch.zeros_like(b.truncated) for b in batches]),
     )

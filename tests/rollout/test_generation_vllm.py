@@ -36,3 +36,37 @@ def test_merged_state_equals_peft_merge_and_leaves_the_model_unmerged(tiny_model
 def test_vllm_backend_without_a_gpu_says_so(tiny_model_dir):
     with pytest.raises(ConfigError, match="CUDA GPU"):
         VllmSampler(tiny_model_dir, "float32", model=None)
+
+
+@pytest.mark.parametrize("api", ["structured_outputs", "guided_decoding"])
+def test_a_constraint_goes_to_vllms_guidance_backend_as_its_lark_grammar(monkeypatch, api):
+    """vLLM is not installed here: a stand-in `vllm.sampling_params` of either API generation records what vLLM
+    would be given."""
+    import types
+
+    from rftune.config import ConstraintConfig
+    from rftune.constraints import compile_constraint
+    from rftune.rollout.vllm_backend import guided_decoding
+    from rftune.testing import build_tiny_tokenizer
+
+    class Params:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    module = types.ModuleType("vllm.sampling_params")
+    setattr(module, "StructuredOutputsParams" if api == "structured_outputs" else "GuidedDecodingParams", Params)
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", module)
+    tokenizer = build_tiny_tokenizer()
+    constraint = compile_constraint(ConstraintConfig(choices=["red", "green"], span=["[", "]"]), tokenizer,
+                                    [tokenizer.eos_token_id])
+    engine, request = guided_decoding(constraint)
+    if api == "structured_outputs":
+        assert engine == {"structured_outputs_config": {"backend": "guidance"}}
+        assert request["structured_outputs"].kwargs == {"grammar": constraint.lark}
+    else:
+        assert engine == {"guided_decoding_backend": "guidance"}
+        assert request["guided_decoding"].kwargs == {"grammar": constraint.lark, "backend": "guidance"}
+    import llguidance  # what vLLM's guidance backend makes of a grammar is the grammar rftune compiled
+    given = llguidance.grammar_from("grammar", constraint.lark)
+    assert given == llguidance.LLMatcher.grammar_from_lark(constraint.lark)

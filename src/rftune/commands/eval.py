@@ -103,7 +103,7 @@ def _run_task_evaluator(args, config, task, adapters: dict[str, str], device) ->
     players = {} if args.no_base else {"base": (config.model.name_or_path, None)}
     players.update({name: (config.model.name_or_path, adapter) for name, adapter in adapters.items()})
     outcome = task.evaluator(EvalRequest(players, options, sampling_params(config, device), cfg.seed,
-                                         cfg.batch_size, cfg.bootstrap, config.model.dtype, device))
+                                         cfg.batch_size, cfg.bootstrap, config.model.dtype, device, config))
     print(outcome.table)
     path = write_report(outcome.report, args.output or Path(config.train.output_dir) / "eval.json")
     print(f"report written to {path}")

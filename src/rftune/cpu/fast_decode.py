@@ -277,12 +277,13 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int,
              max_new_tokens: int, eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, greedy: bool = False,
-             generators: list[torch.Generator] | None = None) -> torch.Tensor:
+             generators: list[torch.Generator] | None = None, guide=None) -> torch.Tensor:
     """Sample G completions per left-padded prompt [P, Tp]; returns completion ids [P*G, Tc] (pad after EOS).
 
     Tc is the longest completion (at most max_new_tokens); rows are grouped by prompt (p*G .. p*G+G-1).
     ``greedy`` takes the most likely token instead of sampling (the warpers then do not matter).
     ``generators``: one per prompt, the source of its group's draws (None = torch's global generator).
+    ``guide``: a `rftune.constraints.Guide` over the P*G rows, which masks each step's logits (None = no constraint).
     """
     p = prompt_ids.shape[0]
     total = p * num_generations
@@ -309,8 +310,12 @@ def generate(decoder: LeanDecoder, prompt_ids: torch.Tensor, prompt_mask: torch.
     done = torch.zeros(total, dtype=torch.bool)  # [b] the row has sampled an EOS
     length = 0
     for step in range(max_new_tokens):
+        if guide is not None:
+            logits = guide.mask_logits(logits, rows, step)  # [b, V] tokens the constraint forbids at -inf
         uniform = None if generators is None or greedy else group_uniforms(generators, num_generations)[rows]
         tokens = logits.argmax(-1) if greedy else sample_tokens(logits, temperature, top_k, top_p, uniform)  # [b]
+        if guide is not None:
+            guide.advance(rows, tokens)
         out[rows, step] = tokens  # a finished row's extra tokens fall after its EOS and are masked below
         done |= torch.isin(tokens, eos)
         length = step + 1

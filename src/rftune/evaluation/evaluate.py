@@ -12,6 +12,9 @@ total (``reward``), its length in tokens (``length``), and for verifiable tasks 
 player): ``mean@n`` = the share correct, ``pass@k`` for k = 1, 2, 4, ... up to n (the unbiased estimator,
 `rftune.evaluation.stats.pass_at_k`), and ``reward@n`` = the mean total reward of the samples.
 
+Every player decodes under the same ``generation.constraint`` (compiled for its own tokenizer; players whose
+constraints differ are refused), and the report names it (``constraint``).
+
 Each figure is the mean over rows with a 95% bootstrap interval; every player after the first also gets the paired
 difference against the first (its per-row differences, bootstrapped). `evaluate` returns the report (JSON-ready),
 `format_table` prints it.
@@ -33,6 +36,7 @@ import torch
 from rftune.runtime.atomic_io import write_text_atomic
 from rftune.config import Config
 from rftune.errors import ConfigError
+from rftune.rollout.constrained import constrained, constraint_description
 from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, fit_prompts, generate_ids,
                                        in_process_backend, rollout_batch)
 from rftune.rewards import reward_functions, score_completions, weighted_total
@@ -93,6 +97,9 @@ def player_setup(config: Config, resources: RewardResources | None = None) -> tu
 
 def evaluate(players: Sequence[Player], device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Evaluate every player on the same held-out rows; the report (see the module docstring)."""
+    if len({repr(p.config.generation.constraint) for p in players}) > 1:
+        raise ConfigError("the players' generation.constraint settings differ; every player of an evaluation "
+                          "decodes under the same constraint, so that the comparison is fair (evaluate them apart)")
     setups, first_keys = [], None
     resources = RewardResources(dataclasses.asdict(players[0].config.sandbox)) if players else None
     for player in players:
@@ -120,6 +127,7 @@ def build_report(players: Sequence[Player], per_row: dict[str, dict], row_keys: 
                                    for m, v in values.items() if m in base}
         summaries.append(entry)
     return {"task": players[0].config.task.name, "rows": len(row_keys), "row_keys": row_keys,
+            "constraint": constraint_description(players[0].config),
             "num_samples": cfg.num_samples, "seed": cfg.seed, "baseline": first, "players": summaries,
             "per_row": per_row}
 
@@ -131,7 +139,7 @@ def _player_rows(player: Player, setup: Setup, device, progress: bool) -> dict:
     config = player.config
     model, tokenizer = load_model_and_tokenizer(player.model, dtype=config.model.dtype, adapter=player.adapter)
     model.to(device).eval()
-    params = sampling_params(config, device)
+    params = constrained(sampling_params(config, device), config, model, tokenizer)
     setup = _fit_rows(setup, tokenizer, model, params.max_new_tokens, config.task)
     try:
         return score_player(model, tokenizer, setup, params, config.eval, config.rewards.on_error,
@@ -258,7 +266,9 @@ def format_table(report: dict) -> str:
     """Metrics x players as ``mean [low, high]``, each later player followed by its paired difference against the
     first (``name - base``)."""
     header, body = comparison_table(report, format_interval)
-    return (f"{report['task']}: {report['rows']} held-out rows, 95% bootstrap intervals\n" + _table(header, body))
+    constraint = f"; every player constrained to {report['constraint']}" if report.get("constraint") else ""
+    return (f"{report['task']}: {report['rows']} held-out rows, 95% bootstrap intervals{constraint}\n"
+            + _table(header, body))
 
 
 def comparison_table(report: dict, cell: Callable[..., str], minus: str = "-") -> tuple[list[str], list[list[str]]]:

@@ -48,11 +48,12 @@ def context_limit(model) -> int | None:
 
 
 def chat_replies(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, num_return_sequences: int = 1) -> list[list[Reply]]:
+                 top_p: float = 1.0, num_return_sequences: int = 1, constraint=None) -> list[list[Reply]]:
     """``num_return_sequences`` replies for each tokenised prompt, in one batch through rftune's one generation
-    interface and stop rule (`rftune.rollout.generation`); temperature 0 is greedy."""
+    interface and stop rule (`rftune.rollout.generation`); temperature 0 is greedy; ``constraint``: a compiled
+    `rftune.constraints.Constraint` the replies keep to (None: unconstrained)."""
     params = SamplingParams(num_generations=num_return_sequences, max_new_tokens=max_new_tokens,
-                            temperature=temperature if temperature > 0 else 1.0, top_p=top_p)
+                            temperature=temperature if temperature > 0 else 1.0, top_p=top_p, constraint=constraint)
     generated = generate_replies(model, tokenizer, list(prompts), params, max_new_tokens, greedy=temperature <= 0)
     stops = set(eos_token_ids(tokenizer, model))
     replies = [_reply(tokens, len(prompts[i // num_return_sequences]), stops, tokenizer)

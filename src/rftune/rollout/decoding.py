@@ -8,7 +8,8 @@ first token whose text completes one, and the reply's text ends before it. Text 
 string, or ends inside a multi-byte character, is held back until the next tokens decide.
 
 Sampling: temperature 0 is greedy; otherwise softmax(logits / temperature) within nucleus ``top_p``, drawn with
-the request's generator. Log-probabilities are those of the model's own distribution (log-softmax of the raw
+the request's generator; under a constraint (`rftune.constraints`) the tokens it forbids are removed first (a
+dead end forces EOS). Log-probabilities are those of the model's own distribution (log-softmax of the raw
 logits, before temperature and top_p), as OpenAI reports them. One sequence at a time with the model's KV cache:
 a serving loop for a request, not the batched rollout path of training.
 """
@@ -16,7 +17,7 @@ a serving loop for a request, not the batched rollout path of training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generator, Sequence
+from typing import Any, Generator, Sequence
 
 import torch
 
@@ -54,6 +55,7 @@ class Sampling:
     top_p: float = 1.0
     stop: Sequence[str] = ()
     top_logprobs: int = 0  # alternatives recorded per token (0 = only the chosen token's log-probability)
+    constraint: Any = None  # a compiled `rftune.constraints.Constraint`: each token is drawn under its mask
 
 
 def decode_reply(model, tokenizer, prompt: list[int], sampling: Sampling,
@@ -65,11 +67,15 @@ def decode_reply(model, tokenizer, prompt: list[int], sampling: Sampling,
     sent = 0  # characters of the reply already yielded
     inputs, cache = torch.tensor([prompt], device=device), None
     ended_by_eos = False
-    for _ in range(sampling.max_tokens):
+    guide, row = (sampling.constraint.guide(1), torch.zeros(1, dtype=torch.long)) if sampling.constraint else (None, None)
+    for step in range(sampling.max_tokens):
         with torch.no_grad():
             output = model(input_ids=inputs, past_key_values=cache, use_cache=True)
         cache, logits = output.past_key_values, output.logits[0, -1].float().cpu()  # [V]
-        token = _pick(logits, sampling, generator)
+        allowed = guide.mask_logits(logits[None], row, step)[0] if guide else logits  # [V], forbidden at -inf
+        token = _pick(allowed, sampling, generator)
+        if guide:
+            guide.advance(row, torch.tensor([token]))
         if token in eos:
             ended_by_eos = True
             break

@@ -21,7 +21,9 @@ gets its end-of-turn token from the template, as an environment token.
 ``completions`` holds the assistant replies joined by a blank line (a reward that reads one completion then sees
 the whole episode's text); ``episodes`` holds ``{"turns": [{"completion", "info"}, ...]}`` for episode-mode rewards.
 ``truncated`` is True when the last reply hit the per-turn limit without its end-of-turn token or the episode ran
-out of token budget before the environment ended it.
+out of token budget before the environment ended it. Under a generation constraint every reply is constrained on
+its own; a reply that reached a dead end stops there without its end-of-turn token (as a cut-off reply), and
+``dead_ends`` marks its episode.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Episode:
     turns: list[dict] = field(default_factory=list)
     done: bool = False
     truncated: bool = False
+    dead_end: bool = False  # a reply reached a state where the generation constraint allowed no token
 
 
 def env_rollout(model, tokenizer, samples: list[Sample], params: SamplingParams,
@@ -69,13 +72,18 @@ def env_rollout(model, tokenizer, samples: list[Sample], params: SamplingParams,
         if not active:
             break
         limits = [_turn_limit(e, params.max_new_tokens, max_episode_tokens) for e in active]
+        guide = params.constraint.guide(len(active)) if params.constraint is not None else None
         replies = generate_replies(model, tokenizer, [e.prompt_ids + e.completion_ids for e in active],
-                                   one_each, max(limits), greedy)
-        for episode, reply, limit in zip(active, replies, limits):
+                                   one_each, max(limits), greedy, guide)
+        for row, (episode, reply, limit) in enumerate(zip(active, replies, limits)):
+            episode.dead_end |= guide is not None and bool(guide.dead_end_step[row] >= 0)
             _advance(episode, reply[:limit], tokenizer, eos_ids, max_episode_tokens)
     budget = max(e.env.max_turns for e in episodes) * params.max_new_tokens
-    return _to_batch(episodes, tokenizer, model_device(model),
-                     budget if max_episode_tokens is None else min(budget, max_episode_tokens))
+    batch = _to_batch(episodes, tokenizer, model_device(model),
+                      budget if max_episode_tokens is None else min(budget, max_episode_tokens))
+    if params.constraint is not None:
+        batch.dead_ends = torch.tensor([e.dead_end for e in episodes], device=batch.truncated.device)  # [B]
+    return batch
 
 
 def _start(env, sample: Sample, tokenizer) -> Episode:

@@ -20,6 +20,10 @@ same sampler on both backends (`rftune.algo.sampling.sample_tokens`; on hf as a 
 completions do not depend on the other prompts of the batch, as far as the batch's arithmetic allows (training
 seeds each group by its global position in the prompt stream: any number of processes samples the same groups).
 
+Structured generation: ``SamplingParams.constraint`` (a compiled `rftune.constraints.Constraint`) masks the logits
+of every step before the sampler sees them, on both backends (on hf as a logits processor ahead of the sampler);
+a completion whose constraint admits no token is ended there as truncated (`rollout_batch`, `generate_replies`).
+
 The stop rule: a completion ends at its first token in `eos_token_ids` (the tokenizer's EOS and the model's
 generation-config EOS ids), which is kept and masked in; a completion with no EOS within ``max_new_tokens`` is
 *truncated*. Prompts arrive as chat messages and are rendered with the tokenizer's chat template. Every tensor is
@@ -33,7 +37,7 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -60,6 +64,7 @@ class SamplingParams:
     bf16: bool = False  # matmuls in bfloat16 (float32 residual stream and logits), as under autocast
     backend: str = "auto"  # cpu-fast | hf | auto (resolved per call from the model; see `resolve_backend`)
     seeds: tuple[int, ...] | None = None  # one per prompt: its group's own sampling generator; None = torch's global
+    constraint: Any = None  # a compiled generation.constraint (rftune.constraints.Constraint); None = unconstrained
 
 
 def resolve_backend(setting: str, model, cpu_kernels: bool = True) -> str:
@@ -171,18 +176,22 @@ def sample_completions(model, tokenizer, samples: list[Sample], params: Sampling
     prompt_ids, prompt_mask = (t.to(device) for t in encode_prompts(tokenizer, [s.prompt for s in samples]))
     g = params.num_generations
     eos_ids = eos_token_ids(tokenizer, model)
+    guide = params.constraint.guide(len(samples) * g) if params.constraint is not None else None
     completion_ids = generate_ids(model, tokenizer, prompt_ids, prompt_mask, params, params.max_new_tokens,
-                                  eos_ids)  # [B, Tc]
+                                  eos_ids, guide=guide)  # [B, Tc]
     return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, dim=0),
-                         prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g, params.max_new_tokens)
+                         prompt_mask.repeat_interleave(g, dim=0), completion_ids, eos_ids, g, params.max_new_tokens,
+                         guide)
 
 
 def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams,
-                 max_new_tokens: int, eos_ids: list[int], greedy: bool = False) -> torch.Tensor:
+                 max_new_tokens: int, eos_ids: list[int], greedy: bool = False, guide=None) -> torch.Tensor:
     """``params.num_generations`` completions per left-padded prompt [P, Tp] -> ids [P*G, Tc], grouped by prompt.
 
     Samples (or, when ``greedy``, takes the most likely token) with bfloat16 matmuls when ``params.bf16``, through
-    ``params.backend``. Tokens after a row's EOS are padding. The ids are on the model's device.
+    ``params.backend``. Tokens after a row's EOS are padding. The ids are on the model's device. Under
+    ``params.constraint`` the `rftune.constraints.Guide` of the call (``guide``, made here if None) masks every
+    step and records the rows that reached a dead end.
     """
     device = model_device(model)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
@@ -191,8 +200,10 @@ def generate_ids(model, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.
         raise ConfigError(f"generation.backend={name} serves training rollouts only; evaluation, serving and "
                           "judges generate with cpu-fast or hf (generation.backend=auto)")
     generators = _group_generators(params.seeds, prompt_ids.shape[0]) if not greedy else None
+    if params.constraint is not None and guide is None:
+        guide = params.constraint.guide(prompt_ids.shape[0] * params.num_generations)
     return BACKENDS[name].generate(model, tokenizer, prompt_ids, prompt_mask, params, max_new_tokens, eos_ids,
-                                   greedy, generators)
+                                   greedy, generators, guide)
 
 
 @BACKENDS.register("cpu-fast")
@@ -213,13 +224,13 @@ class CpuFastBackend:
 
     @staticmethod
     def generate(model, tokenizer, prompt_ids, prompt_mask, params: SamplingParams, max_new_tokens: int,
-                 eos_ids: list[int], greedy: bool, generators) -> torch.Tensor:
+                 eos_ids: list[int], greedy: bool, generators, guide=None) -> torch.Tensor:
         decoder = build_decoder(model, torch.bfloat16 if params.bf16 else None)
         if decoder.prepacked_in_force() is False:
             warn_not_in_force("prepacked")
         completion_ids = generate(decoder, prompt_ids, prompt_mask, params.num_generations, max_new_tokens, eos_ids,
                                   tokenizer.pad_token_id, params.temperature, params.top_k, params.top_p, greedy,
-                                  generators)
+                                  generators, guide)
         del decoder  # frees the merged weights before training needs the memory
         return completion_ids
 
@@ -236,13 +247,18 @@ class HfBackend:
 
     @staticmethod
     def generate(model, tokenizer, prompt_ids, prompt_mask, params: SamplingParams, max_new_tokens: int,
-                 eos_ids: list[int], greedy: bool, generators) -> torch.Tensor:
+                 eos_ids: list[int], greedy: bool, generators, guide=None) -> torch.Tensor:
         g = params.num_generations
         sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if greedy else {
             "do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
+        processors = [_ConstraintMask(guide, prompt_ids.shape[1])] if guide is not None else []
         if generators is not None:  # our sampler picks the token; generate then keeps the one it left possible
-            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-                        "logits_processor": _seeded_sampler(generators, params)}
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            processors.append(_seeded_sampler(generators, params))
+        if processors:  # (transformers applies these before its own temperature, top-k and top-p)
+            from transformers import LogitsProcessorList
+
+            sampling["logits_processor"] = LogitsProcessorList(processors)
         with torch.no_grad(), autocast(prompt_ids.device, params.bf16):
             output = model.generate(input_ids=prompt_ids.repeat_interleave(g, dim=0),
                                     attention_mask=prompt_mask.repeat_interleave(g, dim=0),
@@ -263,7 +279,7 @@ def _group_generators(seeds: tuple[int, ...] | None, prompts: int) -> list[torch
 def _seeded_sampler(generators: list[torch.Generator], params: SamplingParams):
     """A transformers logits processor that samples each row's token with `sample_tokens` from its group's
     generator and leaves only that token possible (-inf elsewhere), for ``generate`` without its own sampling."""
-    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers import LogitsProcessor
 
     class SeededSampler(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -272,34 +288,64 @@ def _seeded_sampler(generators: list[torch.Generator], params: SamplingParams):
                                    uniform.to(scores.device))  # [B]
             return torch.full_like(scores, -math.inf).scatter_(1, tokens[:, None], 0.0)
 
-    return LogitsProcessorList([SeededSampler()])
+    return SeededSampler()
+
+
+class _ConstraintMask:
+    """A transformers logits processor: the guide's mask at each step (rows are generate's rows, in order)."""
+
+    def __init__(self, guide, prompt_width: int):
+        self.guide, self.prompt_width = guide, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_width
+        rows = torch.arange(scores.shape[0])
+        if step > 0:
+            self.guide.advance(rows, input_ids[:, -1].cpu())
+        return self.guide.mask_logits(scores, rows, step)
 
 
 def generate_replies(model, tokenizer, contexts: list[list[int]], params: SamplingParams, max_new_tokens: int,
-                     greedy: bool = False) -> list[list[int]]:
+                     greedy: bool = False, guide=None) -> list[list[int]]:
     """``params.num_generations`` replies per context (token ids), in one left-padded batch, grouped by context;
-    each reply's ids run through its first EOS (kept), or to ``max_new_tokens`` when it has none."""
+    each reply's ids run through its first EOS (kept), or to ``max_new_tokens`` when it has none. Under a
+    constraint, a reply that reached a dead end stops before it, with no EOS (``guide`` records which)."""
     width = max(len(c) for c in contexts)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in contexts])  # [N, T]
     attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])  # [N, T]
     eos_ids = eos_token_ids(tokenizer, model)
-    output = generate_ids(model, tokenizer, input_ids, attention, params, max_new_tokens, eos_ids, greedy)
+    if params.constraint is not None and guide is None:
+        guide = params.constraint.guide(len(contexts) * params.num_generations)
+    output = generate_ids(model, tokenizer, input_ids, attention, params, max_new_tokens, eos_ids, greedy, guide)
     mask, _ = completion_mask(output, eos_ids)  # [N*G, Tc]
-    return [row[:length] for row, length in zip(output.tolist(), mask.sum(dim=1).tolist())]
+    lengths = mask.sum(dim=1) if guide is None else end_dead_ends(mask, guide.dead_end_step).sum(dim=1)  # [N*G]
+    return [row[:length] for row, length in zip(output.tolist(), lengths.tolist())]
 
 
 def rollout_batch(tokenizer, samples: list[Sample], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                   completion_ids: torch.Tensor, eos_ids: list[int], num_generations: int,
-                  completion_budget: int) -> RolloutBatch:
-    """Completion ids [B, Tc] (grouped by prompt) -> RolloutBatch with masks, truncation flags and texts."""
+                  completion_budget: int, guide=None) -> RolloutBatch:
+    """Completion ids [B, Tc] (grouped by prompt) -> RolloutBatch with masks, truncation flags and texts; rows
+    that reached a constraint's dead end (``guide``) end before it, truncated."""
     mask, truncated = completion_mask(completion_ids, eos_ids)  # [B, Tc], [B]
+    dead_ends = None
+    if guide is not None:
+        dead_ends = guide.dead_end_step.to(mask.device) >= 0  # [B]
+        mask, truncated = end_dead_ends(mask, guide.dead_end_step), truncated | dead_ends
     completion_ids = completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(completion_ids.cpu(), skip_special_tokens=True)
     return RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                         attention_mask=mask.clone(), completion_mask=mask, truncated=truncated,
                         samples=[s for s in samples for _ in range(num_generations)], completions=texts,
-                        completion_budget=completion_budget)
+                        completion_budget=completion_budget, dead_ends=dead_ends)
+
+
+def end_dead_ends(mask: torch.Tensor, dead_end_step: torch.Tensor) -> torch.Tensor:
+    """Completion mask [B, Tc] without the tokens from each row's dead-end step on (dead_end_step [B], -1: none)."""
+    step = dead_end_step.to(mask.device)
+    columns = torch.arange(mask.shape[1], device=mask.device)  # [Tc]
+    return mask * ((step[:, None] < 0) | (columns[None] < step[:, None])).long()  # [B, Tc]
 
 
 def check_prompt_lengths(samples: list[Sample], lengths: list[int], limit: int, policy: str, where: str,

@@ -10,6 +10,10 @@ vLLM's sampler is its own implementation of that distribution, and its random st
 run is reproducible but does not draw the same tokens as the HF backend. This backend has not been run in rftune's
 CI (no GPU there); the weight loading uses vLLM's in-process model runner as TRL does, which needs
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (set here before vLLM is imported).
+
+Under ``generation.constraint`` vLLM decodes with its own guided decoding, on its llguidance ("guidance") backend
+and the constraint's Lark grammar (`guided_decoding`): the engine and grammar rftune samples with on the CPU, so
+the trainer's replayed masks (`rftune.constraints.Constraint.replay`) are the ones vLLM applied.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import torch
 
 from rftune.algo.lora import effective_weight, merged_weight
+from rftune.constraints import vllm_grammar
 from rftune.errors import ConfigError
 from rftune.rollout.generation import BACKENDS, SamplingParams, encode_prompts, eos_token_ids, rollout_batch
 from rftune.types import RolloutBatch, Sample
@@ -37,7 +42,7 @@ class VllmSampler:
         if device.type != "cuda":
             raise ConfigError("generation.backend=vllm needs the model on a CUDA GPU; use generation.backend=auto here")
 
-    def __init__(self, model_path: str, dtype: str, model):
+    def __init__(self, model_path: str, dtype: str, model, constraint=None):
         if not torch.cuda.is_available():
             raise ConfigError("generation.backend=vllm needs a CUDA GPU; use generation.backend=auto on this machine")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -45,8 +50,9 @@ class VllmSampler:
             from vllm import LLM
         except ImportError as exc:
             raise ConfigError("generation.backend=vllm needs vLLM: pip install 'rftune[vllm]'") from exc
+        self.engine_options, self.request_options = guided_decoding(constraint) if constraint else ({}, {})
         self.llm = LLM(model=model_path, dtype=dtype, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-                       enable_prefix_caching=True)
+                       enable_prefix_caching=True, **self.engine_options)
         self.sync_weights(model)
 
     def sync_weights(self, model) -> None:
@@ -63,7 +69,7 @@ class VllmSampler:
         eos_ids = eos_token_ids(tokenizer, model)
         sampling = VllmParams(n=params.num_generations, temperature=params.temperature, top_p=params.top_p,
                               top_k=params.top_k or -1, max_tokens=params.max_new_tokens, stop_token_ids=eos_ids,
-                              seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+                              seed=int(torch.randint(0, 2**31 - 1, ()).item()), **self.request_options)
         requests = [{"prompt_token_ids": ids[mask.bool()].tolist()} for ids, mask in zip(prompt_ids, prompt_mask)]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         rows = [list(c.token_ids) for out in outputs for c in out.outputs]  # grouped by prompt
@@ -74,6 +80,20 @@ class VllmSampler:
         g = params.num_generations
         return rollout_batch(tokenizer, samples, prompt_ids.repeat_interleave(g, 0),
                              prompt_mask.repeat_interleave(g, 0), completion_ids, eos_ids, g, params.max_new_tokens)
+
+
+def guided_decoding(constraint) -> tuple[dict, dict]:
+    """(engine keyword arguments, sampling keyword arguments) that make vLLM decode under `constraint` with its
+    llguidance backend: ``structured_outputs`` in vLLM >= 0.10.2, ``guided_decoding`` before."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding_backend": "guidance"}, {
+            "guided_decoding": GuidedDecodingParams(grammar=vllm_grammar(constraint), backend="guidance")}
+    return {"structured_outputs_config": {"backend": "guidance"}}, {
+        "structured_outputs": StructuredOutputsParams(grammar=vllm_grammar(constraint))}
 
 
 def merged_state(model):

@@ -134,9 +134,9 @@ def barrier(world: World) -> None:
 
 def combine_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     """One step's metrics from every rank's: minima and maxima of ``*/min`` and ``*/max``, sums of counters
-    (``judge/*``, ``sandbox/*``, ``*/errors``) and of ``loss`` (each rank's is its share of the batch loss), the
-    slowest rank's times (``time/*``), and the mean of the rest (every rank holds the same number of rows, so the
-    mean of rank means is the batch mean)."""
+    (``judge/*``, ``sandbox/*``, ``constraint/*``, ``*/errors``) and of ``loss`` (each rank's is its share of the
+    batch loss), the slowest rank's times (``time/*``), and the mean of the rest (every rank holds the same number
+    of rows, so the mean of rank means is the batch mean)."""
     if len(per_rank) == 1:
         return per_rank[0]
     combined: dict[str, Any] = {}
@@ -149,8 +149,8 @@ def combine_metrics(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
             combined[key] = min(values)
         elif key.endswith("/max") or key.startswith("time/"):
             combined[key] = max(values)
-        elif key == "loss" or key.startswith(("judge/", "sandbox/")) or key.endswith("/errors"):  # counters; a
-            # rank's loss is its share of the batch loss
+        elif key == "loss" or key.startswith(("judge/", "sandbox/", "constraint/")) or key.endswith("/errors"):
+            # counters; a rank's loss is its share of the batch loss
             combined[key] = sum(values)
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             combined[key] = sum(values) / len(values)

@@ -86,6 +86,7 @@ class EvalRequest:
     bootstrap: int  # eval.bootstrap: resamples of the 95% intervals
     dtype: str  # model.dtype
     device: Any  # the torch device
+    config: Any = None  # the run's Config: its generation.constraint applies to every player's model
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ def evaluate_games(request):
     report = evaluate_models(request.players, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled,
                              params=params, batch_size=request.batch_size,
                              seed=request.seed, dtype=request.dtype, device=request.device,
-                             resamples=request.bootstrap)
+                             resamples=request.bootstrap, config=request.config)
     rows = {row["player"]: row for row in report["rows"]}
     return EvalOutcome(report, report_table(report), rows, sampled)
 

@@ -2,7 +2,10 @@
 
 log pi(o_t | q, o_<t) is read from the logits at the position *before* each token (the one-position shift),
 divided by the sampling temperature so that it is the log-probability of the distribution that was sampled.
-Position ids follow the attention mask (left padding does not shift positions), as in generation.
+Position ids follow the attention mask (left padding does not shift positions), as in generation. Under a
+generation constraint the distribution is the constrained one: ``allowed`` holds the token mask that was in force
+at each position (`rftune.constraints.Constraint.replay`), and forbidden tokens get probability 0 before the
+softmax, so log-probs, ratios, KL and entropy are those of what was sampled.
 
 What the forward pass skips — each skip leaves the values unchanged, up to float rounding:
 - **Padding columns.** Prompt columns that are padding in every row, and completion columns after the longest
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from rftune.constraints import unpack_bits
 from rftune.runtime.sharding import is_sharded
 
 PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(final hidden state), nothing else
@@ -39,10 +43,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                         attention_mask: torch.Tensor, temperature: float = 1.0,
-                        with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        with_entropy: bool = False,
+                        allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """logprobs [R, Tc] of `completion_ids` given the prompts, and (optionally, no grad) entropy [R, Tc].
 
-    Positions where ``attention_mask`` is 0 get log-prob (and entropy) 0.
+    Positions where ``attention_mask`` is 0 get log-prob (and entropy) 0. ``allowed``: the constraint's token
+    masks as bit words [R, Tc, W] (None: unconstrained).
     """
     rows, width = completion_ids.shape
     keep_c = _last_true(attention_mask.any(0)) + 1  # completion columns up to the longest completion
@@ -53,7 +59,7 @@ def completion_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     device = completion_ids.device
     logprobs = torch.zeros(rows, width, dtype=torch.float32, device=device)
     entropy = torch.zeros(rows, width, dtype=torch.float32, device=device) if with_entropy else None
-    out = (temperature, logprobs, entropy)
+    out = (temperature, logprobs, entropy, allowed)
     if keep_c > 0 and unique.shape[0] < rows:
         _fill_shared_prefix(model, unique[:, :prompt_ids.shape[1]], unique[:, prompt_ids.shape[1]:], inverse,
                             completion_ids, prompt_mask, attention_mask, out)
@@ -87,13 +93,15 @@ def length_groups(lengths: list[int], overhead: int = GROUP_OVERHEAD_TOKENS) -> 
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool = False,
+                   allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log softmax(logits / temperature) at `targets`, and (optionally, no grad) the entropy; float32 [n] each.
 
     logits [n, V] in any float dtype (bf16 logits are widened to float32 a block of rows at a time, as the
-    values are computed, never as a whole [n, V] float32 copy).
+    values are computed, never as a whole [n, V] float32 copy). ``allowed`` [n, W]: bit words of the tokens a
+    constraint allowed at each row (`rftune.constraints.unpack_bits`); the others get probability 0.
     """
-    logprobs, entropy = _TokenLogProbs.apply(logits, targets, temperature, with_entropy)
+    logprobs, entropy = _TokenLogProbs.apply(logits, targets, temperature, with_entropy, allowed)
     return logprobs, entropy if with_entropy else None
 
 
@@ -103,11 +111,12 @@ class _TokenLogProbs(torch.autograd.Function):
     Unfused, the same values take a dozen passes over [n, V] float32 tensors in memory (widen, max, subtract,
     exp, sum, softmax for the entropy; exp, scatter, add and narrow again in the backward pass). Per block:
     z = logits / T, lse = logsumexp(z), log-prob = z[target] - lse, entropy = lse - sum(softmax(z) * z); the
-    gradient is d logits = g (onehot(target) - softmax(z)) / T, recomputed from the saved logits and lse.
+    gradient is d logits = g (onehot(target) - softmax(z)) / T, recomputed from the saved logits and lse. Under a
+    constraint, z is -inf at forbidden tokens (their softmax and gradient are 0).
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, temperature: float, with_entropy: bool):
+    def forward(ctx, logits, targets, temperature: float, with_entropy: bool, allowed=None):
         n = logits.shape[0]
         logprobs, lse = torch.empty(n, device=logits.device), torch.empty(n, device=logits.device)
         entropy = torch.empty(n if with_entropy else 0, device=logits.device)
@@ -116,21 +125,24 @@ class _TokenLogProbs(torch.autograd.Function):
             z = logits[rows].to(torch.float32, copy=True)  # never a view of the (saved) logits
             if temperature != 1.0:
                 z.div_(temperature)
+            if allowed is not None:
+                z.masked_fill_(~unpack_bits(allowed[rows], z.shape[1]), -torch.inf)
             top = z.amax(-1, keepdim=True)  # [r, 1]
             weights = (z - top).exp_()  # [r, V] unnormalised probabilities
             total = weights.sum(-1)  # [r]
             lse[rows] = top.squeeze(1) + total.log()
             logprobs[rows] = z.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
-            if with_entropy:  # lse - E_p[z]
-                entropy[rows] = lse[rows] - torch.linalg.vecdot(weights, z) / total
-        ctx.save_for_backward(logits, targets, lse)
+            if with_entropy:  # lse - E_p[z] (forbidden tokens have p = 0: their -inf must not reach the sum)
+                finite = z if allowed is None else z.masked_fill(z == -torch.inf, 0.0)
+                entropy[rows] = lse[rows] - torch.linalg.vecdot(weights, finite) / total
+        ctx.save_for_backward(logits, targets, lse, allowed)
         ctx.temperature = temperature
         ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
     @staticmethod
     def backward(ctx, grad_logprobs, _grad_entropy):
-        logits, targets, lse = ctx.saved_tensors
+        logits, targets, lse, allowed = ctx.saved_tensors
         grad = torch.empty_like(logits)
         scale = grad_logprobs / ctx.temperature  # [n]
         for start in range(0, logits.shape[0], ROWS_PER_BLOCK):
@@ -138,10 +150,12 @@ class _TokenLogProbs(torch.autograd.Function):
             z = logits[rows].to(torch.float32, copy=True)  # never a view of the (saved) logits
             if ctx.temperature != 1.0:
                 z.div_(ctx.temperature)
+            if allowed is not None:
+                z.masked_fill_(~unpack_bits(allowed[rows], z.shape[1]), -torch.inf)
             block = z.sub_(lse[rows, None]).exp_().mul_(-scale[rows, None])  # -g p / T
             block.scatter_add_(1, targets[rows, None], scale[rows, None])  # + g / T at the target
             grad[rows] = block
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _first_true(flags: torch.Tensor) -> int:
@@ -212,32 +226,36 @@ def final_states(model, input_ids, attention_mask, position_ids, cache, keep: in
 def _fill_positions(model, states, ids, mask, out, offset: int, rows: torch.Tensor | None = None) -> None:
     """states [r, T, *] predict ids [r, T]; positions with mask are projected and written at column + offset.
 
-    ``out`` is (temperature, logprobs [R, Tc], entropy [R, Tc] or None); ``rows`` [r] are the rows of those
-    tensors that the states belong to (all rows, in order, when None).
+    ``out`` is (temperature, logprobs [R, Tc], entropy [R, Tc] or None, allowed [R, Tc, W] or None); ``rows`` [r]
+    are the rows of those tensors that the states belong to (all rows, in order, when None).
     """
-    temperature, logprobs, entropy = out
+    temperature, logprobs, entropy, allowed = out
     where = mask.nonzero()  # [N, 2]
     if not where.numel():
         return
-    values, entropies = selected_logprobs(model, states[mask], ids[mask], temperature, entropy is not None)
     target_rows = where[:, 0] if rows is None else rows[where[:, 0]]
     cols = where[:, 1] + offset
+    words = allowed[target_rows, cols] if allowed is not None else None  # [N, W]
+    values, entropies = selected_logprobs(model, states[mask], ids[mask], temperature, entropy is not None, words)
     logprobs.index_put_((target_rows, cols), values)
     if entropy is not None:
         entropy.index_put_((target_rows, cols), entropies)
 
 
 def selected_logprobs(model, states: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      with_entropy: bool = False,
+                      allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(target) [N] (and entropy [N] or None) of N selected positions, from their `final_states` [N, *]:
-    hidden states are projected to the vocabulary a chunk at a time, logits are used as they are."""
+    hidden states are projected to the vocabulary a chunk at a time, logits are used as they are. ``allowed``:
+    the constraint's masks of the positions as bit words [N, W], or None."""
     head = _inner(model).get_output_embeddings() if _plain_head(model) else None
     values, entropies = [], []
     for start in range(0, states.shape[0], TOKENS_PER_CHUNK):
         chunk = states[start:start + TOKENS_PER_CHUNK]
         logits = head(chunk) if head is not None else chunk  # [n, V], in the matmul's dtype
+        words = allowed[start:start + TOKENS_PER_CHUNK] if allowed is not None else None
         value, chunk_entropy = token_logprobs(logits, targets[start:start + TOKENS_PER_CHUNK], temperature,
-                                              with_entropy=with_entropy)
+                                              with_entropy=with_entropy, allowed=words)
         values.append(value)
         entropies.append(chunk_entropy)
     return torch.cat(values), torch.cat(entropies) if with_entropy else None

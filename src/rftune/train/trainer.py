@@ -41,6 +41,7 @@ from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
 from rftune.train import checkpoint
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
 from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+from rftune.constraints import compile_constraint
 from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world,
                                         launched_world, max_int, process_device, sum_, sum_gradients)
 from rftune.runtime.counters import add_counts
@@ -52,8 +53,8 @@ from rftune.rewards import (RewardFunction, RewardLogs, TrainerState, as_reward_
 from rftune.rewards.availability import UnavailableSteps, unavailable_reasons
 from rftune.rewards.resources import RewardResources
 from rftune.rollout.episodes import env_rollout
-from rftune.rollout.generation import (BACKENDS, SamplingParams, fit_prompts, in_process_backend, resolve_backend,
-                                       sample_completions)
+from rftune.rollout.generation import (BACKENDS, SamplingParams, eos_token_ids, fit_prompts, in_process_backend,
+                                       resolve_backend, sample_completions)
 from rftune.runtime.run_lock import RunLock, stale_note
 from rftune.runtime.sharding import full_tensor, model_state, optimizer_state, shard
 from rftune.train.logprobs import completion_logprobs
@@ -115,6 +116,8 @@ class GRPOTrainer:
         self.model, self.ref_model = self._build_models(model)
         self._check_prompts()
         self.backend = resolve_backend(config.generation.backend, self.model, self.cpu_kernels)
+        self.constraint = compile_constraint(config.generation.constraint, self.tokenizer,
+                                             eos_token_ids(self.tokenizer, self.model), config.base_dir)
         self._say(run_summary(self.device, config.train.bf16, self.backend if rollout_fn is None else "custom",
                               config.model.dtype) + self._speed_layer_summary(rollout_fn is None))
         if self.fsdp:
@@ -248,7 +251,8 @@ class GRPOTrainer:
             return functools.partial(env_rollout, make_env=self.task.make_env), None
         backend = BACKENDS[self.backend]
         if not backend.in_process:
-            sampler = backend(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype, self.model)
+            sampler = backend(resolve_model_path(self.config.model.name_or_path), self.config.model.dtype, self.model,
+                              self.constraint)
             return sampler, sampler.sync_weights
         return sample_completions, None
 
@@ -421,7 +425,7 @@ class GRPOTrainer:
         seeds = tuple(self.config.train.seed * 1_000_003 + position for position in positions)
         params = SamplingParams(gen.num_generations, gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k,
                                 bf16=self.bf16, backend=in_process_backend(self.backend, self.cpu_kernels),
-                                seeds=seeds)
+                                seeds=seeds, constraint=self.constraint)
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
@@ -490,15 +494,22 @@ class GRPOTrainer:
                            max_completion_length=max_int(rollout.completion_budget or cfg.generation.max_new_tokens,
                                                          world))
         t0 = time.perf_counter()
-        ref_logprobs = [self._reference_logprobs(rollout, rows) for rows in chunks] if alg.beta > 0 else None
-        collected: list[dict[str, float]] = [{"time/reference": time.perf_counter() - t0}]
+        # the constrained policy is the policy: every pass scores under the masks the sampler was under
+        allowed = self.constraint.replay(rollout.completion_ids, rollout.completion_mask) \
+            if self.constraint is not None else None  # [B, Tc, W] bit words
+        t1 = time.perf_counter()
+        ref_logprobs = [self._reference_logprobs(rollout, rows, allowed) for rows in chunks] if alg.beta > 0 else None
+        collected: list[dict[str, float]] = [{"time/reference": time.perf_counter() - t1}]
+        if allowed is not None:
+            collected.append({"time/constraint_replay": t1 - t0})
         old_logprobs: list[torch.Tensor] = []
         for iteration in range(alg.num_iterations):
             for index, rows in enumerate(chunks):
                 with self._autocast():
                     logprobs, entropy = completion_logprobs(
                         self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.completion_ids[rows],
-                        rollout.attention_mask[rows], cfg.generation.temperature, with_entropy=iteration == 0)
+                        rollout.attention_mask[rows], cfg.generation.temperature, with_entropy=iteration == 0,
+                        allowed=allowed[rows] if allowed is not None else None)
                 if iteration == 0:
                     old_logprobs.append(logprobs.detach())
                 loss, metrics = policy_loss(
@@ -517,13 +528,15 @@ class GRPOTrainer:
         summary["loss"] = summary.get("loss", 0.0) * len(chunks)  # micro-batch losses add up to the batch loss
         return summary
 
-    def _reference_logprobs(self, rollout: RolloutBatch, rows: torch.Tensor) -> torch.Tensor:
+    def _reference_logprobs(self, rollout: RolloutBatch, rows: torch.Tensor,
+                            allowed: torch.Tensor | None) -> torch.Tensor:
         context = self.model.disable_adapter() if self.ref_model is None else contextlib.nullcontext()
         model = self.model if self.ref_model is None else self.ref_model
         with torch.no_grad(), context, self._autocast():
             logprobs, _ = completion_logprobs(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
                                               rollout.completion_ids[rows], rollout.attention_mask[rows],
-                                              self.config.generation.temperature)
+                                              self.config.generation.temperature,
+                                              allowed=allowed[rows] if allowed is not None else None)
         return logprobs
 
     def _optimizer_step(self) -> float:
@@ -553,6 +566,8 @@ class GRPOTrainer:
                    "completion_len/mean": lengths.mean().item(), "completion_len/min": lengths.min().item(),
                    "completion_len/max": lengths.max().item(),
                    "truncated_frac": rollout.truncated.float().mean().item()}
+        if rollout.dead_ends is not None:  # completions the constraint left without an allowed token
+            metrics["constraint/dead_ends"] = int(rollout.dead_ends.sum())
         for k, rf in enumerate(self.reward_functions):
             column = scored.rewards_per_func[:, k]
             valid = column[~torch.isnan(column)]
@@ -602,7 +617,7 @@ class GRPOTrainer:
             self._eval_setup = Setup(held_out_rows(self.task, config), self.reward_functions,
                                      config.eval.correct_reward or self.task.correct_reward, config.rewards.timeout)
         params = replace(sampling_params(config, self.device), bf16=self.bf16,
-                         backend=in_process_backend(self.backend, self.cpu_kernels))
+                         backend=in_process_backend(self.backend, self.cpu_kernels), constraint=self.constraint)
         self.model.eval()
         try:
             scored = score_player(self.model, self.tokenizer, self._eval_setup, params, config.eval,

@@ -7,7 +7,8 @@ settings apply, seeded). The games' secrets are the held-out test secrets of `rf
 training row uses. Each player gets a summary row (`rftune.envs.wordle.summarize_games`: solved, average guesses on
 solved games, invalid-guess and format-error rates, mean rewards per turn) and the share solved with its 95%
 bootstrap interval and paired difference against the first player; the report holds rows, intervals, secrets and
-every game's turns.
+every game's turns. Under a ``generation.constraint`` (``config``) every model decodes under it, and the report
+names it (``constraint``); the reference players are not language models and play as they always do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rftune.envs.wordle import (GameRecord, InfoGainSolver, RandomPlayer, format
 from rftune.envs.wordle.evaluate import TurnRecord
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
+from rftune.rollout.constrained import constrained, constraint_description
 from rftune.rollout.generation import SamplingParams, generate_replies
 from rftune.evaluation.stats import estimate, paired_difference
 
@@ -83,22 +85,26 @@ def model_generator(model, tokenizer, max_new_tokens: int, sampled: bool = False
 def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Sequence[str], *, max_new_tokens: int,
                     sampled: bool = False, params: SamplingParams | None = None, batch_size: int = 64,
                     seed: int = 0, dtype: str = "float32", reference_players: bool = True,
-                    progress: bool = True, device: torch.device | str = "cpu", resamples: int = 1000) -> dict:
+                    progress: bool = True, device: torch.device | str = "cpu", resamples: int = 1000,
+                    config=None) -> dict:
     """Play `secrets` with each model (name -> (model path, adapter or None), run on `device`) and the reference
-    players.
+    players. ``config``: the run's config, whose ``generation.constraint`` every model decodes under (None: none).
 
     Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]},
     "intervals": {player: {"solved": ..., "difference": ...}}}`` (see `solved_intervals`).
     """
     from rftune.model.loading import load_model_and_tokenizer
 
-    report = {"secrets": [s.upper() for s in secrets], "sampled": sampled, "rows": [], "games": {}}
+    report = {"secrets": [s.upper() for s in secrets], "sampled": sampled, "rows": [], "games": {},
+              "constraint": constraint_description(config) if config is not None else None}
+    params = params or SamplingParams(num_generations=1, max_new_tokens=max_new_tokens)
     for name, (model_path, adapter) in model_specs.items():
         _say(progress, f"eval: playing {len(secrets)} games with {name} ...")
         model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, adapter=adapter)
         model.to(device)
         torch.manual_seed(seed)
-        generate = model_generator(model, tokenizer, max_new_tokens, sampled, params, batch_size)
+        model_params = constrained(params, config, model, tokenizer) if config is not None else params
+        generate = model_generator(model, tokenizer, max_new_tokens, sampled, model_params, batch_size)
         _add(report, name, play_games_batched(
             generate, secrets, on_turn=lambda turn, active: _say(progress, f"  turn {turn}: {active} games left")))
         del model
@@ -130,6 +136,8 @@ def report_table(report: dict) -> str:
     """The game table, then each player's solved share with its interval and its difference to the first."""
     lines = [format_table(report["rows"]), "", "solved share, 95% bootstrap interval (difference: paired, against "
              f"{report['rows'][0]['player']}):"]
+    if report.get("constraint"):
+        lines.insert(0, f"every model constrained to {report['constraint']}")
     for name, figures in report.get("intervals", {}).items():
         solved, difference = figures["solved"], figures["difference"]
         line = f"  {name}: {solved['mean']:.3f} [{solved['low']:.3f}, {solved['high']:.3f}]"
