@@ -129,11 +129,17 @@ def test_no_constraint_by_default():
     (["generation.constraint.case=upper", "generation.constraint.regex=a"], "case"),
     (["generation.constraint.choices_file=no-such-file.txt"], "file not found"),
     (["generation.constraint.choices=[]"], "non-empty"),
-    (["generation.constraint.choices=[yes, no]"], "quote the text"),
 ])
 def test_unparsable_constraints_fail_at_load(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_choices_that_yaml_would_read_as_booleans_stay_the_words_written(tmp_path):
+    base = tmp_path / "c.yaml"
+    base.write_text("generation:\n  constraint:\n    choices: [yes, no, off]\n")
+    assert load_config(base).generation.constraint.choices == ["yes", "no", "off"]
+    assert load_config(base, ["generation.constraint.choices=[on, no]"]).generation.constraint.choices == ["on", "no"]
 
 
 @pytest.mark.parametrize("spec", [ConstraintConfig(regex="é+"), ConstraintConfig(choices=["café", "tea"])])
@@ -406,6 +412,16 @@ def test_serve_guided_extensions(served, extra, check):
     reply = served.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}], max_tokens=24,
                                            temperature=1, seed=1, n=2, extra_body=extra)
     assert all(check(choice.message.content) for choice in reply.choices), reply.choices
+
+
+def test_serve_streams_a_constrained_reply_chunk_by_chunk(served):
+    stream = served.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}],
+                                            max_tokens=24, temperature=1, seed=2, stream=True,
+                                            extra_body={"guided_choice": ["red", "green", "blue"]})
+    chunks = list(stream)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text in {"red", "green", "blue"}
+    assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 @pytest.mark.parametrize("extra, message", [
