@@ -61,11 +61,11 @@ def run_trl(config, start: str | None, out: Path) -> str:
     from peft import LoraConfig, PeftModel
     from trl import GRPOConfig, GRPOTrainer
 
-    from rftune.tasks.data import PromptStream
-    from rftune.runtime.device import bf16_enabled
     from rftune.model.loading import load_model, load_tokenizer
     from rftune.rewards import reward_functions, score_completions, weighted_total
+    from rftune.runtime.device import bf16_enabled
     from rftune.tasks import task_from_config
+    from rftune.tasks.data import PromptStream
 
     cfg, gen, alg = config.train, config.generation, config.algorithm
     torch.set_num_threads(cfg.threads or torch.get_num_threads())

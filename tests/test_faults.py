@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from rftune import checkpoint
-from rftune.runtime.atomic_io import MANIFEST_NAME, verify_folder
 from rftune.cli import main
+from rftune.runtime.atomic_io import MANIFEST_NAME, verify_folder
 from rftune.runtime.tracking import read_jsonl
 
 REWARDS = '''
@@ -319,8 +319,8 @@ def test_prompts_longer_than_the_context_are_named_truncated_or_dropped_by_polic
 
 
 def test_truncation_keeps_the_instructions_and_the_end_of_the_last_message(tiny_model_dir):
-    from rftune.rollout.generation import prompt_lengths, truncate_prompt
     from rftune.model.loading import load_tokenizer
+    from rftune.rollout.generation import prompt_lengths, truncate_prompt
 
     tokenizer = load_tokenizer(tiny_model_dir)
     text = "é" * 50 + "a" * 50 + " question?"  # é is not in the tiny vocabulary: the text kept is the original's

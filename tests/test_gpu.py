@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.rollout.generation import SamplingParams, encode_prompts, generate_ids, sample_completions
 from rftune.model.loading import load_model_and_tokenizer
+from rftune.rollout.generation import SamplingParams, encode_prompts, generate_ids, sample_completions
 from rftune.testing import FirstRowsStream
 from rftune.types import Sample
 

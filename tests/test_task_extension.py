@@ -8,9 +8,9 @@ import pytest
 
 from rftune.config import load_config
 from rftune.errors import ConfigError
-from rftune.train.sft import sft_conversations, sft_data
 from rftune.tasks import DeferredSamples, Task, build_task
 from rftune.tasks.wordle import sft_training_rows
+from rftune.train.sft import sft_conversations, sft_data
 
 
 def write(tmp_path, text):

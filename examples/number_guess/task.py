@@ -18,9 +18,9 @@ import random
 from examples.number_guess.env import NumberGuessEnv, opening, reply_to
 from examples.number_guess.game import Range, answer, bisect_guess
 from rftune.config import RewardSpec
-from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
 from rftune.tasks import EvalOutcome, Task
+from rftune.tasks.data import samples_from_rows
 
 TASK_OPTIONS = {"high": 100, "max_turns": 7, "size": 200, "seed": 0}
 SFT_OPTIONS = {"num_games": 50}

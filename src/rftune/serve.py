@@ -36,11 +36,11 @@ import torch
 from rftune.constraints import ConstraintCompiler
 from rftune.errors import ConfigError
 from rftune.judges.local_judge import chat_prompt_ids, context_limit
+from rftune.model.loading import load_model_and_tokenizer
 from rftune.rollout.decoding import Delta, Finish, Sampling, decode_reply
 from rftune.rollout.generation import eos_token_ids
-from rftune.structured_requests import GUIDED, ConstraintRequestError, request_constraint
-from rftune.model.loading import load_model_and_tokenizer
 from rftune.runtime.device import resolve_device
+from rftune.structured_requests import GUIDED, ConstraintRequestError, request_constraint
 
 log = logging.getLogger("rftune.serve")
 

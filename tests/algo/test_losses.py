@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 
-from rftune.algo.losses import (AGGREGATORS, BatchNorms, clipped_surrogate, k3_kl, policy_loss, sequence_ratio,
-                                token_ratio)
+from rftune.algo.losses import (
+    AGGREGATORS,
+    BatchNorms,
+    clipped_surrogate,
+    k3_kl,
+    policy_loss,
+    sequence_ratio,
+    token_ratio,
+)
 
 LOG = math.log
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rftune.cpu.attention import NAME, matmul_attention, use_matmul_attention
-from rftune.train.logprobs import completion_logprobs
 from rftune.testing import tiny_lora_model
+from rftune.train.logprobs import completion_logprobs
 
 
 def _reference(query, key, value, allowed, scale):

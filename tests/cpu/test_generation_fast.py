@@ -8,8 +8,14 @@ import torch
 from rftune.algo import sampling
 from rftune.cpu import fast_decode
 from rftune.cpu.features import cpu_features
-from rftune.rollout.generation import SamplingParams, encode_prompts, generate_replies, resolve_backend, sample_completions
 from rftune.model.loading import load_model_and_tokenizer
+from rftune.rollout.generation import (
+    SamplingParams,
+    encode_prompts,
+    generate_replies,
+    resolve_backend,
+    sample_completions,
+)
 from rftune.testing import tiny_lora_model
 from rftune.types import Sample
 
@@ -155,8 +161,7 @@ def test_building_the_decoder_leaves_the_trained_model_unmerged(lora_model):
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 5, 1.0), (1.3, 0, 0.8),
                                                      (0.9, 7, 0.6)])
 def test_warpers_equal_transformers(temperature, top_k, top_p):
-    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
-                                                        TopPLogitsWarper)
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     torch.manual_seed(0)
     logits = torch.randn(4, 50)

@@ -5,8 +5,8 @@ import torch
 
 from rftune.cpu import store_frozen_linears_in
 from rftune.cpu.lora_fused import fuse_lora_layers
-from rftune.train.logprobs import completion_logprobs
 from rftune.testing import tiny_lora_model
+from rftune.train.logprobs import completion_logprobs
 
 
 def _batch(tokenizer):

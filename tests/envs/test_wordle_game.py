@@ -1,10 +1,19 @@
 """Wordle rules: feedback (hand cases and properties), text forms, guess extraction, one game's state."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rftune.envs.wordle.game import (WordleGame, extract_guess, feedback, has_required_format, history_records,
-                                     parse_feedback, parse_history, render_feedback)
+from rftune.envs.wordle.game import (
+    WordleGame,
+    extract_guess,
+    feedback,
+    has_required_format,
+    history_records,
+    parse_feedback,
+    parse_history,
+    render_feedback,
+)
 
 words = st.text(alphabet="abcdeor", min_size=5, max_size=5)  # small alphabet: many repeated letters
 

@@ -4,11 +4,19 @@ import math
 import random
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rftune.envs.wordle.game import feedback
-from rftune.envs.wordle.patterns import (SOLVED_CODE, code_of, consistent_words, expected_information,
-                                         partition_sizes, pattern_codes, symbols_of)
+from rftune.envs.wordle.patterns import (
+    SOLVED_CODE,
+    code_of,
+    consistent_words,
+    expected_information,
+    partition_sizes,
+    pattern_codes,
+    symbols_of,
+)
 from rftune.envs.wordle.words import WordList, allowed_words, encode
 
 words = st.text(alphabet="abeors", min_size=5, max_size=5)

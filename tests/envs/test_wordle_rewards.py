@@ -5,8 +5,13 @@ import math
 import pytest
 
 from rftune.envs.wordle.env import WordleEnv
-from rftune.envs.wordle.rewards import (wordle_feedback, wordle_format, wordle_guess_value,
-                                        wordle_partial_credit, wordle_win)
+from rftune.envs.wordle.rewards import (
+    wordle_feedback,
+    wordle_format,
+    wordle_guess_value,
+    wordle_partial_credit,
+    wordle_win,
+)
 from rftune.rewards.base import as_reward_function, score_completions
 from rftune.rewards.registry import builtin_rewards
 

@@ -9,10 +9,10 @@ import yaml
 from rftune.cli import main
 from rftune.config import config_from_dict
 from rftune.errors import ConfigError
-from rftune.tasks.heldout import content_hash
 from rftune.evaluation.stats import pass_at_k
 from rftune.tasks import task_from_config
 from rftune.tasks.arithmetic import problem_key
+from rftune.tasks.heldout import content_hash
 
 REWARDS = '''
 def first_char_odd(prompt, completion, example):

@@ -9,8 +9,15 @@ from rftune.errors import ConfigError
 from rftune.judges.cache import CachedJudge, JudgeCache
 from rftune.rewards import as_reward_function, resolve_reward, score_completions
 from rftune.rewards.builtin import length_penalty
-from rftune.rewards.judge import (DraftQuestion, answer_messages, judge_score, make_quizzes, parse_quiz, quiz,
-                                  shuffle_options)
+from rftune.rewards.judge import (
+    DraftQuestion,
+    answer_messages,
+    judge_score,
+    make_quizzes,
+    parse_quiz,
+    quiz,
+    shuffle_options,
+)
 from rftune.rewards.text import copy_penalty
 
 TEXT = re.compile(r"<text>\n(.*)\n</text>", re.DOTALL)

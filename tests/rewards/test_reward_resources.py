@@ -2,13 +2,13 @@
 and `score_batch` returns the counts they made with the rewards (no counter is shared through a global)."""
 
 from rftune import sandbox
-from rftune.runtime.counters import Counters, add_counts, counters_of
 from rftune.judges import make_judge
 from rftune.rewards import as_reward_function, score_batch
 from rftune.rewards.builtin import exact_answer
 from rftune.rewards.code import code_passes, code_tests
 from rftune.rewards.judge import judge_score, quiz
 from rftune.rewards.resources import RewardResources
+from rftune.runtime.counters import Counters, add_counts, counters_of
 
 SPEC = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
 ADD = "```python\ndef add(a, b):\n    return a + b\n```"

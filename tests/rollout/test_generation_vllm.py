@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rftune.errors import ConfigError
-from rftune.rollout.vllm_backend import VllmSampler, merged_state
 from rftune.model.loading import apply_lora, load_model_and_tokenizer
+from rftune.rollout.vllm_backend import VllmSampler, merged_state
 
 
 def test_the_default_path_never_imports_vllm():

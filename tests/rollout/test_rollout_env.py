@@ -7,9 +7,9 @@ import torch
 
 from rftune.config import config_from_dict
 from rftune.envs.base import StepResult
-from rftune.rollout.generation import SamplingParams
 from rftune.model.loading import load_tokenizer
 from rftune.rollout.episodes import env_rollout
+from rftune.rollout.generation import SamplingParams
 from rftune.types import Sample
 
 

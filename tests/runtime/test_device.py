@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.train.checkpoint import restore_rng_states, rng_states
 from rftune.config import load_config
-from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device
 from rftune.errors import ConfigError
-from rftune.rollout.generation import in_process_backend, resolve_backend
 from rftune.model.loading import load_model_and_tokenizer
+from rftune.rollout.generation import in_process_backend, resolve_backend
+from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device
 from rftune.testing import FirstRowsStream
+from rftune.train.checkpoint import restore_rng_states, rng_states
 from rftune.types import RolloutBatch
 
 PROMPTS = [{"prompt": f"Say {word}", "word": word} for word in ["cat", "dog", "owl", "bee"]]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rftune import GRPOTrainer, config_from_dict
-from rftune.runtime.distributed import combine_metrics
 from rftune.errors import ConfigError
+from rftune.runtime.distributed import combine_metrics
 from rftune.runtime.run_lock import RunLock
 
 ROOT = Path(__file__).resolve().parents[2]

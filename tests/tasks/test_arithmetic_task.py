@@ -6,8 +6,8 @@ import json
 
 from rftune.cli import main
 from rftune.config import config_from_dict
-from rftune.tasks import task_from_config
 from rftune.rewards.builtin import exact_answer
+from rftune.tasks import task_from_config
 from rftune.tasks.arithmetic import chain_of_thought_answer, problem_key, worked_answer
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rftune.tasks.data import PromptStream, load_dataset_file
 from rftune.errors import DataError
+from rftune.tasks.data import PromptStream, load_dataset_file
 
 
 def test_jsonl_text_and_message_prompts(tmp_path):

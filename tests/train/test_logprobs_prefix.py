@@ -5,8 +5,14 @@ import random
 import pytest
 import torch
 
-from rftune.train.logprobs import ROWS_PER_BLOCK, completion_logprobs, length_groups, position_ids_from_mask, token_logprobs
 from rftune.testing import tiny_lora_model
+from rftune.train.logprobs import (
+    ROWS_PER_BLOCK,
+    completion_logprobs,
+    length_groups,
+    position_ids_from_mask,
+    token_logprobs,
+)
 
 
 def plain_logprobs(model, prompt_ids, prompt_mask, completion_ids, attention_mask, temperature):

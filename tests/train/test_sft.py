@@ -6,11 +6,19 @@ import json
 import pytest
 import torch
 
+import rftune.train.sft as sft_module
 from rftune.config import config_from_dict
 from rftune.errors import DataError
 from rftune.model.loading import apply_lora, load_model, load_tokenizer
-import rftune.train.sft as sft_module
-from rftune.train.sft import IGNORE, collate, encode_conversation, load_chat_jsonl, sft_loss, train_sft, with_sft_adapter
+from rftune.train.sft import (
+    IGNORE,
+    collate,
+    encode_conversation,
+    load_chat_jsonl,
+    sft_loss,
+    train_sft,
+    with_sft_adapter,
+)
 
 CONVERSATION = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Yo!"}, {"role": "user", "content": "2+2?"},

@@ -42,8 +42,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftune.runtime.device import cpu_kernels_enabled, resolve_device, run_summary
     from rftune.rollout.generation import in_process_backend
+    from rftune.runtime.device import cpu_kernels_enabled, resolve_device, run_summary
     from rftune.tasks import task_from_config
 
     overrides = list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])

@@ -27,8 +27,8 @@ def _log_requests_to_stderr() -> None:
 
 
 def run(args) -> int:
-    from rftune.runtime.device import model_device
     from rftune.rollout.generation import resolve_backend
+    from rftune.runtime.device import model_device
     from rftune.serve import load_service, make_server
 
     _log_requests_to_stderr()

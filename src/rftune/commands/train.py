@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rftune.runtime.distributed import launched_world
     from rftune.repository.runs import begin_run, register_grpo, register_sft
+    from rftune.runtime.distributed import launched_world
     from rftune.train.trainer import GRPOTrainer
 
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
@@ -53,8 +53,8 @@ def _check_grpo_stage(config) -> None:
     """What the GRPO stage would refuse (device, task, reward functions), checked before SFT spends its minutes."""
     from pathlib import Path
 
-    from rftune.runtime.device import resolve_device
     from rftune.rewards import reward_functions
+    from rftune.runtime.device import resolve_device
     from rftune.tasks import task_from_config
 
     resolve_device(config.train.device)

@@ -33,15 +33,22 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune.runtime.atomic_io import write_text_atomic
 from rftune.config import Config
 from rftune.errors import ConfigError
-from rftune.rollout.constrained import constrained, constraint_description
-from rftune.rollout.generation import (SamplingParams, encode_prompts, eos_token_ids, fit_prompts, generate_ids,
-                                       in_process_backend, rollout_batch)
+from rftune.evaluation.stats import estimate, paired_difference, pass_at_k
 from rftune.rewards import reward_functions, score_completions, weighted_total
 from rftune.rewards.resources import RewardResources
-from rftune.evaluation.stats import estimate, paired_difference, pass_at_k
+from rftune.rollout.constrained import constrained, constraint_description
+from rftune.rollout.generation import (
+    SamplingParams,
+    encode_prompts,
+    eos_token_ids,
+    fit_prompts,
+    generate_ids,
+    in_process_backend,
+    rollout_batch,
+)
+from rftune.runtime.atomic_io import write_text_atomic
 from rftune.tasks import Task, task_from_config
 from rftune.types import RolloutBatch, Sample
 

@@ -23,8 +23,7 @@ from typing import Any, Sequence
 import yaml
 
 from rftune.errors import ConfigError, DataError
-from rftune.runtime.tracking import read_jsonl
-from rftune.runtime.tracking import extremes
+from rftune.runtime.tracking import extremes, read_jsonl
 
 CURVES = (  # (title, metric keys or a prefix ending in "/", y label)
     ("Reward (total)", ["reward/mean"], "reward"),

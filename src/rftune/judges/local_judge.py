@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-from rftune.runtime.device import resolve_device
 from rftune.errors import ConfigError
-from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
 from rftune.judges.base import Messages, judge_counters
 from rftune.model.loading import DEFAULT_MODEL, load_model_and_tokenizer
+from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
+from rftune.runtime.device import resolve_device
 
 log = logging.getLogger("rftune.judges")
 

@@ -20,10 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rftune.runtime.atomic_io import replace_dir
 from rftune.errors import RepositoryError
 from rftune.repository import base_model_name
 from rftune.repository.store import Repository, Version, check_name
+from rftune.runtime.atomic_io import replace_dir
 
 WEIGHT_FILES = (".safetensors", ".bin")  # what PEFT and transformers load weights from
 

@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rftune.runtime.atomic_io import write_text_atomic
-from rftune.runtime.jsonl import read_jsonl
 from rftune.config import Config, to_dict
 from rftune.repository import open_repository, resolve_for_loading
 from rftune.repository.store import (
@@ -37,6 +35,8 @@ from rftune.repository.store import (
     now,
     tree_hash,
 )
+from rftune.runtime.atomic_io import write_text_atomic
+from rftune.runtime.jsonl import read_jsonl
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 

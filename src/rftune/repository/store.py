@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from rftune.config import NAME_PATTERN
-from rftune.runtime.atomic_io import MANIFEST_NAME, file_sha256, replace_dir, storage_errors, write_bytes_atomic
 from rftune.errors import RepositoryError
-from rftune.runtime.atomic_io import replace_dir, write_bytes_atomic
+from rftune.runtime.atomic_io import MANIFEST_NAME, file_sha256, replace_dir, storage_errors, write_bytes_atomic
 
 _NAME = re.compile(rf"^{NAME_PATTERN}$")
 _REFERENCE = re.compile(rf"^(?P<name>{NAME_PATTERN})@(?P<selector>[^/\\@]*)$")

@@ -44,8 +44,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rftune.runtime.counters import Counters, add_counts
 from rftune.errors import RewardError
+from rftune.runtime.counters import Counters, add_counts
 
 PER_SAMPLE_PARAMS = ("prompt", "completion", "example")
 TRL_PARAMS = ("prompts", "completions", "completion_ids")

@@ -21,8 +21,8 @@ from typing import Any, Generator, Sequence
 
 import torch
 
-from rftune.runtime.device import model_device
 from rftune.rollout.generation import eos_token_ids
+from rftune.runtime.device import model_device
 
 REPLACEMENT = "\ufffd"  # what decoding shows for an incomplete UTF-8 sequence
 

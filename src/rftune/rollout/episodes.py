@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from rftune.runtime.device import model_device
 from rftune.rollout.generation import SamplingParams, eos_token_ids, generate_replies
+from rftune.runtime.device import model_device
 from rftune.types import RolloutBatch, Sample
 
 

@@ -41,9 +41,9 @@ from typing import Any, Callable
 
 import torch
 
+from rftune.algo.sampling import group_uniforms, sample_tokens
 from rftune.cpu import warn_not_in_force
 from rftune.cpu.architectures import model_type, supported_for
-from rftune.algo.sampling import group_uniforms, sample_tokens
 from rftune.cpu.fast_decode import build_decoder, decoder_supports, generate
 from rftune.errors import ConfigError, DataError
 from rftune.registry import Registry

@@ -15,8 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from rftune.runtime.atomic_io import storage_errors
 from rftune.errors import ConfigError
+from rftune.runtime.atomic_io import storage_errors
 
 LOCK_NAME = ".lock"
 

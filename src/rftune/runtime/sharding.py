@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from rftune.runtime.distributed import World
 from rftune.errors import ConfigError
+from rftune.runtime.distributed import World
 
 
 def is_sharded(model) -> bool:

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rftune.errors import ConfigError, DataError
-from rftune.runtime.atomic_io import storage_errors, write_bytes_atomic, write_text_atomic
+from rftune.errors import ConfigError
+from rftune.runtime.atomic_io import storage_errors, write_bytes_atomic
 from rftune.runtime.jsonl import jsonl_rows
 
 TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # name -> module that must import

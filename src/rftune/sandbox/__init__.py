@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from rftune.runtime.counters import Counters
 from rftune.errors import RftuneError
+from rftune.runtime.counters import Counters
 from rftune.sandbox import cgroup, syscalls
 
 HARNESS = Path(__file__).with_name("harness.py")

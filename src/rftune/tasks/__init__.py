@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rftune.config import RewardSpec
-from rftune.tasks.data import load_dataset_file
 from rftune.errors import ConfigError
+from rftune.tasks.data import load_dataset_file
 from rftune.tasks.heldout import prompt_key, split_by_content, without_keys
 from rftune.types import Sample
 

@@ -28,10 +28,10 @@ import random
 import re
 
 from rftune.config import RewardSpec
-from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
-from rftune.tasks.heldout import without_keys
 from rftune.tasks import Task, check_options
+from rftune.tasks.data import samples_from_rows
+from rftune.tasks.heldout import without_keys
 
 SYSTEM_PROMPT = (
     "You are a careful math assistant. Think briefly, then give the final answer as a number inside "

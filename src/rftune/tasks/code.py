@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from rftune.config import RewardSpec
-from rftune.tasks.data import load_dataset_file, samples_from_rows
 from rftune.errors import ConfigError, DataError
 from rftune.rewards.code import suite_for
 from rftune.sandbox import SandboxError
 from rftune.tasks import Task, check_options
+from rftune.tasks.data import load_dataset_file, samples_from_rows
 from rftune.types import Sample
 
 SYSTEM_PROMPT = ("You are a Python programmer. Answer with the complete function in one ```python code block and "

@@ -16,8 +16,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 

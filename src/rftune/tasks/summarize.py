@@ -19,11 +19,11 @@ from importlib import resources
 from pathlib import Path
 
 from rftune.config import RewardSpec
-from rftune.errors import ConfigError, DataError
-from rftune.tasks.data import samples_from_rows
+from rftune.errors import DataError
 from rftune.rewards.text import copy_fraction
 from rftune.runtime.jsonl import jsonl_rows
 from rftune.tasks import Task, check_options
+from rftune.tasks.data import samples_from_rows
 
 SYSTEM_PROMPT = "You write faithful, concise summaries."
 PROMPT = ("Summarize the following document as 3 to 6 short bullet points covering its main facts and decisions. "

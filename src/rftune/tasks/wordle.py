@@ -33,9 +33,9 @@ import functools
 import random
 
 from rftune.config import RewardSpec
-from rftune.tasks.data import samples_from_rows
 from rftune.errors import ConfigError
 from rftune.tasks import DeferredSamples, Task, check_options
+from rftune.tasks.data import samples_from_rows
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601

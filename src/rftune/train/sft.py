@@ -27,16 +27,15 @@ from pathlib import Path
 
 import torch
 
-from rftune.runtime.atomic_io import verify_folder, write_folder, write_text_atomic
-from rftune.tasks.data import ROLES
-from rftune.errors import ConfigError, DataError
-from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
 from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
-from rftune.train.logprobs import final_states, position_ids_from_mask, selected_logprobs
-from rftune.runtime.device import (autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device,
-                           run_summary)
+from rftune.cpu.fast_decode import MIN_SHARED_PREFIX, common_prefix_length
+from rftune.errors import ConfigError, DataError
+from rftune.runtime.atomic_io import verify_folder, write_folder, write_text_atomic
+from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, model_device, resolve_device, run_summary
 from rftune.runtime.jsonl import jsonl_rows
 from rftune.runtime.tracking import JsonlLog
+from rftune.tasks.data import ROLES
+from rftune.train.logprobs import final_states, position_ids_from_mask, selected_logprobs
 
 IGNORE = -100
 ADAPTER = "adapter"

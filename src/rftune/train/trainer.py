@@ -35,31 +35,56 @@ import torch
 from rftune.algo.advantages import compute_advantages, zero_std_groups
 from rftune.algo.losses import BatchNorms, policy_loss
 from rftune.config import Config, to_dict
-from rftune.errors import ConfigError, RewardError, StorageError
-from rftune.runtime.atomic_io import write_folder
-from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
-from rftune.train import checkpoint
-from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
-from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
 from rftune.constraints import compile_constraint
-from rftune.runtime.distributed import (barrier, combine_metrics, gather_objects, gather_rows, init_world,
-                                        launched_world, max_int, process_device, sum_, sum_gradients)
-from rftune.runtime.counters import add_counts
+from rftune.cpu import enable_training_kernels, parts_in_force, report_parts
+from rftune.errors import ConfigError, RewardError, StorageError
 from rftune.judges.base import JUDGE_KEYS
 from rftune.model.loading import apply_lora, load_model, load_tokenizer, resolve_model_path
 from rftune.repository.runs import begin_run, register_grpo, register_sft
-from rftune.rewards import (RewardFunction, RewardLogs, TrainerState, as_reward_function, reward_functions,
-                            score_batch, unique_names, weighted_total)
+from rftune.rewards import (
+    RewardFunction,
+    RewardLogs,
+    TrainerState,
+    as_reward_function,
+    reward_functions,
+    score_batch,
+    unique_names,
+    weighted_total,
+)
 from rftune.rewards.availability import UnavailableSteps, unavailable_reasons
 from rftune.rewards.resources import RewardResources
 from rftune.rollout.episodes import env_rollout
-from rftune.rollout.generation import (BACKENDS, SamplingParams, eos_token_ids, fit_prompts, in_process_backend,
-                                       resolve_backend, sample_completions)
+from rftune.rollout.generation import (
+    BACKENDS,
+    SamplingParams,
+    eos_token_ids,
+    fit_prompts,
+    in_process_backend,
+    resolve_backend,
+    sample_completions,
+)
+from rftune.runtime.atomic_io import write_folder
+from rftune.runtime.counters import add_counts
+from rftune.runtime.device import autocast, bf16_enabled, cpu_kernels_enabled, resolve_device, run_summary
+from rftune.runtime.distributed import (
+    barrier,
+    combine_metrics,
+    gather_objects,
+    gather_rows,
+    init_world,
+    launched_world,
+    max_int,
+    process_device,
+    sum_,
+    sum_gradients,
+)
 from rftune.runtime.run_lock import RunLock, stale_note
 from rftune.runtime.sharding import full_tensor, model_state, optimizer_state, shard
-from rftune.train.logprobs import completion_logprobs
-from rftune.tasks import Task, task_from_config
 from rftune.runtime.tracking import JsonlLog, Trackers, check_trackers, print_progress
+from rftune.tasks import Task, task_from_config
+from rftune.tasks.data import PromptStream, RankShard, samples_from_rows
+from rftune.train import checkpoint
+from rftune.train.logprobs import completion_logprobs
 from rftune.types import RolloutBatch, Sample, concat_batches
 
 
@@ -610,7 +635,7 @@ class GRPOTrainer:
         """Score the fixed held-out subset with the current policy (greedy, plus ``eval.num_samples`` samples) and
         log the means as ``eval/<metric>``, a metrics.jsonl record of the current step (see
         `rftune.evaluation.evaluate`)."""
-        from rftune.evaluation.evaluate import Setup, held_out_rows, score_player, sampling_params
+        from rftune.evaluation.evaluate import Setup, held_out_rows, sampling_params, score_player
 
         config = self.config
         if self._eval_setup is None:

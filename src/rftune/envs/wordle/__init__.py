@@ -9,8 +9,14 @@ Importing this package does not load the word lists; they are read on first use.
 
 from rftune.envs.wordle.datasets import history_rows, sft_traces, write_jsonl
 from rftune.envs.wordle.env import WordleEnv
-from rftune.envs.wordle.evaluate import (GameRecord, evaluate_players, format_table, play_game, seeded_secrets,
-                                         summarize_games)
+from rftune.envs.wordle.evaluate import (
+                                         GameRecord,
+                                         evaluate_players,
+                                         format_table,
+                                         play_game,
+                                         seeded_secrets,
+                                         summarize_games,
+)
 from rftune.envs.wordle.game import WordleGame, feedback, parse_feedback, parse_history, render_feedback
 from rftune.envs.wordle.players import ModelPlayer, Move, OpeningPlayer, Player, RandomPlayer
 from rftune.envs.wordle.prompts import SYSTEM_PROMPT, wordle_messages

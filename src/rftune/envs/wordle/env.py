@@ -22,8 +22,15 @@ from __future__ import annotations
 from typing import Sequence
 
 from rftune.envs.base import StepResult
-from rftune.envs.wordle.game import (MAX_GUESSES, WordleGame, extract_guess, feedback, history_records,
-                                     parse_history, render_feedback)
+from rftune.envs.wordle.game import (
+    MAX_GUESSES,
+    WordleGame,
+    extract_guess,
+    feedback,
+    history_records,
+    parse_history,
+    render_feedback,
+)
 from rftune.envs.wordle.prompts import invalid_guess_notice, user_turn, wordle_messages
 from rftune.envs.wordle.words import WordList, word_list
 

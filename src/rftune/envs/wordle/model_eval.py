@@ -18,14 +18,21 @@ from typing import Callable, Sequence
 
 import torch
 
-from rftune.envs.wordle import (GameRecord, InfoGainSolver, RandomPlayer, format_table, play_game, summarize_games,
-                                wordle_messages)
+from rftune.envs.wordle import (
+    GameRecord,
+    InfoGainSolver,
+    RandomPlayer,
+    format_table,
+    play_game,
+    summarize_games,
+    wordle_messages,
+)
 from rftune.envs.wordle.evaluate import TurnRecord
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
+from rftune.evaluation.stats import estimate, paired_difference
 from rftune.rollout.constrained import constrained, constraint_description
 from rftune.rollout.generation import SamplingParams, generate_replies
-from rftune.evaluation.stats import estimate, paired_difference
 
 GenerateBatch = Callable[[list[list[dict]]], list[str]]
 

@@ -40,8 +40,8 @@ def watch_model(args, secret: str) -> None:
     from rftune.envs.wordle.model_eval import model_generator, play_turn
     from rftune.envs.wordle.prompts import wordle_messages
     from rftune.envs.wordle.render import render_board
-    from rftune.rollout.generation import SamplingParams
     from rftune.model.loading import load_model_and_tokenizer
+    from rftune.rollout.generation import SamplingParams
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")

@@ -11,8 +11,16 @@ import random
 from typing import Callable, Sequence
 
 from rftune.envs.wordle.evaluate import GameRecord, TurnRecord
-from rftune.envs.wordle.game import (ABSENT, CORRECT, MAX_GUESSES, PRESENT, History, WordleGame, history_records,
-                                     render_feedback)
+from rftune.envs.wordle.game import (
+    ABSENT,
+    CORRECT,
+    MAX_GUESSES,
+    PRESENT,
+    History,
+    WordleGame,
+    history_records,
+    render_feedback,
+)
 from rftune.envs.wordle.words import WordList, answer_words, word_list
 
 _RESET = "\x1b[0m"

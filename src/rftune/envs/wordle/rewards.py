@@ -23,8 +23,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rftune.envs.wordle.game import (CORRECT, PRESENT, History, extract_guess, feedback, has_required_format,
-                                     parse_history)
+from rftune.envs.wordle.game import (
+    CORRECT,
+    PRESENT,
+    History,
+    extract_guess,
+    feedback,
+    has_required_format,
+    parse_history,
+)
 from rftune.envs.wordle.patterns import consistent_mask, expected_information
 from rftune.envs.wordle.words import WordList, encode, is_five_letters, normalize_word, word_list
 from rftune.rewards.registry import register_reward

@@ -23,8 +23,13 @@ from typing import Sequence
 import numpy as np
 
 from rftune.envs.wordle.game import ABSENT, CORRECT, History
-from rftune.envs.wordle.patterns import (consistent_mask, expected_information, information_from_sizes,
-                                         partition_sizes, pattern_codes)
+from rftune.envs.wordle.patterns import (
+    consistent_mask,
+    expected_information,
+    information_from_sizes,
+    partition_sizes,
+    pattern_codes,
+)
 from rftune.envs.wordle.players import Move, reply_text
 from rftune.envs.wordle.words import WordList, answer_words, word_list
 
