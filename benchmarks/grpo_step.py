@@ -7,8 +7,9 @@
     python benchmarks/grpo_step.py --device cuda --model smollm2-135m-random      # on a GPU (scripts/gpu_check.sh)
 
 Workload: SmolLM2-135M-Instruct (the embedded default; ``--model smollm2-135m-random`` or ``qwen2.5-1.5b-random``:
-a random-init model of that shape with the default model's tokenizer, for GPU machines without the weights), LoRA r=16 (alpha 32) on all linear layers, P prompts x G
-generations per step, at most 64 new tokens, temperature 1.0, loss grpo, the same arithmetic prompts in the same
+a random-init model of that shape with the default model's tokenizer, for GPU machines without the weights), LoRA
+r=16 (alpha 32) on all linear layers, P prompts x G generations per step, at most 64 new tokens, temperature 1.0,
+loss grpo, the same arithmetic prompts in the same
 order ("What is A + B? Answer with the number only."), the same reward (the last number equals A + B), the same
 seed, learning rate, Adam betas and clipping, 2 torch threads, the same loss (TRL's bias-corrected KL, its 1.16
 default, is switched off: rftune's loss is the plain k3 term; tests/algo/test_trl_parity.py shows the two losses
@@ -230,8 +231,9 @@ def trl_worker(args) -> None:
         raise SystemExit(f"--trl-grad-accum {args.trl_grad_accum} must divide the batch of {batch} completions")
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="grpo-bench-trl-"), per_device_train_batch_size=batch // args.trl_grad_accum,
-        gradient_accumulation_steps=args.trl_grad_accum, num_generations=args.num_generations, max_completion_length=args.max_new_tokens,
-        temperature=1.0, top_p=1.0, top_k=0, beta=args.beta, loss_type="grpo", use_bias_correction_kl=False, bf16=not args.fp32,
+        gradient_accumulation_steps=args.trl_grad_accum, num_generations=args.num_generations,
+        max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, beta=args.beta,
+        loss_type="grpo", use_bias_correction_kl=False, bf16=not args.fp32,
         gradient_checkpointing=False, use_cpu=args.device == "cpu", learning_rate=LEARNING_RATE,
         lr_scheduler_type="constant",
         max_grad_norm=1.0, seed=SEED, max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",

@@ -38,7 +38,8 @@ def main() -> None:
     totals = dict.fromkeys(paths, 0.0)
     print(f"{'width':>5} {'labelled':>8} " + " ".join(f"{name:>14}" for name in paths))
     for batch in batches:
-        seconds = {name: _time(model, loss, batch, device, bf16, args.repeats, autocast) for name, loss in paths.items()}
+        seconds = {name: _time(model, loss, batch, device, bf16, args.repeats, autocast)
+                   for name, loss in paths.items()}
         for name, value in seconds.items():
             totals[name] += value
         labelled = int((batch["labels"] != IGNORE).sum())

@@ -4,8 +4,9 @@ counts given through ``$RFTUNE_OVERRIDES`` (not by editing the commands).
 Commands run in README order in one scratch folder holding a copy of ``configs/``, with two exceptions: the Wordle
 section runs before the model-repository section (whose examples name the versions a Wordle run registers), and a
 command that starts a new run where an earlier example left one runs in a fresh folder (the torchrun example's
-holding the SFT stage the first example finished: the README says to run that stage in one process first). A command that cannot run
-here says why in `NOT_RUN` (a placeholder name or hardware this machine lacks); one whose documented outcome is a
+holding the SFT stage the first example finished: the README says to run that stage in one process first). A command
+that cannot run here says why in `NOT_RUN` (a placeholder name or hardware this machine lacks); one whose documented
+outcome is a
 refusal is in `REFUSED`. Slow: about two dozen processes, each loading the 135M model.
 """
 

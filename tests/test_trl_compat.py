@@ -35,7 +35,8 @@ trainer.train()
 
 
 def test_a_trl_script_runs_with_only_its_imports_changed(tiny_model_dir, tmp_path):
-    script = TRL_SCRIPT.replace("from trl import GRPOConfig, GRPOTrainer", "from rftune.trl import GRPOConfig, GRPOTrainer")
+    script = TRL_SCRIPT.replace("from trl import GRPOConfig, GRPOTrainer",
+                                "from rftune.trl import GRPOConfig, GRPOTrainer")
     assert script.count("\n") == TRL_SCRIPT.count("\n") and script != TRL_SCRIPT
     scope = {"OUTPUT_DIR": str(tmp_path / "run"), "MODEL": tiny_model_dir}
     exec(compile(script, "train_grpo.py", "exec"), scope)

@@ -119,7 +119,8 @@ class TrainConfig:
     log_completions: bool = True  # write completions.jsonl
     eval_steps: int = 0  # every N steps score the held-out subset (eval section), logged as eval/<metric>; 0 = off
     eval_before_train: bool = False  # also score it once before the first step (logged as step 0)
-    report_to: list[Literal["jsonl", "tensorboard", "wandb", "trackio"]] = field(default_factory=lambda: ["jsonl"])  # trackers
+    report_to: list[Literal["jsonl", "tensorboard", "wandb", "trackio"]] = field(
+        default_factory=lambda: ["jsonl"])  # trackers
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,8 @@ def build_dataclass(cls, raw: Any, where: str):
     for key in raw:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {_join(where, close[0])!r}?" if close else f"; known keys: {', '.join(sorted(fields))}"
+            hint = (f"; did you mean {_join(where, close[0])!r}?" if close
+                    else f"; known keys: {', '.join(sorted(fields))}")
             raise ConfigError(f"unknown config key {_join(where, key)!r}{hint}")
     values = {key: _convert(hints[key], value, _join(where, key)) for key, value in raw.items()}
     return cls(**values)

@@ -165,6 +165,7 @@ def test_course_weights_pay_for_not_guessing_and_the_recipe_weights_do_not():
 
     course = {"wordle_format": 1.0, "wordle_feedback": 1.0, "wordle_guess_value": 1.0}
     assert total(course, 0) > total(course, 1)  # 0.1 > 1.0 − 1.2 + value (NACRE's value is small): stop guessing
-    recipe = {spec.name: spec.weight for spec in load_config(Path(__file__).parents[2] / "configs" / "wordle.yaml").rewards.functions}
+    config = load_config(Path(__file__).parents[2] / "configs" / "wordle.yaml")
+    recipe = {spec.name: spec.weight for spec in config.rewards.functions}
     assert total(recipe, 1) > total(recipe, 0)  # every valid guess beats no guess
     assert recipe["wordle_format"] + recipe["wordle_feedback"] * -2.5 > 0.1  # even the worst valid guess

@@ -70,7 +70,8 @@ def test_batched_wrong_count_and_bad_values():
 
 def test_bool_and_numpy_values_are_numbers():
     import numpy as np
-    fn = as_reward_function(lambda prompt, completion, example: np.float32(0.5) if completion == "a" else True, name="b")
+    fn = as_reward_function(lambda prompt, completion, example: np.float32(0.5) if completion == "a" else True,
+                            name="b")
     values, _ = score_completions([fn], PROMPTS, COMPLETIONS, EXAMPLES)
     assert values[:, 0].tolist() == [0.5, 1.0, 1.0]
 
@@ -85,7 +86,8 @@ def test_kwargs_are_bound():
 def test_resolve_builtin_module_and_file(tmp_path):
     assert resolve_reward("exact_answer").__name__ == "exact_answer"
     assert resolve_reward("rftune.rewards.builtin:format_regex").__name__ == "format_regex"
-    (tmp_path / "mine.py").write_text("def shout(prompt, completion, example):\n    return float(completion.isupper())\n")
+    (tmp_path / "mine.py").write_text("def shout(prompt, completion, example):\n"
+                                      "    return float(completion.isupper())\n")
     assert resolve_reward("mine.py:shout", base_dir=tmp_path)("p", "HI", {}) == 1.0
     with pytest.raises(ConfigError, match="Did you mean .exact_answer."):
         resolve_reward("exact_answr")

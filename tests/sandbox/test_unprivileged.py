@@ -218,7 +218,8 @@ def test_the_battery_as_an_unprivileged_user(host_files, find_processes):
                 open({str(own / 'planted')!r}, "w").write("x")
             def root():
                 return sorted(os.listdir("/"))
-        """, ["secret()", "own()", "assert root() == ['bin', 'dev', 'lib', 'lib64', 'sandbox', 'sbin', 'usr'], root()"]),
+        """, ["secret()", "own()",
+              "assert root() == ['bin', 'dev', 'lib', 'lib64', 'sandbox', 'sbin', 'usr'], root()"]),
         "network": _job(f"""
             import socket
             def connect():

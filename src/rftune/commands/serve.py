@@ -12,7 +12,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
     parser.add_argument("--name", help="model name clients must send (default: the MODEL argument)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
 
 
 def _log_requests_to_stderr() -> None:

@@ -7,9 +7,10 @@ A judge turns chat messages into a reply: ``complete(messages) -> str | None`` a
 Every judge has a ``cache_identity``: a string naming the model and the sampling settings that shape its
 replies. The cache keys replies by it, so two judges with the same identity share cached replies.
 
-Every judge counts its work in its own `rftune.runtime.counters.Counters` (``judge.stats``, see `judge_counters`): prompts
-sent to a backend (``judge/calls``), extra attempts after a timeout or server error (``judge/retries``), prompts
-that ended without a reply (``judge/failures``), replies served from the cache (``judge/cache_hits``) and replies a
+Every judge counts its work in its own `rftune.runtime.counters.Counters` (``judge.stats``, see `judge_counters`):
+prompts sent to a backend (``judge/calls``), extra attempts after a timeout or server error (``judge/retries``),
+prompts that ended without a reply (``judge/failures``), replies served from the cache (``judge/cache_hits``) and
+replies a
 reward could not parse (``judge/parse_failures``). Scoring takes them with the rewards; the trainer logs a step's.
 """
 

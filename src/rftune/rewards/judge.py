@@ -222,7 +222,8 @@ def quiz(prompts: Sequence[Any], completions: Sequence[str], judge: Judge | dict
     documents = _column(columns, source_key, len(completions), "quiz", required=True)
     judge = resolve_judge(judge)
     quizzes = make_quizzes([doc for doc in documents if doc], judge, num_questions, max_rounds, seed)
-    return grade_answers(completion_texts(completions), [quizzes.get(doc, []) if doc else [] for doc in documents], judge)
+    questions = [quizzes.get(doc, []) if doc else [] for doc in documents]
+    return grade_answers(completion_texts(completions), questions, judge)
 
 
 @register_reward("judge_score")

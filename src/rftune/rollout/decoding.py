@@ -2,8 +2,8 @@
 generation, and each token's log-probability with its most likely alternatives.
 
 `decode_reply` yields `Delta`s (new text and the log-probabilities of the tokens behind it) and returns a `Finish`
-(why it ended, tokens generated). The stop rule is rftune's (`rftune.rollout.generation.eos_token_ids`: an EOS token ends a
-reply, kept in the token count but not in the text), plus the request's stop strings: generation stops at the
+(why it ended, tokens generated). The stop rule is rftune's (`rftune.rollout.generation.eos_token_ids`: an EOS token
+ends a reply, kept in the token count but not in the text), plus the request's stop strings: generation stops at the
 first token whose text completes one, and the reply's text ends before it. Text that could still become a stop
 string, or ends inside a multi-byte character, is held back until the next tokens decide.
 
@@ -67,7 +67,8 @@ def decode_reply(model, tokenizer, prompt: list[int], sampling: Sampling,
     sent = 0  # characters of the reply already yielded
     inputs, cache = torch.tensor([prompt], device=device), None
     ended_by_eos = False
-    guide, row = (sampling.constraint.guide(1), torch.zeros(1, dtype=torch.long)) if sampling.constraint else (None, None)
+    guide = sampling.constraint.guide(1) if sampling.constraint else None
+    row = torch.zeros(1, dtype=torch.long)  # the guide's one row
     for step in range(sampling.max_tokens):
         with torch.no_grad():
             output = model(input_ids=inputs, past_key_values=cache, use_cache=True)

@@ -30,7 +30,8 @@ from rftune.errors import ConfigError
 from rftune.runtime.atomic_io import storage_errors, write_bytes_atomic
 from rftune.runtime.jsonl import jsonl_rows
 
-TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # name -> module that must import
+# name -> the module that must import for it
+TRACKERS = {"jsonl": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 SHOWN_COMPLETIONS = 2  # best and worst completions of a step sent to the trackers, each
 
 

@@ -80,7 +80,7 @@ class EvalRequest:
 
     players: dict[str, tuple[str, str | None]]  # player name -> (model, adapter folder or None), in table order
     options: dict  # eval.kwargs, with the command line's --games (num_games) and --sampled (sampled) applied
-    params: Any  # `rftune.rollout.generation.SamplingParams` of evaluation (eval.max_new_tokens, the generation settings)
+    params: Any  # `rftune.rollout.generation.SamplingParams` of evaluation (eval.max_new_tokens, generation's)
     seed: int  # eval.seed: which held-out rows, and the sampling seeds
     batch_size: int  # eval.batch_size
     bootstrap: int  # eval.bootstrap: resamples of the 95% intervals

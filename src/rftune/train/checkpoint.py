@@ -3,9 +3,10 @@
 A checkpoint is a folder ``<output_dir>/checkpoints/step-NNNNNN`` holding the model (PEFT adapter or full
 weights, via ``save_pretrained``), ``state.pt`` (optimizer, scheduler, RNG states), ``trainer_state.json`` (step,
 data position), ``config.json`` (the run's resolved config) and, written last, ``manifest.json`` (size and sha256
-of every other file, `rftune.runtime.atomic_io.write_manifest`). It is written under a temporary name, flushed to disk, and
-renamed into place, so a kill at any moment leaves either the complete new checkpoint or none. A checkpoint counts
-only if every file verifies against its manifest: `find_resumable` takes the newest one that does and names the
+of every other file, `rftune.runtime.atomic_io.write_manifest`). It is written under a temporary name, flushed to
+disk, and renamed into place, so a kill at any moment leaves either the complete new checkpoint or none. A
+checkpoint counts only if every file verifies against its manifest: `find_resumable` takes the newest one that does
+and names the
 newer ones it skipped, and why (a file cut short, changed, missing). Leftovers from an interrupted save
 (``.tmp-*``) are removed on the next save; a save that fails (disk full, read-only folder) removes its own and
 raises a `StorageError`, leaving the earlier checkpoints as they were.

@@ -477,7 +477,8 @@ class GRPOTrainer:
         stays P * G.
         """
         g, wanted = self.config.generation.num_generations, self.prompts_per_rank
-        kept, spare, failures, stats, logged_metrics = [], [], [scored.failures], [scored.stats], [scored.logged_metrics]
+        kept, spare = [], []
+        failures, stats, logged_metrics = [scored.failures], [scored.stats], [scored.logged_metrics]
         rounds = 0
         while scored is not None:
             informative = ~zero_std_groups(scored.rewards, g)  # [P']

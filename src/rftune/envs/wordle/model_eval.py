@@ -1,4 +1,5 @@
-"""Evaluation of models by playing Wordle (`rftune eval` on the Wordle task): models (base, base + adapters) and reference players on the same held-out games.
+"""Evaluation of models by playing Wordle (`rftune eval` on the Wordle task): models (base, base + adapters) and
+reference players on the same held-out games.
 
 Model games are played in batches: every unfinished game's next prompt (history mode — system message and one user
 turn listing all feedback so far, as `rftune.envs.wordle.ModelPlayer` sends) is generated in one ``generate`` call per

@@ -5,8 +5,8 @@ A feedback pattern is encoded as ``sum_i v_i * 3**i`` over positions i = 0..4 wi
 the real game becomes counting: a non-exact guess letter at position i is "elsewhere" exactly when the copies of
 that letter in the secret, minus those matched exactly, minus those claimed by earlier non-exact positions of the
 guess with the same letter, leave at least one spare. Each step is one elementwise operation over a
-``[guesses, secrets]`` block, skipped when no guess in the block repeats the letter. This agrees with the simple left-to-right reference in
-`rftune.envs.wordle.game.feedback` (the tests check it on random words).
+``[guesses, secrets]`` block, skipped when no guess in the block repeats the letter. This agrees with the simple
+left-to-right reference in `rftune.envs.wordle.game.feedback` (the tests check it on random words).
 
 On top of the codes: filtering of words consistent with earlier feedback, and the expected information (entropy
 of the partition) a guess yields over a candidate set, used by the solver and the guess-value reward.
