@@ -193,7 +193,7 @@ def test_filling_the_directory_stops_at_its_size_limit():
     assert (result.status, result.cases) == ("passed", (True,))
 
 
-def test_detached_sleeping_child_is_dead_afterwards():
+def test_detached_sleeping_child_is_dead_afterwards(find_processes):
     marker = f"rftune-detached-{os.getpid()}-{time.monotonic_ns()}"
     code = f"""
         import os, sys, time
@@ -209,23 +209,10 @@ def test_detached_sleeping_child_is_dead_afterwards():
     seen = []
     worker = threading.Thread(target=lambda: seen.append(run(code, ["assert detach()"])))
     worker.start()
-    assert _wait_for(lambda: _processes_with(marker)), "the detached child never started"
+    assert _wait_for(lambda: find_processes(marker)), "the detached child never started"
     worker.join()
     assert (seen[0].status, seen[0].cases) == ("passed", (True,))
-    assert _processes_with(marker) == []
-
-
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as handle:
-                    if text.encode() in handle.read():
-                        found.append(int(name))
-            except OSError:
-                continue
-    return found
+    assert find_processes(marker) == []
 
 
 def _wait_for(condition, seconds: float = 10.0) -> bool:

@@ -96,7 +96,7 @@ def _status_of(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("isolation", MODES)
-def test_the_filter_is_on_the_programs_processes_seen_from_outside(isolation):
+def test_the_filter_is_on_the_programs_processes_seen_from_outside(isolation, find_processes):
     marker = f"rftune-filter-{os.getpid()}-{time.monotonic_ns()}"
     code = textwrap.dedent(f"""
         import os, sys, time
@@ -113,25 +113,13 @@ def test_the_filter_is_on_the_programs_processes_seen_from_outside(isolation):
     pids = []
     end = time.monotonic() + 8
     while not pids and time.monotonic() < end:
-        pids = _processes_with(marker)
+        pids = find_processes(marker)
         time.sleep(0.05)
     status = _status_of(pids[0]) if pids else {}
     worker.join()
     assert pids, "the program's child never started"
     assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1")  # filter mode, no privilege gain
     assert seen[0].status == "passed"
-
-
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as handle:
-                if text.encode() in handle.read():
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
