@@ -23,9 +23,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ("train.max_steps=1 train.batch_size=4 generation.num_generations=2 generation.max_new_tokens=8 "
-         "train.threads=1 sft.max_steps=1 sft.batch_size=2 sft.num_games=2 sft.num_examples=4 "
-         "eval.num_rows=2 eval.num_samples=2 eval.num_games=1 eval.bootstrap=20 eval.max_new_tokens=8 "
-         "eval.batch_size=2")
+         "train.threads=1 sft.max_steps=1 sft.batch_size=2 sft.num_examples=4 "
+         "eval.num_rows=2 eval.num_samples=2 eval.bootstrap=20 eval.max_new_tokens=8 eval.batch_size=2")
+GAMES_SHORT = " sft.kwargs.num_games=2 eval.kwargs.num_games=1"  # the game tasks' own options (sft.kwargs, eval.kwargs)
+GAMES = ("wordle", "number_guess")
 NOT_RUN = {
     "torchrun --nproc-per-node 8 -m rftune train configs/arithmetic.yaml": "needs 8 GPUs",
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m rftune train "
@@ -107,7 +108,8 @@ def test_the_readme_lists_the_commands_this_test_expects():
 def test_every_readme_command_runs_as_written(tmp_path):
     workspace = tmp_path / "work"
     shutil.copytree(ROOT / "configs", workspace / "configs")
-    env = {**os.environ, "RFTUNE_OVERRIDES": SHORT, "RFTUNE_REPOSITORY": str(tmp_path / "repository")}
+    shutil.copytree(ROOT / "examples", workspace / "examples")
+    env = {**os.environ, "RFTUNE_REPOSITORY": str(tmp_path / "repository")}
     failures = []
     for number, command in enumerate(_ordered(readme_commands())):
         if command in NOT_RUN:
@@ -121,7 +123,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
         if command.startswith("rftune report runs/a runs/b"):  # the example's two runs: copies of one made above
             for name in ("a", "b"):
                 shutil.copytree(workspace / "runs" / "arithmetic", workspace / "runs" / name, dirs_exist_ok=True)
-        result = _run(command, cwd, env)
+        short = SHORT + (GAMES_SHORT if any(game in command for game in GAMES) else "")
+        result = _run(command, cwd, {**env, "RFTUNE_OVERRIDES": short})
         expected = 2 if command in REFUSED else 0
         if result.returncode != expected or "Traceback" in result.stderr:
             failures.append(f"{command}\n  exit {result.returncode}\n  {result.stderr[-2000:]}")
