@@ -68,3 +68,30 @@ def test_play_watch_tiny_model(tiny_model_dir):
     assert result.returncode == 0, result.stderr
     assert "--- turn 6/6 ---" in result.stdout and "the word was CRANE" in result.stdout
     assert rftune("play", "wordle", "--secret", "zzzzz", "--human").returncode == 2
+
+
+def test_play_takes_the_prompts_and_constraint_of_the_adapters_run(tiny_model_dir, tmp_path):
+    from rftune.testing import tiny_lora_model
+
+    model, tokenizer = tiny_lora_model(tiny_model_dir, seed=3, scale=0.5)
+    model.save_pretrained(tmp_path / "run" / "final")
+    tokenizer.save_pretrained(tmp_path / "run" / "final")
+    # the whole reply is forced, so the guesses can only be CRANE or SLATE: the constraint took effect
+    forced = {"regex": "<think>x</think><guess>(SLATE|CRANE)</guess>"}
+    write_config(tmp_path / "run" / "config.yaml", tiny_model_dir, tmp_path / "run",
+                 task={"name": "wordle", "kwargs": {"prompt_style": "summary"}}, generation={"constraint": forced})
+    args = ["play", "wordle", "--model", tiny_model_dir, "--adapter", str(tmp_path / "run" / "final"),
+            "--secret", "crate", "--max-new-tokens", "60", "--no-color"]
+    result = rftune(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"prompts and constraint from {tmp_path / 'run' / 'config.yaml'}" in result.stdout
+    assert "prompt style: summary; replies constrained to" in result.stdout
+    guesses = [line for line in result.stdout.splitlines() if line.startswith("<think>x</think><guess>")]
+    assert len(guesses) == 6 and "(invalid)" not in result.stdout
+    free = rftune(*args, "--no-constraint")
+    assert free.returncode == 0 and "prompt style: summary; unconstrained" in free.stdout
+    write_config(tmp_path / "bad.yaml", tiny_model_dir, tmp_path / "run",
+                 task={"name": "wordle", "kwargs": {"prompt_style": "short"}})
+    bad = rftune(*args, "--config", str(tmp_path / "bad.yaml"))
+    assert bad.returncode == 2 and "task.kwargs.prompt_style: must be one of course, summary" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -113,3 +113,29 @@ def test_detour_traces_start_from_mistakes_but_answer_like_the_solver():
         assert "detour" not in reply.lower()
         assert solver.next_guess(history).text == reply  # the target is always the solver's own reply
     assert repeated > 0
+
+
+def test_known_letters_traces_think_only_what_the_summary_prompt_states():
+    traces = sft_traces(12, seed=3, prompt_style="summary", reasoning="known_letters")
+    solver = sft_traces(12, seed=3)
+    assert len(traces) == len(solver)  # the same solver moves, only the texts differ
+    for trace, reference in zip(traces, solver):
+        user, reply = trace["messages"][1]["content"], trace["messages"][2]["content"]
+        history = parse_history(extract_history(user))
+        assert user == wordle_messages(history, style="summary")[1]["content"]
+        think, guess = reply.split("</think>")
+        assert guess.strip() == reference["messages"][2]["content"].split("</think>")[1].strip()
+        if history:
+            facts = think.removeprefix("<think>\n").strip()
+            assert user.endswith("What you know so far:\n" + facts)  # every line of the thinking is in the prompt
+        assert wordle_format(None, reply, {}) == 1.0
+
+
+def extract_history(user_turn: str) -> list[list[str]]:
+    return [line.split(": ", 1)[1].split(" → Feedback: ") for line in user_turn.splitlines()
+            if line.startswith("Guess ")]
+
+
+def test_an_unknown_reasoning_is_refused():
+    with pytest.raises(ValueError, match="reasoning must be one of solver, known_letters; got 'words'"):
+        sft_traces(2, reasoning="words")

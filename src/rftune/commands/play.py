@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sampled", action="store_true", help="the model samples (default: greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="token limit per model reply")
     parser.add_argument("--no-color", action="store_true", help="plain tile text instead of coloured tiles")
+    parser.add_argument("--config", help="the run's config: the model plays with its task's prompts and under its "
+                                         "generation.constraint (default: the config.yaml of the adapter's run)")
+    parser.add_argument("--no-constraint", action="store_true", help="decode freely, even if the config constrains")
 
 
 def run(args) -> int:

@@ -10,10 +10,16 @@ Options (``task.kwargs``):
     seed          seed of the reference games / secret draw (default 0)
     solver_share  history mode: share of reference games continued by the solver rather than the random player
     max_openings  history mode: up to this many random opening words per reference game (default 2)
+    prompt_style  ``course`` (default): the user turn lists the feedback lines, as in the course. ``summary``: the
+                  lines, then what they establish (placed letters as ``_ R _ _ E``, letters in the word not yet
+                  placed, letters not in the word; `rftune.envs.wordle.prompts`). The style holds for every prompt
+                  of the task: training rows, episodes, SFT traces and `rftune eval`.
 
 SFT data (``sft.data: task``, the default for this task): solver traces, see `sft_training_rows`. Options
-(``sft.kwargs``): ``num_games`` (seeded hard-mode solver games whose moves become traces, default 100) and
-``detour_share`` (chance a solver move is replaced by a mistake, to teach recovery; 0 to 0.9, default 0).
+(``sft.kwargs``): ``num_games`` (seeded hard-mode solver games whose moves become traces, default 100),
+``detour_share`` (chance a solver move is replaced by a mistake, to teach recovery; 0 to 0.9, default 0) and
+``reasoning`` (what the trace's ``<think>`` holds: ``solver``, the solver's explanation with the words that still
+fit, the default; ``known_letters``, only the facts the feedback establishes, which the model can write itself).
 
 Evaluation (`rftune eval`): every player plays the same held-out games, with the solver and the random player as
 references (`rftune.envs.wordle.model_eval`). Options (``eval.kwargs``): ``num_games`` (default 50; ``--games``)
@@ -39,8 +45,8 @@ from rftune.tasks.data import samples_from_rows
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
-KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings"}
-SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0}  # sft.kwargs and their defaults
+KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings", "prompt_style"}
+SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0, "reasoning": "solver"}  # sft.kwargs and their defaults
 EVAL_OPTIONS = {"num_games": 50, "sampled": False}  # eval.kwargs and their defaults
 HISTORY_REWARDS = ("wordle_format", "wordle_feedback", "wordle_guess_value")
 EPISODE_REWARDS = HISTORY_REWARDS + ("wordle_win", "wordle_partial_credit")
@@ -71,12 +77,14 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     check_options("wordle", options, KNOWN_OPTIONS, path)
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
-    hooks = {"sft_traces": solver_traces, "evaluator": evaluate_games}
+    style = _prompt_style(options)
+    hooks = {"sft_traces": functools.partial(solver_traces, prompt_style=style),
+             "evaluator": functools.partial(evaluate_games, prompt_style=style)}
     if mode == "history":
         num_games, max_openings = _int_option(options, "num_games", 200, 1), _int_option(options, "max_openings", 2, 0)
         solver_share = float(options.get("solver_share", 0.5))
         _check_share(solver_share)
-        rows = functools.partial(history_training_rows, num_games, seed, solver_share, max_openings)
+        rows = functools.partial(history_training_rows, num_games, seed, solver_share, max_openings, style)
         samples = DeferredSamples(lambda: samples_from_rows(_located(rows()), system_prompt))
         return Task(samples=samples, default_rewards=_specs(HISTORY_REWARDS), **hooks)
     if mode == "episode":
@@ -85,20 +93,30 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
         train = split_answers()[0]
         size = _int_option(options, "size", 500, 1)
         secrets = random.Random(seed).sample(train, min(size, len(train)))
-        rows = [{"secret": s.upper(), "prompt": wordle_messages([])} for s in secrets]
+        rows = [{"secret": s.upper(), "prompt": wordle_messages([], style=style)} for s in secrets]
         return Task(samples=samples_from_rows(_located(rows), system_prompt), default_rewards=_specs(EPISODE_REWARDS),
-                    make_env=lambda example: WordleEnv(), **hooks)
+                    make_env=lambda example: WordleEnv(prompt_style=style), **hooks)
     raise ConfigError(f"task.kwargs.mode: must be 'history' or 'episode', got {mode!r}")
 
 
-def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, max_openings: int = 2) -> list[dict]:
+def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, max_openings: int = 2,
+                          prompt_style: str = "course") -> list[dict]:
     """History-mode rows from seeded reference games, without the held-out test secrets."""
     from rftune.envs.wordle import history_rows
 
     _check_share(solver_share)
     test = set(split_answers()[1])
-    return [row for row in history_rows(num_games, seed, solver_share, max_openings)
+    return [row for row in history_rows(num_games, seed, solver_share, max_openings, prompt_style)
             if row["secret"].lower() not in test]
+
+
+def _prompt_style(options: dict) -> str:
+    from rftune.envs.wordle.prompts import PROMPT_STYLES
+
+    style = options.get("prompt_style", "course")
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"task.kwargs.prompt_style: must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    return style
 
 
 def _check_share(solver_share: float) -> None:
@@ -106,27 +124,32 @@ def _check_share(solver_share: float) -> None:
         raise ConfigError(f"task.kwargs.solver_share: must be between 0 and 1, got {solver_share}")
 
 
-def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2,
-                      detour_share: float = 0.0) -> list[dict]:
+def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2, detour_share: float = 0.0,
+                      prompt_style: str = "course", reasoning: str = "solver") -> list[dict]:
     """Solver traces (``{"messages": [...]}``) from seeded games on training secrets only, without duplicates."""
     from rftune.envs.wordle import sft_traces
 
     return sft_traces(num_games, seed, max_openings, exclude_secrets=split_answers()[1],
-                      detour_share=detour_share)
+                      detour_share=detour_share, prompt_style=prompt_style, reasoning=reasoning)
 
 
-def solver_traces(options: dict, seed: int) -> list[list[dict]]:
+def solver_traces(options: dict, seed: int, prompt_style: str = "course") -> list[list[dict]]:
     """The task's SFT data: solver traces with the ``sft.kwargs`` options (see the module docstring)."""
+    from rftune.envs.wordle.datasets import REASONING
+
     options = _checked("sft.kwargs", options, SFT_OPTIONS)
     num_games = _int_option(options, "num_games", 100, 1, "sft.kwargs")
     detour_share = options["detour_share"]
     if isinstance(detour_share, bool) or not isinstance(detour_share, (int, float)) or not 0 <= detour_share <= 0.9:
         raise ConfigError(f"sft.kwargs.detour_share: must be a number between 0 and 0.9, got {detour_share!r}")
-    rows = sft_training_rows(num_games, seed, detour_share=float(detour_share))
+    if options["reasoning"] not in REASONING:
+        raise ConfigError(f"sft.kwargs.reasoning: must be one of {', '.join(REASONING)}, got {options['reasoning']!r}")
+    rows = sft_training_rows(num_games, seed, detour_share=float(detour_share), prompt_style=prompt_style,
+                             reasoning=options["reasoning"])
     return [row["messages"] for row in rows]
 
 
-def evaluate_games(request):
+def evaluate_games(request, prompt_style: str = "course"):
     """`rftune eval` for Wordle: each player plays the same held-out games, solver and random player alongside."""
     from rftune.envs.wordle.model_eval import evaluate_models, report_table
     from rftune.tasks import EvalOutcome
@@ -142,7 +165,7 @@ def evaluate_games(request):
     report = evaluate_models(request.players, secrets, max_new_tokens=params.max_new_tokens, sampled=sampled,
                              params=params, batch_size=request.batch_size,
                              seed=request.seed, dtype=request.dtype, device=request.device,
-                             resamples=request.bootstrap, config=request.config)
+                             resamples=request.bootstrap, config=request.config, prompt_style=prompt_style)
     rows = {row["player"]: row for row in report["rows"]}
     return EvalOutcome(report, report_table(report), rows, sampled)
 

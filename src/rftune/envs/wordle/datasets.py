@@ -34,7 +34,7 @@ from typing import Iterable
 from rftune.envs.wordle.evaluate import GameRecord, play_game
 from rftune.envs.wordle.game import History, parse_history
 from rftune.envs.wordle.players import Move, OpeningPlayer, Player, RandomPlayer, reply_text
-from rftune.envs.wordle.prompts import wordle_messages
+from rftune.envs.wordle.prompts import known_letters, wordle_messages
 from rftune.envs.wordle.solver import InfoGainSolver
 from rftune.envs.wordle.words import answer_words
 
@@ -68,14 +68,15 @@ def reference_games(num_games: int, seed: int = 0, solver_share: float = 0.5, ma
     return games
 
 
-def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2) -> list[dict]:
-    """History-mode rows, one per turn state of each reference game."""
+def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2,
+                 prompt_style: str = "course") -> list[dict]:
+    """History-mode rows, one per turn state of each reference game, prompts in `prompt_style`."""
     rows = []
     for game in reference_games(num_games, seed, solver_share, max_openings):
         for turn in game.record.turns:
             history = parse_history(turn.past_guess_history)
             rows.append({"secret": game.record.secret, "past_guess_history": turn.past_guess_history,
-                         "prompt": wordle_messages(history)})
+                         "prompt": wordle_messages(history, style=prompt_style)})
     return rows
 
 
@@ -103,14 +104,18 @@ class DetourPlayer:
 
 
 def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_secrets: Iterable[str] = (),
-               hard_mode: bool = True, detour_share: float = 0.0) -> list[dict]:
+               hard_mode: bool = True, detour_share: float = 0.0, prompt_style: str = "course",
+               reasoning: str = "solver") -> list[dict]:
     """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates.
 
     Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out; ``hard_mode`` picks
     the solver and ``detour_share`` the probability of a mistake in place of a solver move (module docstring).
+    The user turns are in `prompt_style`; ``reasoning`` (``REASONING``) is what the ``<think>`` holds (`reply`).
     """
     if not 0.0 <= detour_share < 1.0:
         raise ValueError(f"detour_share must be in [0, 1), got {detour_share}")
+    if reasoning not in REASONING:
+        raise ValueError(f"reasoning must be one of {', '.join(REASONING)}; got {reasoning!r}")
     excluded = {word.lower() for word in exclude_secrets}
     rows, seen = [], set()
     player = InfoGainSolver(hard_mode=hard_mode)
@@ -122,13 +127,28 @@ def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_sec
         for turn in game.record.turns[game.openings:]:
             if DETOUR_REASONING in turn.text:
                 continue
-            messages = wordle_messages(parse_history(turn.past_guess_history))
-            messages.append({"role": "assistant", "content": turn.text})
+            history = parse_history(turn.past_guess_history)
+            messages = wordle_messages(history, style=prompt_style)
+            messages.append({"role": "assistant", "content": reply(turn, history, reasoning)})
             key = json.dumps(messages, ensure_ascii=False)
             if key not in seen:
                 seen.add(key)
                 rows.append({"messages": messages})
     return rows
+
+
+REASONING = ("solver", "known_letters")
+OPENING_REASONING = "No feedback yet, so I open with a word of common letters."
+
+
+def reply(turn, history: History, reasoning: str) -> str:
+    """The trace's assistant reply for a solver move: ``solver``, the solver's own explanation (what the feedback
+    says, the words that still fit and why this guess); ``known_letters``, only what the feedback establishes
+    (`rftune.envs.wordle.prompts.known_letters`), then the guess. A small model can write the second kind itself:
+    every fact in it is read off the feedback, where the first asks it to name fitting words it has to invent."""
+    if reasoning == "solver":
+        return turn.text
+    return reply_text("\n".join(known_letters(history)) or OPENING_REASONING, turn.guess)
 
 
 def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:

@@ -38,9 +38,11 @@ from rftune.envs.wordle.words import WordList, word_list
 class WordleEnv:
     """One Wordle game per episode; see the module docstring for the turn protocol."""
 
-    def __init__(self, allowed: WordList | Sequence[str] | None = None, max_turns: int = MAX_GUESSES):
+    def __init__(self, allowed: WordList | Sequence[str] | None = None, max_turns: int = MAX_GUESSES,
+                 prompt_style: str = "course"):
         self.allowed = word_list(allowed)
         self.max_turns = max_turns
+        self.prompt_style = prompt_style  # `rftune.envs.wordle.prompts.PROMPT_STYLES`
         self._game: WordleGame | None = None
 
     @property
@@ -55,7 +57,7 @@ class WordleEnv:
         self._game = WordleGame(example["secret"], allowed=self.allowed, max_guesses=self.max_turns)
         for guess, pattern in parse_history(example.get("past_guess_history")):
             self._replay(guess, pattern)
-        return wordle_messages(self._game.history)
+        return wordle_messages(self._game.history, style=self.prompt_style)
 
     def _replay(self, guess: str, pattern: str) -> None:
         expected = feedback(guess, self._game.secret)
@@ -84,5 +86,5 @@ class WordleEnv:
         if game.done:
             return StepResult(messages=[], done=True, info=info)
         notice = None if outcome.valid else invalid_guess_notice(outcome.error, game.guesses_left)
-        return StepResult(messages=[{"role": "user", "content": user_turn(game.history, notice)}], done=False,
-                          info=info)
+        message = {"role": "user", "content": user_turn(game.history, notice, self.prompt_style)}
+        return StepResult(messages=[message], done=False, info=info)

@@ -106,6 +106,28 @@ def _parse_pair(pair: Any) -> tuple[str, str]:
     return guess, pattern
 
 
+def letter_facts(history: History) -> tuple[list[str | None], dict[str, set[int]], list[str]]:
+    """What `history` establishes: the letter placed at each position (None where unknown); the letters with more
+    copies in the word than are placed (one guess marked that many copies ✓ or -), with the positions where they
+    were marked ``-``; and the letters not in the word at all (marked ``x``, never ✓ or -), sorted."""
+    placed: list[str | None] = [None] * 5
+    spots: dict[str, set[int]] = {}
+    copies: Counter = Counter()
+    marked_absent: set[str] = set()
+    for guess, pattern in history:
+        in_word = Counter(letter for letter, symbol in zip(guess, pattern) if symbol != ABSENT)
+        copies |= in_word
+        for i, (letter, symbol) in enumerate(zip(guess, pattern)):
+            if symbol == CORRECT:
+                placed[i] = letter
+            elif symbol == PRESENT:
+                spots.setdefault(letter, set()).add(i)
+            else:
+                marked_absent.add(letter)
+    elsewhere = {letter: tried for letter, tried in spots.items() if copies[letter] > placed.count(letter)}
+    return placed, elsewhere, sorted(marked_absent - set(copies))
+
+
 def history_records(history: History) -> list[list[str]]:
     """Internal history -> ``[["CRANE", "C(x) R(✓) A(-) N(x) E(x)"], ...]`` (JSON-ready, course format)."""
     return [[guess.upper(), render_feedback(guess, pattern)] for guess, pattern in history]

@@ -39,8 +39,10 @@ GenerateBatch = Callable[[list[list[dict]]], list[str]]
 
 
 def play_games_batched(generate: GenerateBatch, secrets: Sequence[str], max_guesses: int = MAX_GUESSES,
-                       on_turn: Callable[[int, int], None] | None = None) -> list[GameRecord]:
-    """Play one game per secret; each turn, all unfinished games' prompts go to `generate` together.
+                       on_turn: Callable[[int, int], None] | None = None,
+                       prompt_style: str = "course") -> list[GameRecord]:
+    """Play one game per secret; each turn, all unfinished games' prompts (in `prompt_style`) go to `generate`
+    together.
 
     ``on_turn(turn, active_games)`` is called before each turn's generation (e.g. to show progress).
     """
@@ -52,7 +54,7 @@ def play_games_batched(generate: GenerateBatch, secrets: Sequence[str], max_gues
         turn += 1
         if on_turn is not None:
             on_turn(turn, len(active))
-        texts = generate([wordle_messages(games[i].history, notices[i]) for i in active])
+        texts = generate([wordle_messages(games[i].history, notices[i], prompt_style) for i in active])
         for i, text in zip(active, texts):
             notices[i] = play_turn(games[i], records[i], text)
     for game, record in zip(games, records):
@@ -94,9 +96,10 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
                     sampled: bool = False, params: SamplingParams | None = None, batch_size: int = 64,
                     seed: int = 0, dtype: str = "float32", reference_players: bool = True,
                     progress: bool = True, device: torch.device | str = "cpu", resamples: int = 1000,
-                    config=None) -> dict:
+                    config=None, prompt_style: str = "course") -> dict:
     """Play `secrets` with each model (name -> (model path, adapter or None), run on `device`) and the reference
-    players. ``config``: the run's config, whose ``generation.constraint`` every model decodes under (None: none).
+    players. ``config``: the run's config, whose ``generation.constraint`` every model decodes under (None: none);
+    ``prompt_style``: the prompts the models see (`rftune.envs.wordle.prompts.PROMPT_STYLES`).
 
     Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]},
     "intervals": {player: {"solved": ..., "difference": ...}}}`` (see `solved_intervals`).
@@ -104,6 +107,7 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
     from rftune.model.loading import load_model_and_tokenizer
 
     report = {"secrets": [s.upper() for s in secrets], "sampled": sampled, "rows": [], "games": {},
+              "prompt_style": prompt_style,
               "constraint": constraint_description(config) if config is not None else None}
     params = params or SamplingParams(num_generations=1, max_new_tokens=max_new_tokens)
     for name, (model_path, adapter) in model_specs.items():
@@ -114,7 +118,8 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
         model_params = constrained(params, config, model, tokenizer) if config is not None else params
         generate = model_generator(model, tokenizer, max_new_tokens, sampled, model_params, batch_size)
         _add(report, name, play_games_batched(
-            generate, secrets, on_turn=lambda turn, active: _say(progress, f"  turn {turn}: {active} games left")))
+            generate, secrets, on_turn=lambda turn, active: _say(progress, f"  turn {turn}: {active} games left"),
+            prompt_style=prompt_style))
         del model
     if reference_players:
         _say(progress, "eval: playing the solver and the random player ...")

@@ -94,11 +94,12 @@ class ModelPlayer:
     without one gives ``Move(None, text)``, which the game counts as an invalid guess.
     """
 
-    def __init__(self, generate: Callable[[list[dict]], str]):
+    def __init__(self, generate: Callable[[list[dict]], str], prompt_style: str = "course"):
         self.generate = generate
+        self.prompt_style = prompt_style
 
     def next_guess(self, history: History, notice: str | None = None) -> Move:
-        text = self.generate(wordle_messages(history, notice))
+        text = self.generate(wordle_messages(history, notice, self.prompt_style))
         if not isinstance(text, str):
             raise TypeError(f"generate() must return the reply as a string, got {type(text).__name__}")
         return Move(extract_guess(text), text)

@@ -5,11 +5,22 @@ example game, and asks for reasoning inside ``<think> … </think>`` followed by
 The user turn asks for a new guess and lists every earlier guess with its feedback, one line each:
 ``Guess 2: CRANE → Feedback: C(x) R(✓) A(-) N(x) E(x)``. Because each user turn restates the whole history, a
 single-turn prompt (history mode) and a later turn of a multi-turn conversation carry the same information.
+
+Two prompt styles (``PROMPT_STYLES``, the task option ``prompt_style``):
+
+- ``course``: the history lines only, as in the course;
+- ``summary``: the history lines, then what they establish letter by letter (`known_letters`): the placed letters
+  as a spaced pattern (``_ R _ _ E``, one token per tile), the letters in the word but not yet placed with the
+  positions they are not in, and the letters not in the word. The facts are exactly what the feedback says, so
+  the model reads them instead of deriving them, a small model's weakest step.
 """
 
 from __future__ import annotations
 
-from rftune.envs.wordle.game import MAX_GUESSES, History, render_feedback
+from rftune.envs.wordle.game import MAX_GUESSES, History, letter_facts, render_feedback
+
+PROMPT_STYLES = ("course", "summary")
+_ORDINALS = ("1st", "2nd", "3rd", "4th", "5th")
 
 SYSTEM_PROMPT = f"""You are playing Wordle. Find the secret 5-letter English word in at most {MAX_GUESSES} guesses.
 
@@ -45,21 +56,53 @@ def feedback_lines(history: History) -> list[str]:
             for n, (guess, pattern) in enumerate(history, start=1)]
 
 
-def user_turn(history: History, notice: str | None = None) -> str:
-    """The user message asking for the next guess; `notice` (e.g. why the last reply was invalid) comes first."""
+def known_letters(history: History) -> list[str]:
+    """What the feedback establishes, one line per kind of fact (none for an empty history)::
+
+        Placed letters: _ R _ _ E
+        In the word, not placed yet: A (not 3rd), L (not 1st or 4th)
+        Not in the word: C N S T
+    """
+    if not history:
+        return []
+    placed, elsewhere, absent = letter_facts(history)
+    lines = ["Placed letters: " + " ".join(letter.upper() if letter else "_" for letter in placed)]
+    if elsewhere:
+        lines.append("In the word, not placed yet: " + ", ".join(
+            f"{letter.upper()} (not {ordinal_positions(spots)})" for letter, spots in elsewhere.items()))
+    if absent:
+        lines.append("Not in the word: " + " ".join(letter.upper() for letter in absent))
+    return lines
+
+
+def ordinal_positions(spots: set[int]) -> str:
+    """``{0}`` -> ``1st``; ``{0, 3}`` -> ``1st or 4th``."""
+    names = [_ORDINALS[i] for i in sorted(spots)]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def user_turn(history: History, notice: str | None = None, style: str = "course") -> str:
+    """The user message asking for the next guess; `notice` (e.g. why the last reply was invalid) comes first.
+
+    ``style``: ``course`` (history lines) or ``summary`` (history lines, then `known_letters`).
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style must be one of {', '.join(PROMPT_STYLES)}; got {style!r}")
     parts = [notice] if notice else []
     if history:
         parts.append("Make a new 5-letter word guess.\n\nHere is the feedback on your previous guesses:\n"
                      + "\n".join(feedback_lines(history)))
+        if style == "summary":
+            parts.append("What you know so far:\n" + "\n".join(known_letters(history)))
     else:
         parts.append("Make your first 5-letter word guess.")
     return "\n\n".join(parts)
 
 
-def wordle_messages(history: History, notice: str | None = None) -> list[dict]:
-    """The chat prompt for the next guess: system message, then the user turn."""
+def wordle_messages(history: History, notice: str | None = None, style: str = "course") -> list[dict]:
+    """The chat prompt for the next guess: system message, then the user turn (in prompt `style`)."""
     return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": user_turn(history, notice)}]
+            {"role": "user", "content": user_turn(history, notice, style)}]
 
 
 def invalid_guess_notice(error: str, guesses_left: int) -> str:

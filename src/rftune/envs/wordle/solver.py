@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rftune.envs.wordle.game import ABSENT, CORRECT, History
+from rftune.envs.wordle.game import History, letter_facts
 from rftune.envs.wordle.patterns import (
     consistent_mask,
     expected_information,
@@ -31,9 +31,9 @@ from rftune.envs.wordle.patterns import (
     pattern_codes,
 )
 from rftune.envs.wordle.players import Move, reply_text
+from rftune.envs.wordle.prompts import ordinal_positions
 from rftune.envs.wordle.words import WordList, answer_words, word_list
 
-_ORDINALS = ("1st", "2nd", "3rd", "4th", "5th")
 EXAMPLES = 4  # remaining candidates named in the explanation
 
 
@@ -130,28 +130,10 @@ def _why(choice: Choice) -> str:
 
 def describe_feedback(history: History) -> str:
     """What the feedback so far establishes: placed letters, letters present elsewhere, and absent letters."""
-    placed = ["_"] * 5
-    misplaced: dict[str, set[int]] = {}
-    seen_present: set[str] = set()
-    marked_absent: list[str] = []
-    for guess, pattern in history:
-        for i, (letter, symbol) in enumerate(zip(guess, pattern)):
-            if symbol == CORRECT:
-                placed[i] = letter.upper()
-                seen_present.add(letter)
-            elif symbol == ABSENT:
-                marked_absent.append(letter)
-            else:
-                misplaced.setdefault(letter, set()).add(i)
-                seen_present.add(letter)
-    facts = [f"Placed letters: {''.join(placed)}."] if any(c != "_" for c in placed) else []
-    facts += [f"{letter.upper()} is in the word but not {_positions(spots)}." for letter, spots in misplaced.items()]
-    absent = sorted({letter.upper() for letter in marked_absent if letter not in seen_present})
+    placed, elsewhere, absent = letter_facts(history)
+    facts = [f"Placed letters: {''.join((c or '_').upper() for c in placed)}."] if any(placed) else []
+    facts += [f"{letter.upper()} is in the word but not {ordinal_positions(spots)}."
+              for letter, spots in elsewhere.items()]
     if absent:
-        facts.append(f"Not in the word: {', '.join(absent)}.")
+        facts.append(f"Not in the word: {', '.join(letter.upper() for letter in absent)}.")
     return " ".join(facts)
-
-
-def _positions(spots: set[int]) -> str:
-    names = [_ORDINALS[i] for i in sorted(spots)]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

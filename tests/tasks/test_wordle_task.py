@@ -1,0 +1,66 @@
+"""The Wordle task's prompt style and SFT reasoning options, as users set them: in YAML and as overrides."""
+
+import pytest
+
+from rftune.config import load_config
+from rftune.envs.wordle.prompts import wordle_messages
+from rftune.errors import ConfigError
+from rftune.tasks import task_from_config
+from rftune.tasks.wordle import history_training_rows, sft_training_rows
+from rftune.train.sft import sft_conversations
+
+SUMMARY_MARK = "What you know so far:"
+
+
+def configs(tmp_path, yaml_text: str, overrides: list[str]):
+    path = tmp_path / "wordle.yaml"
+    path.write_text(yaml_text)
+    base = [f"sft.output_dir={tmp_path / 'sft'}"]
+    return load_config(path, base), load_config(None, base + overrides)
+
+
+def test_prompt_style_summary_reaches_history_rows_through_yaml_and_override(tmp_path):
+    from_yaml, from_override = configs(
+        tmp_path, "task:\n  name: wordle\n  kwargs:\n    num_games: 3\n    prompt_style: summary\n",
+        ["task.name=wordle", "task.kwargs.num_games=3", "task.kwargs.prompt_style=summary"])
+    expected = history_training_rows(3, 0, prompt_style="summary")
+    for config in (from_yaml, from_override):
+        prompts = [sample.prompt for sample in task_from_config(config).samples]
+        assert prompts == [row["prompt"] for row in expected]
+    later = [row["prompt"][1]["content"] for row in expected if row["past_guess_history"]]
+    assert later and all(SUMMARY_MARK in text for text in later)
+    course = task_from_config(load_config(None, ["task.name=wordle", "task.kwargs.num_games=3"]))
+    assert not any(SUMMARY_MARK in sample.prompt[1]["content"] for sample in course.samples)
+
+
+def test_episode_mode_environment_answers_in_the_prompt_style(tmp_path):
+    config = load_config(None, ["task.name=wordle", "task.kwargs={mode: episode, size: 2, prompt_style: summary}"])
+    task = task_from_config(config)
+    example = task.samples[0].example
+    env = task.make_env(example)
+    assert env.reset(example) == wordle_messages([], style="summary")
+    step = env.step("<think>x</think><guess>CRANE</guess>" if example["secret"] != "CRANE" else "<guess>SLATE</guess>")
+    assert SUMMARY_MARK in step.messages[0]["content"]
+
+
+def test_sft_reasoning_known_letters_through_yaml_and_override(tmp_path):
+    from_yaml, from_override = configs(
+        tmp_path, "task:\n  name: wordle\n  kwargs:\n    prompt_style: summary\n"
+                  "sft:\n  kwargs:\n    num_games: 4\n    reasoning: known_letters\n",
+        ["task.name=wordle", "task.kwargs.prompt_style=summary", "sft.kwargs.num_games=4",
+         "sft.kwargs.reasoning=known_letters"])
+    expected = [row["messages"] for row in sft_training_rows(4, prompt_style="summary", reasoning="known_letters")]
+    assert sft_conversations(from_yaml) == sft_conversations(from_override) == expected
+    assert "Words that fit" not in str(expected)  # the solver's candidate lists are gone
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.kwargs.prompt_style=short"], "task.kwargs.prompt_style: must be one of course, summary, got 'short'"),
+    (["task.kwargs.prompt_style=no"], "task.kwargs.prompt_style: must be one of course, summary, got False"),
+    (["sft.kwargs.reasoning=words"], "sft.kwargs.reasoning: must be one of solver, known_letters, got 'words'"),
+])
+def test_bad_values_name_the_key(tmp_path, overrides, message):
+    config = load_config(None, ["task.name=wordle", "task.kwargs.num_games=2", f"sft.output_dir={tmp_path}"]
+                         + overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sft_conversations(config) if overrides[0].startswith("sft") else task_from_config(config)
