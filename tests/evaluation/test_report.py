@@ -67,6 +67,31 @@ def test_report_numbers_are_the_runs_files(tmp_path, capsys):
     assert not re.search(r'(src|href)="(?!#)|url\((?!#)|<link|@import|<script(?! type="application/json")', page)
 
 
+def test_report_shows_the_intervals_of_a_tasks_own_evaluation(tmp_path):
+    # a task's own evaluation (e.g. games played): its summary rows, then each player's figures with their intervals
+    # and the later players' paired differences against the first
+    def figure(mean, low, high):
+        return {"mean": mean, "low": low, "high": high, "n": 4}
+
+    games = {"rows": [{"player": "base", "solved": 1}, {"player": "grpo", "solved": 3}], "intervals": {
+        "base": {"solved": {"estimate": figure(0.25, 0.0, 0.75), "difference": None, "reason": "the baseline"},
+                 "avg_guesses": {"estimate": figure(4.0, 4.0, 4.0), "difference": None, "reason": "the baseline"}},
+        "grpo": {"solved": {"estimate": figure(0.75, 0.25, 1.0), "difference": figure(0.5, 0.25, 0.75)},
+                 "avg_guesses": {"estimate": figure(3.5, 3.0, 4.0), "difference": None, "reason": "1 game"}}}}
+    write_run(tmp_path / "games", 1.0, games)
+    write_run(tmp_path / "old", 1.0, {"rows": games["rows"], "intervals": {  # the form before every figure had one
+        "base": {"solved": figure(0.25, 0.0, 0.75), "difference": None}}})
+    assert main(["report", str(tmp_path / "games"), str(tmp_path / "old"), "-o", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    data = page_data(page)
+    assert data["eval"]["games"]["intervals"] == games["intervals"] and data["eval"]["old"]["intervals"] is None
+    assert "<th>player</th><th>solved</th><th>avg_guesses</th>" in page
+    assert "<td>grpo</td><td>0.750 [0.250, 1.000]</td><td>3.500 [3.000, 4.000]</td>" in page
+    assert "paired differences against base" in page
+    assert "<td>grpo</td><td>+0.500 [+0.250, +0.750]</td><td>-</td>" in page
+    assert page.count("paired differences against base") == 1  # the older report: its rows only
+
+
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run folder (no metrics.jsonl)" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 
 Sections: training curves over steps (reward total and per function, KL, entropy, completion length, clip
 fractions, step time; one line per run, with a legend), held-out evaluation (``eval/<metric>`` curves logged
-during training, and the players of the run's ``eval.json`` with their 95% intervals and paired differences), the
-best and worst completions of chosen steps with their per-function rewards and advantages, and each run's
-resolved config and lineage (base model, SFT stage or starting adapter, repository version).
+during training, and the players of the run's ``eval.json`` with their 95% intervals and paired differences, also
+those of a task's own evaluation, e.g. games played), the best and worst completions of chosen steps with their
+per-function rewards and advantages, and each run's resolved config and lineage (base model, SFT stage or starting
+adapter, repository version).
 
 Charts are matplotlib figures embedded as inline SVG. The numbers every chart is drawn from are also embedded, as
 a JSON block (``<script type="application/json" id="rftune-data">``, data only: browsers do not run it), so the
@@ -158,8 +159,8 @@ def write_report_page(run_folders: Sequence[str | Path], output: str | Path,
 
 
 def _eval_summary(report: dict) -> dict | None:
-    if "players" not in report:  # a task's own evaluation (e.g. games played): its summary rows
-        return {"rows": report.get("rows")}
+    if "players" not in report:  # a task's own evaluation (e.g. games played): its summary rows and intervals
+        return {"rows": report.get("rows"), "intervals": task_intervals(report)}
     return {p["player"]: {"metrics": p["metrics"], "difference": p.get("difference")} for p in report["players"]}
 
 
@@ -204,7 +205,8 @@ def _eval_section(run: dict) -> str:
     report = run["eval"]
     if "players" not in report:
         return f"<h3>{html.escape(run['name'])} (the task's own evaluation)</h3>" + _table(
-            list(report["rows"][0]), [[_fmt(v) for v in row.values()] for row in report["rows"]])
+            list(report["rows"][0]), [[_fmt(v) for v in row.values()] for row in report["rows"]]) + _interval_tables(
+            task_intervals(report))
     from rftune.evaluation.evaluate import comparison_table, format_interval, metric_order
 
     players = report["players"]
@@ -212,6 +214,38 @@ def _eval_section(run: dict) -> str:
     header, rows = comparison_table(report, format_interval, minus="−")
     return (f"<h3>{html.escape(run['name'])}: {report['rows']} held-out rows of task {html.escape(report['task'])}"
             "</h3>" + _eval_figure(players, metrics) + _table(header, rows))
+
+
+def task_intervals(report: dict) -> dict | None:
+    """A task's own evaluation's ``intervals``, ``{player: {figure: {"estimate": ..., "difference": ... or None}}}``
+    (one entry per figure of its summary rows, e.g. of games played); None when it has none in that form (older
+    reports)."""
+    intervals = report.get("intervals")
+    if not isinstance(intervals, dict) or not intervals or not all(
+            isinstance(figures, dict) and all(isinstance(f, dict) and "estimate" in f for f in figures.values())
+            for figures in intervals.values()):
+        return None
+    return intervals
+
+
+def _interval_tables(intervals: dict | None) -> str:
+    """Players x figures, each ``mean [low, high]``; then the later players' paired differences against the first."""
+    if not intervals:
+        return ""
+    from rftune.evaluation.evaluate import format_interval
+
+    names = list(intervals)
+    figures = list(dict.fromkeys(f for by_figure in intervals.values() for f in by_figure))
+
+    def rows(key: str, players: list[str], signed: bool) -> list[list[str]]:
+        return [[name, *(format_interval((intervals[name].get(f) or {}).get(key), signed=signed) for f in figures)]
+                for name in players]
+
+    parts = ["<h4>95% bootstrap intervals</h4>", _table(["player", *figures], rows("estimate", names, False))]
+    if len(names) > 1:
+        parts += [f"<h4>paired differences against {html.escape(names[0])}</h4>",
+                  _table(["player", *figures], rows("difference", names[1:], True))]
+    return "".join(parts)
 
 
 def _eval_figure(players: list[dict], metrics: list[str]) -> str:

@@ -3,8 +3,9 @@
 `play_game` runs one game of a `Player` against a secret; `evaluate_players` plays every player on the same
 secrets (see `seeded_secrets`) and summarises per player: games solved (and "k/N"), average guesses over solved
 games (invalid turns count, as they use up a guess), the invalid-guess rate and format-error rate over all turns,
-and the mean of each Wordle reward over all turns, each turn scored in history mode. Everything returned is plain
-JSON-serialisable data; `format_table` lays the summaries out as aligned text.
+and the mean of each Wordle reward over all turns, each turn scored in history mode. `game_values` gives the same
+figures one game at a time (the unit that intervals resample; see `rftune.envs.wordle.model_eval`). Everything
+returned is plain JSON-serialisable data; `format_table` lays the summaries out as aligned text.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ REWARDS = {
     "wordle_partial_credit": rewards.wordle_partial_credit,
 }
 _TAKES_WORDS = ("wordle_format", "wordle_guess_value", "wordle_partial_credit")
+TURN_FIGURES = ("invalid_rate", "format_error_rate", *REWARDS)  # the figures of a summary taken over turns
+FIGURES = ("solved", "avg_guesses", *TURN_FIGURES)  # every figure of a summary row, as `game_values` gives them
 
 
 @dataclass
@@ -96,9 +99,10 @@ def evaluate_players(players: Mapping[str, Player], secrets: Sequence[str],
 
 
 def summarize_games(name: str, games: Sequence[GameRecord], allowed: WordList | Sequence[str] | None = None) -> dict:
-    """Summary row for one player's games: solved counts, average guesses, error rates, reward means."""
-    words = word_list(allowed)
-    turns = [(game.secret, turn) for game in games for turn in game.turns]
+    """Summary row for one player's games: solved counts, average guesses, error rates, reward means (the rates and
+    reward means over all turns of all games together)."""
+    per_game = _turn_figures(games, word_list(allowed))
+    turns = {key: [value for game in per_game for value in game[key]] for key in TURN_FIGURES}
     solved = [game for game in games if game.won]
     row = {
         "player": name,
@@ -106,13 +110,38 @@ def summarize_games(name: str, games: Sequence[GameRecord], allowed: WordList | 
         "solved": len(solved),
         "solved_of": f"{len(solved)}/{len(games)}",
         "avg_guesses": sum(g.guesses_used for g in solved) / len(solved) if solved else None,
-        "invalid_rate": _mean([not turn.valid for _, turn in turns]),
-        "format_error_rate": _mean([not has_required_format(turn.text) for _, turn in turns]),
     }
-    for reward_name, fn in REWARDS.items():
-        options = {"allowed_words": words} if reward_name in _TAKES_WORDS else {}
-        row[reward_name] = _mean([fn(None, turn.text, turn.example(secret), **options) for secret, turn in turns])
+    row.update({key: _mean(turns[key]) for key in TURN_FIGURES})
     return row
+
+
+def game_values(games: Sequence[GameRecord], allowed: WordList | Sequence[str] | None = None) -> dict[str, list]:
+    """Each figure of `summarize_games` (`FIGURES`), one value per game in order, each game's own: ``solved`` 1.0 or
+    0.0, ``avg_guesses`` the guesses it used (None when it was lost), ``invalid_rate`` and ``format_error_rate`` the
+    share of its turns, each reward the mean over its turns (None for a game without turns).
+
+    The mean of ``solved`` and of ``avg_guesses`` (over the games that have one) are the summary row's; the others
+    are means over games, which differ from the row's means over all turns when games differ in length.
+    """
+    per_game = _turn_figures(games, word_list(allowed))
+    values: dict[str, list] = {"solved": [float(game.won) for game in games],
+                               "avg_guesses": [float(game.guesses_used) if game.won else None for game in games]}
+    values.update({key: [_mean(game[key]) for game in per_game] for key in TURN_FIGURES})
+    return values
+
+
+def _turn_figures(games: Sequence[GameRecord], words: WordList) -> list[dict[str, list[float]]]:
+    """Per game: each per-turn figure on each of its turns (invalid 1/0, format error 1/0, every reward in history
+    mode)."""
+    per_game = []
+    for game in games:
+        figures = {"invalid_rate": [float(not turn.valid) for turn in game.turns],
+                   "format_error_rate": [float(not has_required_format(turn.text)) for turn in game.turns]}
+        for reward_name, fn in REWARDS.items():
+            options = {"allowed_words": words} if reward_name in _TAKES_WORDS else {}
+            figures[reward_name] = [fn(None, turn.text, turn.example(game.secret), **options) for turn in game.turns]
+        per_game.append(figures)
+    return per_game
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -124,6 +153,7 @@ _COLUMNS = (("player", "player", "{}"), ("solved", "solved_of", "{}"), ("avg gue
             ("format", "wordle_format", "{:.3f}"), ("feedback", "wordle_feedback", "{:.3f}"),
             ("guess value", "wordle_guess_value", "{:.3f}"), ("win", "wordle_win", "{:.3f}"),
             ("partial", "wordle_partial_credit", "{:.3f}"))
+FIGURE_TITLES = {"solved": "solved", **{key: title for title, key, _ in _COLUMNS[2:]}}  # figure -> column title
 
 
 def format_table(rows: Sequence[dict]) -> str:

@@ -6,14 +6,28 @@ turn listing all feedback so far, as `rftune.envs.wordle.ModelPlayer` sends) is 
 turn, so N games take at most six batched calls. Decoding is greedy unless ``sampled`` (then the generation
 settings apply, seeded). The games' secrets are the held-out test secrets of `rftune.tasks.wordle`, which no
 training row uses. Each player gets a summary row (`rftune.envs.wordle.summarize_games`: solved, average guesses on
-solved games, invalid-guess and format-error rates, mean rewards per turn) and the share solved with its 95%
+solved games, invalid-guess and format-error rates, mean rewards per turn) and, for every figure of it, the 95%
 bootstrap interval and paired difference against the first player; the report holds rows, intervals, secrets and
 every game's turns. Under a ``generation.constraint`` (``config``) every model decodes under it, and the report
 names it (``constraint``); the reference players are not language models and play as they always do.
+
+Intervals (`game_intervals`, with `rftune.evaluation.stats`): the unit of resampling is the game. Every player
+plays the same secrets in the same order, so game i of one player is paired with game i of the first. The per-game
+values are those of `rftune.envs.wordle.evaluate.game_values` (kept in the report as ``game_values``), and each
+interval is for the mean of those values, which is also the point estimate printed beside it:
+
+- ``solved``: 1 or 0 per game, so the mean is the share solved (the row's k/N);
+- ``avg_guesses``: the guesses a solved game used, over solved games only (the row's average); its difference
+  is over the games both players solved, and is None (with a ``reason``) where fewer than 2 games are;
+- ``invalid_rate``, ``format_error_rate`` and each reward: the game's share (mean) over its own turns, averaged
+  over games: a per-game mean, in which every game weighs the same. The summary row's rates and reward means are
+  over all turns of all games together (longer games weigh more), so the two differ when games differ in length;
+  the interval tables of `report_table` say they are per-game means.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -28,7 +42,7 @@ from rftune.envs.wordle import (
     summarize_games,
     wordle_messages,
 )
-from rftune.envs.wordle.evaluate import TurnRecord
+from rftune.envs.wordle.evaluate import FIGURE_TITLES, FIGURES, REWARDS, TurnRecord, game_values
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
 from rftune.evaluation.stats import estimate, paired_difference
@@ -102,7 +116,8 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
     ``prompt_style``: the prompts the models see (`rftune.envs.wordle.prompts.PROMPT_STYLES`).
 
     Returns ``{"secrets", "sampled", "rows": [summary per player], "games": {player: [game dicts]},
-    "intervals": {player: {"solved": ..., "difference": ...}}}`` (see `solved_intervals`).
+    "game_values": {player: {figure: [value per game]}}, "intervals": {player: {figure: {"estimate": ...,
+    "difference": ...}}}}`` (see `game_intervals`).
     """
     from rftune.model.loading import load_model_and_tokenizer
 
@@ -126,38 +141,120 @@ def evaluate_models(model_specs: dict[str, tuple[str, str | None]], secrets: Seq
         _add(report, "solver", [play_game(InfoGainSolver(), s) for s in secrets])
         random_player = RandomPlayer(seed=seed)
         _add(report, "random", [play_game(random_player, s) for s in secrets])
-    report["intervals"] = solved_intervals(report, resamples, seed)
+    report["intervals"] = game_intervals(report, resamples, seed)
     return report
 
 
-def solved_intervals(report: dict, resamples: int = 1000, seed: int = 0) -> dict:
-    """Per player: the share of games solved with its 95% bootstrap interval and, after the first player, the
-    paired difference against the first (the games are the same secrets in the same order)."""
-    wins = {name: [float(game["won"]) for game in games] for name, games in report["games"].items()}
+def game_intervals(report: dict, resamples: int = 1000, seed: int = 0) -> dict:
+    """Per player and figure (`FIGURES`, from ``report["game_values"]``): ``{"estimate": {"mean", "low", "high",
+    "n"}, "difference": {...} or None}``, the mean of the per-game values with its 95% bootstrap interval and, after
+    the first player, the paired difference against the first over the games where both have a value (the games are
+    the same secrets in the same order). ``estimate`` is None where the player has no value (``avg_guesses`` of a
+    player that solved nothing). Where ``difference`` is None, ``reason`` says why: the first player is the
+    baseline, or fewer than 2 games have a value for both players."""
+    values = report["game_values"]
     first = report["rows"][0]["player"]
-    return {name: {"solved": estimate(won, resamples, seed),
-                   "difference": None if name == first else paired_difference(won, wins[first], resamples, seed)}
-            for name, won in wins.items()}
+    return {name: {figure: _interval(figure, own[figure], values[first][figure], name, first, resamples, seed)
+                   for figure in FIGURES if figure in own}
+            for name, own in values.items()}
+
+
+_BOTH = {"avg_guesses": "solved by both"}  # what a game with a value for both players is, where not "played"
+
+
+def _interval(figure: str, own: list, base: list, name: str, first: str, resamples: int, seed: int) -> dict:
+    own_values, base_values = _not_applicable_nan(own), _not_applicable_nan(base)
+    entry = {"estimate": estimate(own_values, resamples, seed), "difference": None}
+    if name == first:
+        entry["reason"] = "the baseline: differences are against this player"
+        return entry
+    pairs = sum(a is not None and b is not None for a, b in zip(own, base))
+    if pairs < 2:
+        entry["reason"] = (f"{pairs} game{'' if pairs == 1 else 's'} {_BOTH.get(figure, 'played by both')} "
+                           f"{name} and {first}; a paired difference needs 2")
+    else:
+        entry["difference"] = paired_difference(own_values, base_values, resamples, seed)
+    return entry
+
+
+def _not_applicable_nan(values: list) -> list[float]:
+    return [math.nan if value is None else float(value) for value in values]
 
 
 def _add(report: dict, name: str, games: list[GameRecord]) -> None:
     report["rows"].append(summarize_games(name, games))
+    report.setdefault("game_values", {})[name] = game_values(games)
     report["games"][name] = [game.to_dict() for game in games]
 
 
+WIDTH = 159  # the widest line of an interval table; wider tables are split into blocks of columns
+
+
 def report_table(report: dict) -> str:
-    """The game table, then each player's solved share with its interval and its difference to the first."""
-    lines = [format_table(report["rows"]), "", "solved share, 95% bootstrap interval (difference: paired, against "
-             f"{report['rows'][0]['player']}):"]
+    """The game table; then, for every figure, each player's per-game mean with its 95% bootstrap interval; then each
+    later player's paired difference against the first (cells ``mean [low, high]``, 3 decimals)."""
+    lines = [format_table(report["rows"])]
     if report.get("constraint"):
         lines.insert(0, f"every model constrained to {report['constraint']}")
-    for name, figures in report.get("intervals", {}).items():
-        solved, difference = figures["solved"], figures["difference"]
-        line = f"  {name}: {solved['mean']:.3f} [{solved['low']:.3f}, {solved['high']:.3f}]"
-        if difference is not None:
-            line += f"  difference {difference['mean']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
-        lines.append(line)
+    intervals = report.get("intervals")
+    if not intervals:
+        return "\n".join(lines)
+    first = report["rows"][0]["player"]
+    figures = [f for f in FIGURES if any(f in by_figure for by_figure in intervals.values())]
+    header = ["player", *(FIGURE_TITLES[f] for f in figures)]
+    groups = [sum(f not in REWARDS for f in figures), sum(f in REWARDS for f in figures)]  # games, then rewards
+    estimates = [[name, *(_interval_cell(by_figure.get(f, {}).get("estimate")) for f in figures)]
+                 for name, by_figure in intervals.items()]
+    lines += ["", "per-game means, 95% bootstrap intervals over games: solved = share of games, avg guesses = over "
+              "solved games,", "invalid, format err and rewards = each game's mean over its turns, averaged over games",
+              *_blocks(header, estimates, groups)]
+    later = {name: by_figure for name, by_figure in intervals.items() if name != first}
+    if later:
+        differences = [[name, *(_interval_cell(by_figure.get(f, {}).get("difference"), signed=True) for f in figures)]
+                       for name, by_figure in later.items()]
+        notes = [f"  {FIGURE_TITLES[f]} of {name}: {by_figure[f]['reason']}" for name, by_figure in later.items()
+                 for f in figures if f in by_figure and by_figure[f]["difference"] is None]
+        lines += ["", f"paired differences against {first}, game by game (avg guesses: over games both solved), "
+                  "95% bootstrap intervals", *_blocks([f"player - {first}", *header[1:]], differences, groups),
+                  *(["no difference (-):", *notes] if notes else [])]
     return "\n".join(lines)
+
+
+def _interval_cell(value: dict | None, signed: bool = False) -> str:
+    """``mean [low, high]`` with 3 decimals (signed for differences); ``-`` where there is none."""
+    if value is None:
+        return "-"
+    fmt = "+.3f" if signed else ".3f"
+    return f"{value['mean']:{fmt}} [{value['low']:{fmt}}, {value['high']:{fmt}}]"
+
+
+def _blocks(header: list[str], body: list[list[str]], groups: list[int], width: int = WIDTH) -> list[str]:
+    """An aligned table (first column left, the others right). When a line would be wider than `width` its
+    columns are split into blocks (each repeating the first column, separated by an empty line): one per group of
+    `groups` (the number of columns in each), a group split further where it is itself too wide."""
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def fits(block: list[int], column: int) -> bool:
+        return widths[0] + sum(2 + widths[c] for c in [*block, column]) <= width
+
+    columns = list(range(1, len(header)))
+    parts = [columns] if widths[0] + sum(2 + widths[c] for c in columns) <= width else [
+        columns[sum(groups[:i]):sum(groups[:i + 1])] for i in range(len(groups))]
+    blocks: list[list[int]] = []
+    for part in parts:
+        blocks.append([])
+        for column in part:
+            if blocks[-1] and not fits(blocks[-1], column):
+                blocks.append([])
+            blocks[-1].append(column)
+    lines: list[str] = []
+    for block in blocks:
+        columns = [0, *block]
+        lines += [""] if lines else []
+        for row in [header, ["-" * widths[c] for c in range(len(header))], *body]:
+            lines.append("  ".join(row[c].ljust(widths[c]) if c == 0 else row[c].rjust(widths[c])
+                                   for c in columns).rstrip())
+    return lines
 
 
 def _say(progress: bool, text: str) -> None:
