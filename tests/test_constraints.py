@@ -363,7 +363,7 @@ def test_wordle_eval_models_decode_under_the_guess_constraint(tiny_model_dir, tm
     path = tmp_path / "wordle.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["eval", str(path)]) == 0
-    assert "every model constrained to choices (file" in capsys.readouterr().out
+    assert "models see the course prompts; constrained to choices (file" in capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["constraint"].endswith("12972 strings) inside <guess>...</guess>")
 

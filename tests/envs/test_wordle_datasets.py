@@ -139,3 +139,17 @@ def extract_history(user_turn: str) -> list[list[str]]:
 def test_an_unknown_reasoning_is_refused():
     with pytest.raises(ValueError, match="reasoning must be one of solver, known_letters; got 'words'"):
         sft_traces(2, reasoning="words")
+
+
+def test_the_opening_trace_is_kept_once_per_twenty_games_and_every_other_position_once():
+    traces = sft_traces(100, seed=5, max_openings=1)
+    texts = [json.dumps(trace["messages"]) for trace in traces]
+    openings = [t for t, trace in zip(texts, traces) if trace["messages"][1]["content"] == user_turn_first()]
+    assert len(openings) == 100 // 20 and len(set(openings)) == 1
+    others = [t for t in texts if t not in openings]
+    assert len(others) == len(set(others))
+    assert sum(1 for trace in sft_traces(10, seed=5) if trace["messages"][1]["content"] == user_turn_first()) == 1
+
+
+def user_turn_first() -> str:
+    return wordle_messages([])[1]["content"]

@@ -9,7 +9,10 @@ different positions instead of the solver's single opening line.
   history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
 - `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
   openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical
-  conversations (the same position reached in several games) are kept once. By default the solver plays hard
+  conversations (the same position reached in several games) are kept once, except the opening, the one position
+  every game without fixed openings passes through: it is kept once per ``OPENING_EVERY`` games (at least once),
+  since a model shown its first move once in a thousand traces does not learn it and then loses every game from
+  turn 1 (the SFT model of the first known-letters run wrote ``<think><b><i><u>...`` there). By default the solver plays hard
   mode (only words that fit all the feedback, the guess named first among the remaining candidates it lists):
   these are the moves the feedback reward scores highest and the easiest for a small model to imitate; the full
   solver's best guesses are often rare words that fit nothing (``RYNDS``), which a 135M model learns to copy as
@@ -118,6 +121,7 @@ def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_sec
         raise ValueError(f"reasoning must be one of {', '.join(REASONING)}; got {reasoning!r}")
     excluded = {word.lower() for word in exclude_secrets}
     rows, seen = [], set()
+    openings_left = max(1, num_games // OPENING_EVERY)
     player = InfoGainSolver(hard_mode=hard_mode)
     if detour_share:
         player = DetourPlayer(player, detour_share, random.Random(seed + 1))
@@ -131,12 +135,15 @@ def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_sec
             messages = wordle_messages(history, style=prompt_style)
             messages.append({"role": "assistant", "content": reply(turn, history, reasoning)})
             key = json.dumps(messages, ensure_ascii=False)
-            if key not in seen:
+            opening = not history and openings_left > 0
+            if key not in seen or opening:
                 seen.add(key)
+                openings_left -= opening
                 rows.append({"messages": messages})
     return rows
 
 
+OPENING_EVERY = 20  # games per kept copy of the opening trace (see the module docstring)
 REASONING = ("solver", "known_letters")
 OPENING_REASONING = "No feedback yet, so I open with a word of common letters."
 

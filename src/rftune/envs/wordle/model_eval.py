@@ -193,9 +193,9 @@ WIDTH = 159  # the widest line of an interval table; wider tables are split into
 def report_table(report: dict) -> str:
     """The game table; then, for every figure, each player's per-game mean with its 95% bootstrap interval; then each
     later player's paired difference against the first (cells ``mean [low, high]``, 3 decimals)."""
-    lines = [format_table(report["rows"])]
-    if report.get("constraint"):
-        lines.insert(0, f"every model constrained to {report['constraint']}")
+    models = f"models see the {report.get('prompt_style', 'course')} prompts; "
+    models += f"constrained to {report['constraint']}" if report.get("constraint") else "unconstrained"
+    lines = [models, format_table(report["rows"])]
     intervals = report.get("intervals")
     if not intervals:
         return "\n".join(lines)
