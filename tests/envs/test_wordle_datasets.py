@@ -153,3 +153,16 @@ def test_the_opening_trace_is_kept_once_per_twenty_games_and_every_other_positio
 
 def user_turn_first() -> str:
     return wordle_messages([])[1]["content"]
+
+
+def test_spelled_traces_write_the_guess_letter_by_letter_and_nothing_else_changes():
+    plain = sft_traces(8, seed=2, prompt_style="summary", reasoning="known_letters")
+    spelled = sft_traces(8, seed=2, prompt_style="summary", reasoning="known_letters", spell_guess=True)
+    solver_spelled = sft_traces(8, seed=2, spell_guess=True)
+    assert len(plain) == len(spelled) == len(solver_spelled)
+    for a, b, c in zip(plain, spelled, solver_spelled):
+        word = a["messages"][2]["content"].split("<guess>")[1].removesuffix("</guess>")
+        assert b["messages"][2]["content"] == a["messages"][2]["content"].replace(f"<guess>{word}</guess>",
+                                                                                  f"<guess>{' '.join(word)}</guess>")
+        assert c["messages"][2]["content"].endswith(f"<guess>{' '.join(word)}</guess>")
+        assert wordle_format(None, b["messages"][2]["content"], {}) == 1.0

@@ -101,6 +101,17 @@ def test_extract_guess_takes_the_last_tag():
     assert extract_guess("<GUESS>abc</GUESS>") == "abc"
 
 
+def test_a_guess_spelled_letter_by_letter_is_read_as_the_word():
+    assert extract_guess("<think>x</think><guess> S P L I T </guess>") == "SPLIT"
+    assert extract_guess("<guess>s p l i t</guess>") == "split"
+    # anything else spaced stays as written, so the game names it as not a 5-letter word
+    for text in ("S  P L I T", "SP L I T", "C R A N E!"):
+        assert extract_guess(f"<guess>{text}</guess>") == text
+    game = WordleGame("split")
+    assert game.play(extract_guess("<guess>S P L I T S</guess>")).error == "'SPLITS' is not a 5-letter word"
+    assert game.play(extract_guess("<guess>S P L I T</guess>")).won
+
+
 @pytest.mark.parametrize("reply, ok", [
     ("<think>reasoning</think>\n<guess>CRANE</guess>", True),
     ("  <think>\nmulti\nline\n</think>   <guess>CRANE</guess>\n", True),

@@ -47,3 +47,10 @@ def test_word_list_accepts_lists_and_rejects_a_plain_string():
     assert word_list(["crane", "slate"]) is word_list(["crane", "slate"])  # cached
     with pytest.raises(ValueError, match="sequence of words"):
         word_list("crane")
+
+
+def test_the_spelled_list_is_the_allowed_list_letter_by_letter():
+    from importlib.resources import files
+
+    spelled = files("rftune").joinpath("data/wordle/allowed_spelled.txt").read_text().splitlines()
+    assert spelled == [" ".join(word) for word in allowed_words().words]

@@ -46,18 +46,22 @@ def test_episode_mode_environment_answers_in_the_prompt_style(tmp_path):
 def test_sft_reasoning_known_letters_through_yaml_and_override(tmp_path):
     from_yaml, from_override = configs(
         tmp_path, "task:\n  name: wordle\n  kwargs:\n    prompt_style: summary\n"
-                  "sft:\n  kwargs:\n    num_games: 4\n    reasoning: known_letters\n",
+                  "sft:\n  kwargs:\n    num_games: 4\n    reasoning: known_letters\n    spell_guess: yes\n",
         ["task.name=wordle", "task.kwargs.prompt_style=summary", "sft.kwargs.num_games=4",
-         "sft.kwargs.reasoning=known_letters"])
-    expected = [row["messages"] for row in sft_training_rows(4, prompt_style="summary", reasoning="known_letters")]
+         "sft.kwargs.reasoning=known_letters", "sft.kwargs.spell_guess=on"])
+    expected = [row["messages"] for row in sft_training_rows(4, prompt_style="summary", reasoning="known_letters",
+                                                             spell_guess=True)]
     assert sft_conversations(from_yaml) == sft_conversations(from_override) == expected
     assert "Words that fit" not in str(expected)  # the solver's candidate lists are gone
+    assert all(" ".join(m[2]["content"].split("<guess>")[1][:5].replace(" ", "")) in m[2]["content"]
+               for m in expected)  # the guesses are spelled
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["task.kwargs.prompt_style=short"], "task.kwargs.prompt_style: must be one of course, summary, got 'short'"),
     (["task.kwargs.prompt_style=no"], "task.kwargs.prompt_style: must be one of course, summary, got False"),
     (["sft.kwargs.reasoning=words"], "sft.kwargs.reasoning: must be one of solver, known_letters, got 'words'"),
+    (["sft.kwargs.spell_guess=maybe"], "sft.kwargs.spell_guess: must be true or false, got 'maybe'"),
 ])
 def test_bad_values_name_the_key(tmp_path, overrides, message):
     config = load_config(None, ["task.name=wordle", "task.kwargs.num_games=2", f"sft.output_dir={tmp_path}"]

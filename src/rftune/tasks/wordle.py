@@ -19,7 +19,8 @@ SFT data (``sft.data: task``, the default for this task): solver traces, see `sf
 (``sft.kwargs``): ``num_games`` (seeded hard-mode solver games whose moves become traces, default 100),
 ``detour_share`` (chance a solver move is replaced by a mistake, to teach recovery; 0 to 0.9, default 0) and
 ``reasoning`` (what the trace's ``<think>`` holds: ``solver``, the solver's explanation with the words that still
-fit, the default; ``known_letters``, only the facts the feedback establishes, which the model can write itself).
+fit, the default; ``known_letters``, only the facts the feedback establishes, which the model can write itself)
+and ``spell_guess`` (``<guess>S P L I T</guess>``, one token per letter; the game reads it as SPLIT; default false).
 
 Evaluation (`rftune eval`): every player plays the same held-out games, with the solver and the random player as
 references (`rftune.envs.wordle.model_eval`). Options (``eval.kwargs``): ``num_games`` (default 50; ``--games``)
@@ -46,7 +47,7 @@ from rftune.tasks.data import samples_from_rows
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
 KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings", "prompt_style"}
-SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0, "reasoning": "solver"}  # sft.kwargs and their defaults
+SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0, "reasoning": "solver", "spell_guess": False}  # sft.kwargs
 EVAL_OPTIONS = {"num_games": 50, "sampled": False}  # eval.kwargs and their defaults
 HISTORY_REWARDS = ("wordle_format", "wordle_feedback", "wordle_guess_value")
 EPISODE_REWARDS = HISTORY_REWARDS + ("wordle_win", "wordle_partial_credit")
@@ -125,12 +126,13 @@ def _check_share(solver_share: float) -> None:
 
 
 def sft_training_rows(num_games: int, seed: int = 0, max_openings: int = 2, detour_share: float = 0.0,
-                      prompt_style: str = "course", reasoning: str = "solver") -> list[dict]:
+                      prompt_style: str = "course", reasoning: str = "solver", spell_guess: bool = False) -> list[dict]:
     """Solver traces (``{"messages": [...]}``) from seeded games on training secrets only, without duplicates."""
     from rftune.envs.wordle import sft_traces
 
     return sft_traces(num_games, seed, max_openings, exclude_secrets=split_answers()[1],
-                      detour_share=detour_share, prompt_style=prompt_style, reasoning=reasoning)
+                      detour_share=detour_share, prompt_style=prompt_style, reasoning=reasoning,
+                      spell_guess=spell_guess)
 
 
 def solver_traces(options: dict, seed: int, prompt_style: str = "course") -> list[list[dict]]:
@@ -144,8 +146,10 @@ def solver_traces(options: dict, seed: int, prompt_style: str = "course") -> lis
         raise ConfigError(f"sft.kwargs.detour_share: must be a number between 0 and 0.9, got {detour_share!r}")
     if options["reasoning"] not in REASONING:
         raise ConfigError(f"sft.kwargs.reasoning: must be one of {', '.join(REASONING)}, got {options['reasoning']!r}")
+    if not isinstance(options["spell_guess"], bool):
+        raise ConfigError(f"sft.kwargs.spell_guess: must be true or false, got {options['spell_guess']!r}")
     rows = sft_training_rows(num_games, seed, detour_share=float(detour_share), prompt_style=prompt_style,
-                             reasoning=options["reasoning"])
+                             reasoning=options["reasoning"], spell_guess=options["spell_guess"])
     return [row["messages"] for row in rows]
 
 

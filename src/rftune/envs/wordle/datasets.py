@@ -8,15 +8,14 @@ different positions instead of the solver's single opening line.
 - `history_rows`: one row per turn state, ``{"secret", "past_guess_history", "prompt"}``, where the prompt is the
   history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
 - `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
-  openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical
-  conversations (the same position reached in several games) are kept once, except the opening, the one position
-  every game without fixed openings passes through: it is kept once per ``OPENING_EVERY`` games (at least once),
-  since a model shown its first move once in a thousand traces does not learn it and then loses every game from
-  turn 1 (the SFT model of the first known-letters run wrote ``<think><b><i><u>...`` there). By default the solver plays hard
-  mode (only words that fit all the feedback, the guess named first among the remaining candidates it lists):
-  these are the moves the feedback reward scores highest and the easiest for a small model to imitate; the full
-  solver's best guesses are often rare words that fit nothing (``RYNDS``), which a 135M model learns to copy as
-  "any letters".
+  openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical conversations
+  (the same position reached in several games) are kept once, except the opening, the one position every game
+  without fixed openings passes through: it is kept once per ``OPENING_EVERY`` games (at least once), since a model
+  shown its first move once in a thousand traces does not learn it and then loses every game from turn 1 (the SFT
+  model of the first known-letters run wrote ``<think><b><i><u>...`` there). By default the solver plays hard mode
+  (only words that fit all the feedback, the guess named first among the remaining candidates it lists): these are
+  the moves the feedback reward scores highest and the easiest for a small model to imitate; the full solver's best
+  guesses are often rare words that fit nothing (``RYNDS``), which a 135M model learns to copy as "any letters".
 - Detours (``detour_share``): a small model's own games soon leave the solver's line — it repeats an earlier guess
   or plays a word that ignores the feedback — and it was never shown what to do from there (imitation learning's
   compounding error). With detours, some of the solver's moves are replaced by such a mistake (a repeat of an
@@ -108,12 +107,13 @@ class DetourPlayer:
 
 def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_secrets: Iterable[str] = (),
                hard_mode: bool = True, detour_share: float = 0.0, prompt_style: str = "course",
-               reasoning: str = "solver") -> list[dict]:
+               reasoning: str = "solver", spell_guess: bool = False) -> list[dict]:
     """Chat rows (system, user, assistant) for the solver's own moves in seeded games, without duplicates.
 
     Games whose secret is in ``exclude_secrets`` (e.g. held-out test secrets) are left out; ``hard_mode`` picks
     the solver and ``detour_share`` the probability of a mistake in place of a solver move (module docstring).
-    The user turns are in `prompt_style`; ``reasoning`` (``REASONING``) is what the ``<think>`` holds (`reply`).
+    The user turns are in `prompt_style`; ``reasoning`` (``REASONING``) is what the ``<think>`` holds (`reply`);
+    ``spell_guess`` writes the guess letter by letter (``<guess>S P L I T</guess>``).
     """
     if not 0.0 <= detour_share < 1.0:
         raise ValueError(f"detour_share must be in [0, 1), got {detour_share}")
@@ -133,7 +133,7 @@ def sft_traces(num_games: int, seed: int = 0, max_openings: int = 2, exclude_sec
                 continue
             history = parse_history(turn.past_guess_history)
             messages = wordle_messages(history, style=prompt_style)
-            messages.append({"role": "assistant", "content": reply(turn, history, reasoning)})
+            messages.append({"role": "assistant", "content": reply(turn, history, reasoning, spell_guess)})
             key = json.dumps(messages, ensure_ascii=False)
             opening = not history and openings_left > 0
             if key not in seen or opening:
@@ -148,14 +148,17 @@ REASONING = ("solver", "known_letters")
 OPENING_REASONING = "No feedback yet, so I open with a word of common letters."
 
 
-def reply(turn, history: History, reasoning: str) -> str:
+def reply(turn, history: History, reasoning: str, spell_guess: bool = False) -> str:
     """The trace's assistant reply for a solver move: ``solver``, the solver's own explanation (what the feedback
     says, the words that still fit and why this guess); ``known_letters``, only what the feedback establishes
     (`rftune.envs.wordle.prompts.known_letters`), then the guess. A small model can write the second kind itself:
-    every fact in it is read off the feedback, where the first asks it to name fitting words it has to invent."""
+    every fact in it is read off the feedback, where the first asks it to name fitting words it has to invent.
+    ``spell_guess``: the guess letter by letter, each letter its own token, as the placed-letters pattern is."""
     if reasoning == "solver":
-        return turn.text
-    return reply_text("\n".join(known_letters(history)) or OPENING_REASONING, turn.guess)
+        thinking = turn.text.split("</think>")[0].removeprefix("<think>")
+    else:
+        thinking = "\n".join(known_letters(history)) or OPENING_REASONING
+    return reply_text(thinking, turn.guess, spell_guess)
 
 
 def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:

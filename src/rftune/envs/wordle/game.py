@@ -27,6 +27,7 @@ MAX_GUESSES = 6
 
 _TILE = re.compile(r"([A-Za-z])\(([✓x\-])\)")
 _GUESS_TAG = re.compile(r"<guess>(.*?)</guess>", re.DOTALL | re.IGNORECASE)
+_SPELLED = re.compile(r"[A-Za-z](?: [A-Za-z])+")  # S P L I T: a word spelled letter by letter
 _STRICT_FORMAT = re.compile(
     r"\s*<think>(?:(?!</?think>).)*</think>\s*<guess>(?:(?!</?guess>).)*</guess>\s*", re.DOTALL)
 
@@ -134,9 +135,15 @@ def history_records(history: History) -> list[list[str]]:
 
 
 def extract_guess(completion: str) -> str | None:
-    """The trimmed text inside the last ``<guess>...</guess>`` of a reply, or None when there is no such tag."""
+    """The trimmed text inside the last ``<guess>...</guess>`` of a reply, or None when there is no such tag.
+
+    A word spelled letter by letter with single spaces (``<guess>S P L I T</guess>``) is read as the word
+    (``SPLIT``): one token per letter for a model's tokenizer, the same guess for the game."""
     found = _GUESS_TAG.findall(completion or "")
-    return found[-1].strip() if found else None
+    if not found:
+        return None
+    text = found[-1].strip()
+    return text.replace(" ", "") if _SPELLED.fullmatch(text) else text
 
 
 def has_required_format(completion: str, prefilled_think: bool = False) -> bool:

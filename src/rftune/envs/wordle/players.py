@@ -37,9 +37,11 @@ class Player(Protocol):
         ...
 
 
-def reply_text(reasoning: str, guess: str) -> str:
-    """A reply in the required format: reasoning in ``<think>``, then ``<guess>WORD</guess>``."""
-    return f"<think>\n{reasoning.strip()}\n</think>\n<guess>{guess.upper()}</guess>"
+def reply_text(reasoning: str, guess: str, spelled: bool = False) -> str:
+    """A reply in the required format: reasoning in ``<think>``, then ``<guess>WORD</guess>`` (``spelled``:
+    ``<guess>W O R D</guess>``, one letter per token)."""
+    word = " ".join(guess.upper()) if spelled else guess.upper()
+    return f"<think>\n{reasoning.strip()}\n</think>\n<guess>{word}</guess>"
 
 
 class RandomPlayer:
