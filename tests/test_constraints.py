@@ -80,6 +80,20 @@ def test_wordle_guess_is_an_allowed_word_after_free_text(compiler, tokenizer):
     assert admits(constraint, tokenizer, "<think>still thinking <gue", end=True)  # never opened: free text
 
 
+def test_the_wordle_recipes_constraint_admits_only_a_spelled_allowed_word(compiler, tokenizer):
+    """configs/wordle.yaml: the model spells its guess; the constraint admits an allowed word spelled, and not the
+    4-letter reply that the course's weights pay more than a bad valid guess (tests/envs/test_wordle_rewards.py)."""
+    from pathlib import Path
+
+    from rftune.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "wordle.yaml")
+    constraint = compiler.compile(config.generation.constraint, config.base_dir)
+    assert admits(constraint, tokenizer, "<think>Placed letters: _ _ _ _ E</think>\n<guess>N A C R E</guess>")
+    for text in ("<guess>T H R E</guess>", "<guess>NACRE</guess>", "<guess>N A C R X</guess>"):
+        assert not admits(constraint, tokenizer, text), text
+
+
 # ------------------------------------------------------------------------------------------------ config
 CONFIG_CASES = [
     ("regex: '[0-9]+'", ["generation.constraint.regex='[0-9]+'"]),

@@ -146,13 +146,10 @@ def test_rewards_score_through_the_generic_scorer():
     assert failures == {"wordle_format": 0, "wordle_win": 0}
 
 
-def test_course_weights_pay_for_not_guessing_and_the_recipe_weights_do_not():
+def test_course_weights_pay_for_not_guessing_and_a_feedback_weight_of_0_3_does_not():
     # After CRANE → C(x) R(-) A(x) N(x) E(✓): a reply whose "guess" has 4 letters against the valid NACRE, which
     # reuses N, A, C (−0.5 each), moves R from 2nd to 4th (+0.1) and keeps E 5th (+0.2): feedback −1.2.
-    from pathlib import Path
-
-    from rftune.config import load_config
-
+    # (The recipe's guess constraint makes the 4-letter reply unwritable instead: tests/test_constraints.py.)
     no_guess, reuse = reply("THRE"), reply("NACRE")
     parts = {name: (f(None, no_guess, THERE_AFTER_CRANE), f(None, reuse, THERE_AFTER_CRANE))
              for name, f in (("wordle_format", wordle_format), ("wordle_feedback", wordle_feedback),
@@ -165,7 +162,6 @@ def test_course_weights_pay_for_not_guessing_and_the_recipe_weights_do_not():
 
     course = {"wordle_format": 1.0, "wordle_feedback": 1.0, "wordle_guess_value": 1.0}
     assert total(course, 0) > total(course, 1)  # 0.1 > 1.0 − 1.2 + value (NACRE's value is small): stop guessing
-    config = load_config(Path(__file__).parents[2] / "configs" / "wordle.yaml")
-    recipe = {spec.name: spec.weight for spec in config.rewards.functions}
+    recipe = {**course, "wordle_feedback": 0.3}
     assert total(recipe, 1) > total(recipe, 0)  # every valid guess beats no guess
     assert recipe["wordle_format"] + recipe["wordle_feedback"] * -2.5 > 0.1  # even the worst valid guess
