@@ -78,7 +78,9 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     check_options("wordle", options, KNOWN_OPTIONS, path)
     mode = options.get("mode", "history")
     seed = _int_option(options, "seed", 0, 0)
-    style = _prompt_style(options)
+    from rftune.envs.wordle.prompts import prompt_style_option
+
+    style = prompt_style_option(options)
     hooks = {"sft_traces": functools.partial(solver_traces, prompt_style=style),
              "evaluator": functools.partial(evaluate_games, prompt_style=style)}
     if mode == "history":
@@ -109,15 +111,6 @@ def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, 
     test = set(split_answers()[1])
     return [row for row in history_rows(num_games, seed, solver_share, max_openings, prompt_style)
             if row["secret"].lower() not in test]
-
-
-def _prompt_style(options: dict) -> str:
-    from rftune.envs.wordle.prompts import PROMPT_STYLES
-
-    style = options.get("prompt_style", "course")
-    if style not in PROMPT_STYLES:
-        raise ConfigError(f"task.kwargs.prompt_style: must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
-    return style
 
 
 def _check_share(solver_share: float) -> None:

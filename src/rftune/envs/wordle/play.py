@@ -82,11 +82,8 @@ def run_config(args):
 
 def _prompt_style(config) -> str:
     """The task's ``prompt_style`` in `config` (the course's prompts without a config or another task)."""
-    from rftune.envs.wordle.prompts import PROMPT_STYLES
+    from rftune.envs.wordle.prompts import prompt_style_option
 
     if config is None or config.task.name != "wordle":
         return "course"
-    style = config.task.kwargs.get("prompt_style", "course")
-    if style not in PROMPT_STYLES:
-        raise ConfigError(f"task.kwargs.prompt_style: must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
-    return style
+    return prompt_style_option(config.task.kwargs)

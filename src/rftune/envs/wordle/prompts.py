@@ -75,6 +75,16 @@ def known_letters(history: History) -> list[str]:
     return lines
 
 
+def prompt_style_option(options: dict) -> str:
+    """``task.kwargs.prompt_style`` of a Wordle config (``course`` when not set); another value is a `ConfigError`."""
+    from rftune.errors import ConfigError
+
+    style = options.get("prompt_style", "course")
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"task.kwargs.prompt_style: must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    return style
+
+
 def ordinal_positions(spots: set[int]) -> str:
     """``{0}`` -> ``1st``; ``{0, 3}`` -> ``1st or 4th``."""
     names = [_ORDINALS[i] for i in sorted(spots)]
