@@ -92,6 +92,11 @@ def test_the_wordle_recipes_constraint_admits_only_a_spelled_allowed_word(compil
     assert admits(constraint, tokenizer, "<think>Placed letters: _ _ _ _ E</think>\n<guess>N A C R E</guess>")
     for text in ("<guess>T H R E</guess>", "<guess>NACRE</guess>", "<guess>N A C R X</guess>"):
         assert not admits(constraint, tokenizer, text), text
+    override = load_config(None, ["generation.constraint.choices_file=rftune:data/wordle/allowed_spelled.txt",
+                                  "generation.constraint.case=upper", "generation.constraint.span=[<guess>, </guess>]"])
+    assert compiler.compile(override.generation.constraint).lark == constraint.lark  # the file inside the package
+    with pytest.raises(ConfigError, match="generation.constraint: file not found: .*data/wordle/nothing.txt"):
+        compiler.compile(ConstraintConfig(choices_file="rftune:data/wordle/nothing.txt"))
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -58,7 +58,7 @@ def test_wordle_sft_traces_take_their_options_from_sft_kwargs_old_key_or_new(tmp
     assert sft_conversations(new) == sft_conversations(old) == expected
     assert (tmp_path / "new" / "traces.jsonl").read_text().count("\n") == len(expected)
     with pytest.raises(ConfigError, match=r"sft.kwargs: task 'wordle' takes \['detour_share', 'num_games', "
-                                          r"'reasoning'\]; got \['num_game'\]"):
+                                          r"'reasoning', 'spell_guess'\]; got \['num_game'\]"):
         sft_conversations(load_config(None, wordle + ["sft.kwargs.num_game=3"]))
     with pytest.raises(ConfigError, match="sft.kwargs.detour_share: must be a number between 0 and 0.9, got 0.95"):
         sft_conversations(load_config(None, wordle + ["sft.kwargs.detour_share=0.95"]))

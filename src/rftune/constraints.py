@@ -9,7 +9,8 @@ backend, vLLM's included.
 
 Kinds (exactly one per constraint, `rftune.config.ConstraintConfig`):
     regex        the text matches the regular expression (Rust ``regex`` syntax)
-    choices      one of the strings (``choices_file``: one per line; ``case`` rewrites them to upper or lower case)
+    choices      one of the strings (``choices_file``: one per line, relative to the config's folder, or
+                 ``rftune:PATH`` for a file shipped in the package; ``case`` rewrites them to upper or lower case)
     json_schema  a JSON value valid under the schema (a mapping, JSON text, or a ``.json`` file)
     grammar      a Lark grammar (llguidance's dialect; text or a ``.lark`` file)
     gbnf         a GBNF grammar (llama.cpp's; text or a ``.gbnf`` file), converted to Lark
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -314,8 +316,14 @@ def _text_or_file(value: str, base_dir: str, suffix: str) -> str:
     return value
 
 
+PACKAGE_PREFIX = "rftune:"  # ``rftune:data/wordle/allowed.txt``: a file shipped inside the package
+
+
 def _path(name: str, base_dir: str) -> Path:
-    path = Path(name) if Path(name).is_absolute() else Path(base_dir) / name
+    if name.startswith(PACKAGE_PREFIX):
+        path = Path(str(files("rftune").joinpath(name.removeprefix(PACKAGE_PREFIX))))
+    else:
+        path = Path(name) if Path(name).is_absolute() else Path(base_dir) / name
     if not path.is_file():
         raise ConfigError(f"generation.constraint: file not found: {path}")
     return path

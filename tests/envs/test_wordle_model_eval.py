@@ -196,7 +196,8 @@ def test_report_table_prints_intervals_and_differences():
     table = report_table(report)
     lines = table.splitlines()
     assert all(len(line) < 160 for line in lines)
-    assert lines[0].split()[:3] == ["player", "solved", "avg"] and "2/4" in lines[2]  # the game table first
+    assert lines[0] == "models see the course prompts; unconstrained"
+    assert lines[1].split()[:3] == ["player", "solved", "avg"] and "2/4" in lines[3]  # then the game table
     start = lines.index(next(line for line in lines if line.startswith("per-game means")))
     block = lines[start + 2:]
     assert block[0].split()[:3] == ["player", "solved", "avg"]
