@@ -97,6 +97,18 @@ def test_flat_trl_yaml_and_overrides_are_aliases_with_a_notice(tmp_path, capsys)
     assert in_section.generation.max_new_tokens == 32 and in_section.algorithm.epsilon_high == 0.1
 
 
+def test_shuffle_dataset_is_train_shuffle(tiny_model_dir, tmp_path):
+    from rftune.trl import GRPOConfig, _config
+
+    path = tmp_path / "trl.yaml"
+    path.write_text("shuffle_dataset: no\n")
+    assert load_config(path).train.shuffle is False
+    assert load_config(None, ["shuffle_dataset=false"]).train.shuffle is False
+    assert load_config(None).train.shuffle is True
+    args = GRPOConfig(output_dir="x", num_generations=2, per_device_train_batch_size=2, shuffle_dataset=False)
+    assert _config(args, tiny_model_dir, None, num_rows=4).train.shuffle is False
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["max_completion_length=8", "generation.max_new_tokens=9"], "'max_completion_length' and its rftune key "
                                                                  "'generation.max_new_tokens' are both given"),

@@ -110,6 +110,7 @@ class TrainConfig:
     bf16: bool | Literal["auto"] = False  # bfloat16 matmuls in every pass; "auto": where the device has native bf16
     cpu_kernels: Literal["auto", "off"] = "auto"  # rftune's CPU speed layer on CPU runs (never on a GPU); off = plain
     seed: int = 42
+    shuffle: bool = True  # prompts in a seeded shuffled order each epoch; false: in the task's order (a curriculum)
     save_steps: int = 10  # checkpoint every N steps (0 = only at the end)
     save_total_limit: int = 2  # keep this many latest checkpoints
     resume: bool = False  # continue from the latest checkpoint in output_dir

@@ -33,8 +33,9 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 2) -> Path:
-    """Write a tiny random Llama + tokenizer to `folder` and return it."""
+def build_tiny_model(folder: str | Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 2,
+                     context: int = 1024) -> Path:
+    """Write a tiny random Llama + tokenizer (`context` positions) to `folder` and return it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,7 +43,7 @@ def build_tiny_model(folder: str | Path, seed: int = 0, hidden_size: int = 32, n
     tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                          num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, tie_word_embeddings=True,
+                         max_position_embeddings=context, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)

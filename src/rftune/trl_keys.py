@@ -24,7 +24,7 @@ ALIASES = {
     "output_dir": "train.output_dir", "max_steps": "train.max_steps", "learning_rate": "train.learning_rate",
     "weight_decay": "train.weight_decay", "adam_beta1": "train.adam_beta1", "adam_beta2": "train.adam_beta2",
     "warmup_steps": "train.warmup_steps", "lr_scheduler_type": "train.lr_scheduler",
-    "max_grad_norm": "train.max_grad_norm", "seed": "train.seed", "save_steps": "train.save_steps",
+    "max_grad_norm": "train.max_grad_norm", "seed": "train.seed", "shuffle_dataset": "train.shuffle", "save_steps": "train.save_steps",
     "save_total_limit": "train.save_total_limit", "gradient_accumulation_steps": "train.gradient_accumulation_steps",
     "bf16": "train.bf16", "report_to": "train.report_to", "log_completions": "train.log_completions",
     "num_generations": "generation.num_generations", "max_completion_length": "generation.max_new_tokens",
@@ -57,7 +57,7 @@ VALUES = {  # TRL spelling -> rftune value
 # TRL GRPOConfig keys rftune has no equivalent for (docs/from_trl.md says what to do instead)
 UNSUPPORTED = {
     "num_train_epochs", "per_device_eval_batch_size", "eval_strategy", "generation_batch_size",
-    "steps_per_generation", "num_generations_eval", "model_init_kwargs", "disable_dropout", "shuffle_dataset",
+    "steps_per_generation", "num_generations_eval", "model_init_kwargs", "disable_dropout",
     "gradient_checkpointing", "min_p", "repetition_penalty", "generation_kwargs", "chat_template_kwargs",
     "cache_implementation", "delta", "multi_objective_aggregation", "sync_ref_model", "ref_model_mixup_alpha",
     "ref_model_sync_steps", "top_entropy_quantile", "entropy_coef", "use_adaptive_entropy",

@@ -69,3 +69,9 @@ def test_prompt_stream_is_a_permutation_per_epoch_and_resumes():
     resumed = PromptStream(5, seed=3, position=7)
     assert resumed.take(5) == (first + rest)[7:12]
     assert PromptStream(5, seed=4).take(5) != first or PromptStream(5, seed=5).take(5) != first
+
+
+def test_unshuffled_prompt_stream_keeps_the_dataset_order_every_epoch_and_resumes():
+    stream = PromptStream(4, seed=3, shuffle=False)
+    assert stream.take(6) == [0, 1, 2, 3, 0, 1] and stream.position == 6
+    assert PromptStream(4, seed=9, position=6, shuffle=False).take(3) == [2, 3, 0]

@@ -72,6 +72,7 @@ class Task:
     sft_traces: Callable[[dict, int], list[list[dict]]] | None = None
     # the task's own `rftune eval` (e.g. playing whole games) instead of scoring held-out rows; see `EvalRequest`
     evaluator: Callable[["EvalRequest"], "EvalOutcome"] | None = None
+    ordered: bool = False  # the rows are a curriculum: training takes them in this order (needs train.shuffle false)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ preceded by the task's system prompt when there is one. A malformed row raises `
 the row (1-based line number for JSONL/CSV, 0-based row index for Parquet); so does a line that is not UTF-8,
 and an empty file is named as such.
 
-`PromptStream` hands out prompts in a seeded shuffled order, epoch after epoch; its ``position`` (prompts consumed
-so far) is all it needs to resume exactly where a run stopped.
+`PromptStream` hands out prompts in a seeded shuffled order, epoch after epoch (or in the dataset's own order, for a
+curriculum); its ``position`` (prompts consumed so far) is all it needs to resume exactly where a run stopped.
 """
 
 from __future__ import annotations
@@ -110,12 +110,14 @@ def _parquet_rows(path: Path):
 
 
 class PromptStream:
-    """Seeded, epoch-wise shuffled order over `num_samples` items; resumable from `position`."""
+    """Seeded, epoch-wise shuffled order over `num_samples` items (``shuffle=False``: 0, 1, 2, ... every epoch);
+    resumable from `position`."""
 
-    def __init__(self, num_samples: int, seed: int, position: int = 0):
+    def __init__(self, num_samples: int, seed: int, position: int = 0, shuffle: bool = True):
         self.num_samples = num_samples
         self.seed = seed
         self.position = position
+        self.shuffle = shuffle
         self._cached: tuple[int, list[int]] = (-1, [])
 
     def _order(self, epoch: int) -> list[int]:
@@ -129,7 +131,7 @@ class PromptStream:
         indices = []
         while len(indices) < count:
             epoch, offset = divmod(self.position, self.num_samples)
-            indices.append(self._order(epoch)[offset])
+            indices.append(self._order(epoch)[offset] if self.shuffle else offset)
             self.position += 1
         return indices
 

@@ -10,6 +10,9 @@ Options (``task.kwargs``):
     seed          seed of the reference games / secret draw (default 0)
     solver_share  history mode: share of reference games continued by the solver rather than the random player
     max_openings  history mode: up to this many random opening words per reference game (default 2)
+    curriculum    history mode: ``late_first`` takes the rows from late-game positions (fewest answers left) to
+                  openings (`rftune.envs.wordle.datasets.late_first`; needs ``train.shuffle: false``, and a run that
+                  reaches the openings takes about as many prompts as there are rows); ``none`` (default): any order
     prompt_style  ``course`` (default): the user turn lists the feedback lines, as in the course. ``summary``: the
                   lines, then what they establish (placed letters as ``_ R _ _ E``, letters in the word not yet
                   placed, letters not in the word; `rftune.envs.wordle.prompts`). The style holds for every prompt
@@ -46,7 +49,8 @@ from rftune.tasks.data import samples_from_rows
 
 TEST_SIZE = 315  # answers held out for evaluation (2,315 answers: 2,000 for training, 315 for testing)
 SPLIT_SEED = 20240601
-KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings", "prompt_style"}
+KNOWN_OPTIONS = {"mode", "num_games", "size", "seed", "solver_share", "max_openings", "prompt_style", "curriculum"}
+CURRICULA = ("none", "late_first")
 SFT_OPTIONS = {"num_games": 100, "detour_share": 0.0, "reasoning": "solver", "spell_guess": False}  # sft.kwargs
 EVAL_OPTIONS = {"num_games": 50, "sampled": False}  # eval.kwargs and their defaults
 HISTORY_REWARDS = ("wordle_format", "wordle_feedback", "wordle_guess_value")
@@ -81,15 +85,19 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     from rftune.envs.wordle.prompts import prompt_style_option
 
     style = prompt_style_option(options)
+    curriculum = _curriculum_option(options)
     hooks = {"sft_traces": functools.partial(solver_traces, prompt_style=style),
              "evaluator": functools.partial(evaluate_games, prompt_style=style)}
     if mode == "history":
         num_games, max_openings = _int_option(options, "num_games", 200, 1), _int_option(options, "max_openings", 2, 0)
         solver_share = float(options.get("solver_share", 0.5))
         _check_share(solver_share)
-        rows = functools.partial(history_training_rows, num_games, seed, solver_share, max_openings, style)
+        rows = functools.partial(history_training_rows, num_games, seed, solver_share, max_openings, style,
+                                 curriculum)
         samples = DeferredSamples(lambda: samples_from_rows(_located(rows()), system_prompt))
-        return Task(samples=samples, default_rewards=_specs(HISTORY_REWARDS), **hooks)
+        return Task(samples=samples, default_rewards=_specs(HISTORY_REWARDS), ordered=curriculum != "none", **hooks)
+    if curriculum != "none":
+        raise ConfigError(f"task.kwargs.curriculum: orders history-mode rows; mode {mode!r} has none to order")
     if mode == "episode":
         from rftune.envs.wordle import WordleEnv, wordle_messages
 
@@ -102,15 +110,26 @@ def build(options: dict, system_prompt: str | None, path: str | None, base_dir: 
     raise ConfigError(f"task.kwargs.mode: must be 'history' or 'episode', got {mode!r}")
 
 
+def _curriculum_option(options: dict) -> str:
+    value = options.get("curriculum", "none")
+    value = "none" if value is False else value  # YAML reads `curriculum: off` / `no` as false
+    if value not in CURRICULA:
+        raise ConfigError(f"task.kwargs.curriculum: must be one of {', '.join(CURRICULA)}, got {value!r}")
+    return value
+
+
 def history_training_rows(num_games: int, seed: int, solver_share: float = 0.5, max_openings: int = 2,
-                          prompt_style: str = "course") -> list[dict]:
-    """History-mode rows from seeded reference games, without the held-out test secrets."""
+                          prompt_style: str = "course", curriculum: str = "none") -> list[dict]:
+    """History-mode rows from seeded reference games, without the held-out test secrets, in curriculum order if
+    one is given."""
     from rftune.envs.wordle import history_rows
+    from rftune.envs.wordle.datasets import late_first
 
     _check_share(solver_share)
     test = set(split_answers()[1])
-    return [row for row in history_rows(num_games, seed, solver_share, max_openings, prompt_style)
+    rows = [row for row in history_rows(num_games, seed, solver_share, max_openings, prompt_style)
             if row["secret"].lower() not in test]
+    return late_first(rows, seed) if curriculum == "late_first" else rows
 
 
 def _check_share(solver_share: float) -> None:

@@ -203,7 +203,11 @@ class GRPOTrainer:
         if dataset is not None:
             rows = ((f"dataset row {i}", row) for i, row in enumerate(dataset))
             return Task(samples=samples_from_rows(rows, cfg.system_prompt))
-        return task_from_config(self.config)  # held-out rows are left out of training
+        task = task_from_config(self.config)  # held-out rows are left out of training
+        if task.ordered and self.config.train.shuffle:
+            raise ConfigError(f"task {cfg.name!r}: its rows are in curriculum order, which a shuffled "
+                              "prompt order would undo; set train.shuffle: false")
+        return task
 
     def _check_prompts(self) -> None:
         """Every prompt fits the context (`rftune.rollout.generation.fit_prompts`), and a step's prompts are distinct
@@ -224,6 +228,10 @@ class GRPOTrainer:
                               f"{cfg.prompts_per_step} prompts of one step (train.batch_size / "
                               "generation.num_generations): a step would repeat rows; add rows or lower "
                               "train.batch_size")
+        reached = cfg.train.max_steps * cfg.prompts_per_step
+        if self.task.ordered and reached < len(self.task.samples):
+            self._say(f"the task's curriculum has {len(self.task.samples)} rows in order; train.max_steps="
+                      f"{cfg.train.max_steps} x {cfg.prompts_per_step} prompts per step reach only the first {reached}")
 
     def _build_rewards(self, reward_funcs) -> list[RewardFunction]:
         if reward_funcs is not None:
@@ -348,8 +356,8 @@ class GRPOTrainer:
     def train(self) -> list[dict[str, Any]]:
         """Run until train.max_steps; returns the metrics of the steps run now."""
         cfg = self.config.train
-        stream = RankShard(PromptStream(len(self.task.samples), cfg.seed, self.stream_position), self.world.rank,
-                           self.world.size)
+        stream = RankShard(PromptStream(len(self.task.samples), cfg.seed, self.stream_position, cfg.shuffle),
+                           self.world.rank, self.world.size)
         history = []
         try:
             if cfg.eval_before_train and self.step_count == 0:

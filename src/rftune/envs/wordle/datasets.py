@@ -7,6 +7,7 @@ different positions instead of the solver's single opening line.
 
 - `history_rows`: one row per turn state, ``{"secret", "past_guess_history", "prompt"}``, where the prompt is the
   history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
+  `late_first` orders them as a curriculum: the positions with the fewest answers left first, the openings last.
 - `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
   openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical conversations
   (the same position reached in several games) are kept once, except the opening, the one position every game
@@ -35,6 +36,7 @@ from typing import Iterable
 
 from rftune.envs.wordle.evaluate import GameRecord, play_game
 from rftune.envs.wordle.game import History, parse_history
+from rftune.envs.wordle.patterns import consistent_mask
 from rftune.envs.wordle.players import Move, OpeningPlayer, Player, RandomPlayer, reply_text
 from rftune.envs.wordle.prompts import known_letters, wordle_messages
 from rftune.envs.wordle.solver import InfoGainSolver
@@ -80,6 +82,17 @@ def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_o
             rows.append({"secret": game.record.secret, "past_guess_history": turn.past_guess_history,
                          "prompt": wordle_messages(history, style=prompt_style)})
     return rows
+
+
+def late_first(rows: list[dict], seed: int = 0) -> list[dict]:
+    """`rows` (history rows) ordered from late-game positions to openings: by the number of answers still consistent
+    with their feedback, fewest first; rows with the same number in a seeded shuffled order, so that one game's
+    turns do not come together."""
+    rng = random.Random(seed)
+    answers = answer_words()
+    keys = [(int(consistent_mask(answers, parse_history(row["past_guess_history"])).sum()), rng.random())
+            for row in rows]
+    return [row for _, row in sorted(zip(keys, rows), key=lambda pair: pair[0])]
 
 
 DETOUR_REASONING = "A detour from the solver's line (never a trace)."
