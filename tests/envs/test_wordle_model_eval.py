@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rftune.envs.wordle.evaluate import FIGURES, GameRecord, TurnRecord, game_values, summarize_games
+from rftune.envs.wordle.evaluate import FIGURES, GameRecord, TurnRecord, summarize_games, summary_and_values
 from rftune.envs.wordle.model_eval import evaluate_models, game_intervals, play_games_batched, report_table
 from rftune.evaluation.evaluate import write_report
 from rftune.tasks.wordle import held_out_secrets, history_training_rows, split_answers
@@ -112,14 +112,14 @@ def hand_built_games():
 
 def hand_built_report(players, resamples=2000):
     report = {"rows": [summarize_games(name, games) for name, games in players.items()],
-              "game_values": {name: game_values(games) for name, games in players.items()}}
+              "game_values": {name: summary_and_values(name, games)[1] for name, games in players.items()}}
     report["intervals"] = game_intervals(report, resamples, seed=0)
     return report
 
 
 def test_game_values_by_hand():
     players = hand_built_games()
-    base, tuned = game_values(players["base"]), game_values(players["tuned"])
+    base, tuned = (summary_and_values(name, players[name])[1] for name in ("base", "tuned"))
     assert list(base) == list(FIGURES)
     assert base["solved"] == [1.0, 1.0, 0.0, 0.0] and tuned["solved"] == [1.0, 1.0, 1.0, 0.0]
     assert base["avg_guesses"] == [1.0, 2.0, None, None] and tuned["avg_guesses"] == [1.0, 1.0, 2.0, None]
@@ -131,6 +131,7 @@ def test_game_values_by_hand():
     # the summary row's feedback is over all 15 turns (0.1 + 0.1 over 15), the per-game mean over 4 games
     assert summarize_games("base", players["base"])["wordle_feedback"] == pytest.approx(0.2 / 15, abs=1e-12)
     assert sum(base["wordle_feedback"]) / 4 == pytest.approx(0.0375, abs=1e-12)
+    assert summary_and_values("base", players["base"])[0] == summarize_games("base", players["base"])
 
 
 def test_intervals_and_paired_differences_by_hand():

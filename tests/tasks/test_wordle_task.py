@@ -1,4 +1,4 @@
-"""The Wordle task's prompt style and SFT reasoning options, as users set them: in YAML and as overrides."""
+"""The Wordle task's options as users set them, in YAML and as overrides: prompt style, SFT reasoning, curriculum."""
 
 import json
 
@@ -7,13 +7,13 @@ import pytest
 from rftune.config import load_config
 from rftune.envs.wordle.game import parse_history
 from rftune.envs.wordle.patterns import consistent_words
-from rftune.envs.wordle.words import answer_words
 from rftune.envs.wordle.prompts import wordle_messages
+from rftune.envs.wordle.words import answer_words
 from rftune.errors import ConfigError
 from rftune.tasks import task_from_config
 from rftune.tasks.wordle import history_training_rows, sft_training_rows
-from rftune.train.sft import sft_conversations
 from rftune.testing import build_tiny_model
+from rftune.train.sft import sft_conversations
 from rftune.train.trainer import GRPOTrainer
 
 SUMMARY_MARK = "What you know so far:"

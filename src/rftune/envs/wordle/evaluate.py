@@ -3,9 +3,9 @@
 `play_game` runs one game of a `Player` against a secret; `evaluate_players` plays every player on the same
 secrets (see `seeded_secrets`) and summarises per player: games solved (and "k/N"), average guesses over solved
 games (invalid turns count, as they use up a guess), the invalid-guess rate and format-error rate over all turns,
-and the mean of each Wordle reward over all turns, each turn scored in history mode. `game_values` gives the same
-figures one game at a time (the unit that intervals resample; see `rftune.envs.wordle.model_eval`). Everything
-returned is plain JSON-serialisable data; `format_table` lays the summaries out as aligned text.
+and the mean of each Wordle reward over all turns, each turn scored in history mode. `summary_and_values` also gives
+the same figures one game at a time (the unit that intervals resample; see `rftune.envs.wordle.model_eval`).
+Everything returned is plain JSON-serialisable data; `format_table` lays the summaries out as aligned text.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ REWARDS = {
 }
 _TAKES_WORDS = ("wordle_format", "wordle_guess_value", "wordle_partial_credit")
 TURN_FIGURES = ("invalid_rate", "format_error_rate", *REWARDS)  # the figures of a summary taken over turns
-FIGURES = ("solved", "avg_guesses", *TURN_FIGURES)  # every figure of a summary row, as `game_values` gives them
+FIGURES = ("solved", "avg_guesses", *TURN_FIGURES)  # every figure of a summary row, as `summary_and_values` gives them
 
 
 @dataclass
@@ -101,7 +101,10 @@ def evaluate_players(players: Mapping[str, Player], secrets: Sequence[str],
 def summarize_games(name: str, games: Sequence[GameRecord], allowed: WordList | Sequence[str] | None = None) -> dict:
     """Summary row for one player's games: solved counts, average guesses, error rates, reward means (the rates and
     reward means over all turns of all games together)."""
-    per_game = _turn_figures(games, word_list(allowed))
+    return _summary_row(name, games, _turn_figures(games, word_list(allowed)))
+
+
+def _summary_row(name: str, games: Sequence[GameRecord], per_game: list[dict[str, list[float]]]) -> dict:
     turns = {key: [value for game in per_game for value in game[key]] for key in TURN_FIGURES}
     solved = [game for game in games if game.won]
     row = {
@@ -115,19 +118,25 @@ def summarize_games(name: str, games: Sequence[GameRecord], allowed: WordList | 
     return row
 
 
-def game_values(games: Sequence[GameRecord], allowed: WordList | Sequence[str] | None = None) -> dict[str, list]:
-    """Each figure of `summarize_games` (`FIGURES`), one value per game in order, each game's own: ``solved`` 1.0 or
-    0.0, ``avg_guesses`` the guesses it used (None when it was lost), ``invalid_rate`` and ``format_error_rate`` the
-    share of its turns, each reward the mean over its turns (None for a game without turns).
+def _game_values(games: Sequence[GameRecord], per_game: list[dict[str, list[float]]]) -> dict[str, list]:
+    values: dict[str, list] = {"solved": [float(game.won) for game in games],
+                               "avg_guesses": [float(game.guesses_used) if game.won else None for game in games]}
+    values.update({key: [_mean(game[key]) for game in per_game] for key in TURN_FIGURES})
+    return values
+
+
+def summary_and_values(name: str, games: Sequence[GameRecord],
+                       allowed: WordList | Sequence[str] | None = None) -> tuple[dict, dict[str, list]]:
+    """The summary row of `summarize_games`, and each of its figures (`FIGURES`) one value per game in order, each
+    game's own: ``solved`` 1.0 or 0.0, ``avg_guesses`` the guesses it used (None when it was lost), ``invalid_rate``
+    and ``format_error_rate`` the share of its turns, each reward the mean over its turns (None for a game without
+    turns). Each turn is scored once for both.
 
     The mean of ``solved`` and of ``avg_guesses`` (over the games that have one) are the summary row's; the others
     are means over games, which differ from the row's means over all turns when games differ in length.
     """
     per_game = _turn_figures(games, word_list(allowed))
-    values: dict[str, list] = {"solved": [float(game.won) for game in games],
-                               "avg_guesses": [float(game.guesses_used) if game.won else None for game in games]}
-    values.update({key: [_mean(game[key]) for game in per_game] for key in TURN_FIGURES})
-    return values
+    return _summary_row(name, games, per_game), _game_values(games, per_game)
 
 
 def _turn_figures(games: Sequence[GameRecord], words: WordList) -> list[dict[str, list[float]]]:

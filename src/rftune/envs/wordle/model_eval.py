@@ -13,7 +13,7 @@ names it (``constraint``); the reference players are not language models and pla
 
 Intervals (`game_intervals`, with `rftune.evaluation.stats`): the unit of resampling is the game. Every player
 plays the same secrets in the same order, so game i of one player is paired with game i of the first. The per-game
-values are those of `rftune.envs.wordle.evaluate.game_values` (kept in the report as ``game_values``), and each
+values are those of `rftune.envs.wordle.evaluate.summary_and_values` (kept in the report as ``game_values``), and each
 interval is for the mean of those values, which is also the point estimate printed beside it:
 
 - ``solved``: 1 or 0 per game, so the mean is the share solved (the row's k/N);
@@ -39,10 +39,9 @@ from rftune.envs.wordle import (
     RandomPlayer,
     format_table,
     play_game,
-    summarize_games,
     wordle_messages,
 )
-from rftune.envs.wordle.evaluate import FIGURE_TITLES, FIGURES, REWARDS, TurnRecord, game_values
+from rftune.envs.wordle.evaluate import FIGURE_TITLES, FIGURES, REWARDS, TurnRecord, summary_and_values
 from rftune.envs.wordle.game import MAX_GUESSES, WordleGame, extract_guess, history_records, render_feedback
 from rftune.envs.wordle.prompts import invalid_guess_notice
 from rftune.evaluation.stats import estimate, paired_difference
@@ -182,8 +181,9 @@ def _not_applicable_nan(values: list) -> list[float]:
 
 
 def _add(report: dict, name: str, games: list[GameRecord]) -> None:
-    report["rows"].append(summarize_games(name, games))
-    report.setdefault("game_values", {})[name] = game_values(games)
+    row, values = summary_and_values(name, games)
+    report["rows"].append(row)
+    report.setdefault("game_values", {})[name] = values
     report["games"][name] = [game.to_dict() for game in games]
 
 
