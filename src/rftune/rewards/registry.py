@@ -5,7 +5,7 @@ A reward spec is one of
   - ``package.module:function`` — imported with importlib;
   - ``path/to/file.py:function`` — loaded from a file (relative paths are resolved against the config's folder).
 
-Built-in rewards live in several modules (core, code, judges, text); they are imported lazily the first time a
+Built-in rewards live in several modules (core, code, judges, text, Wordle); they are imported lazily the first time a
 name is looked up so that `import rftune` stays light. A task may register rewards of its own the same way (its
 module registers them when it is imported, as the built-in tasks do when they are built); their names are known
 from then on.
@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "rftune.rewards.code",
     "rftune.rewards.judge",
     "rftune.rewards.text",
+    "rftune.envs.wordle.rewards",  # the course's Wordle rewards, also for Wordle rows in a user's dataset
 )
 
 
