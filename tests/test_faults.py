@@ -254,6 +254,17 @@ def test_a_read_only_output_folder_is_a_clear_error(tiny_model_dir, tmp_path, tm
     assert verify_folder(out / "checkpoints" / "step-000001") == []
 
 
+@pytest.mark.parametrize("output_dir", ["a-file", "a-file/run"])
+def test_a_file_where_the_run_folder_goes_is_a_clear_error(tiny_model_dir, tmp_path, capsys, output_dir):
+    config = write_config(tmp_path, tiny_model_dir, tmp_path / "run", rows=WORDS[:4])
+    (tmp_path / "a-file").write_text("notes")
+    assert train(config, f"train.output_dir={tmp_path / output_dir}", "train.max_steps=1") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: cannot write to the run folder (train.output_dir) {tmp_path / output_dir}: a "
+                           "file is in the way where a folder is needed")
+    assert (tmp_path / "a-file").read_text() == "notes"
+
+
 def test_a_full_disk_under_the_model_repository_is_a_clear_error(trained, tmpfs, monkeypatch, capsys):
     config, out = trained
     monkeypatch.setenv("RFTUNE_REPOSITORY", str(tmpfs / "repository"))

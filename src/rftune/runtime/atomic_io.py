@@ -165,7 +165,8 @@ def _free_bytes(path: str | Path) -> int:
 
 WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied"}
+                errno.EPERM: "permission denied", errno.EEXIST: "a file is in the way where a folder is needed",
+                errno.ENOTDIR: "a file is in the way where a folder is needed"}
 
 
 @contextlib.contextmanager
