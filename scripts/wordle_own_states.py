@@ -21,9 +21,9 @@ import json
 import random
 
 from rftune.config import load_config
-from rftune.envs.wordle.game import parse_history
+from rftune.envs.wordle.datasets import history_row
 from rftune.envs.wordle.model_eval import evaluate_models
-from rftune.envs.wordle.prompts import prompt_style_option, wordle_messages
+from rftune.envs.wordle.prompts import prompt_style_option
 from rftune.tasks.wordle import split_answers
 
 OPENING_EVERY = 5  # keep the shared opening position in one game of this many
@@ -36,8 +36,7 @@ def own_state_rows(games: list[dict], prompt_style: str) -> list[dict]:
         for turn in game["turns"]:
             past = turn["past_guess_history"]
             if past or number % OPENING_EVERY == 0:
-                rows.append({"prompt": wordle_messages(parse_history(past), style=prompt_style),
-                             "secret": game["secret"], "past_guess_history": past})
+                rows.append(history_row(game["secret"], past, prompt_style))
     return rows
 
 

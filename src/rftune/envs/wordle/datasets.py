@@ -5,8 +5,9 @@ words (answers, so openings look natural), and a continuation player: the inform
 probability `solver_share`, else the random consistent player. The random openings spread the games over many
 different positions instead of the solver's single opening line.
 
-- `history_rows`: one row per turn state, ``{"secret", "past_guess_history", "prompt"}``, where the prompt is the
-  history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in history mode.
+- `history_rows`: one row per turn state (`history_row`), ``{"secret", "past_guess_history", "prompt"}``, where the
+  prompt is the history-mode chat prompt for that state; the rows are exactly what the Wordle rewards read in
+  history mode.
   `late_first` orders them as a curriculum: the positions with the fewest answers left first, the openings last.
 - `sft_traces`: ``{"messages": [system, user, assistant]}`` for every move the solver chose itself (not the fixed
   openings), the assistant reply being the solver's ``<think>`` explanation and ``<guess>``. Identical conversations
@@ -75,13 +76,14 @@ def reference_games(num_games: int, seed: int = 0, solver_share: float = 0.5, ma
 def history_rows(num_games: int, seed: int = 0, solver_share: float = 0.5, max_openings: int = 2,
                  prompt_style: str = "course") -> list[dict]:
     """History-mode rows, one per turn state of each reference game, prompts in `prompt_style`."""
-    rows = []
-    for game in reference_games(num_games, seed, solver_share, max_openings):
-        for turn in game.record.turns:
-            history = parse_history(turn.past_guess_history)
-            rows.append({"secret": game.record.secret, "past_guess_history": turn.past_guess_history,
-                         "prompt": wordle_messages(history, style=prompt_style)})
-    return rows
+    return [history_row(game.record.secret, turn.past_guess_history, prompt_style)
+            for game in reference_games(num_games, seed, solver_share, max_openings) for turn in game.record.turns]
+
+
+def history_row(secret: str, past_guess_history: list, prompt_style: str = "course") -> dict:
+    """The history-mode row of one turn state: what the Wordle rewards read, and the prompt for that state."""
+    return {"secret": secret, "past_guess_history": past_guess_history,
+            "prompt": wordle_messages(parse_history(past_guess_history), style=prompt_style)}
 
 
 def late_first(rows: list[dict], seed: int = 0) -> list[dict]:
